@@ -1,0 +1,58 @@
+//! `keyrot inspect`: every PEM block of every file, with what kube-apiserver makes of it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use keyrot::keys::reader::read_file;
+
+/// List every PEM block with what kube-apiserver makes of it: key type, alg and kid, or
+/// "skipped" and why.
+///
+/// Run it on the cluster's key files when a cloud says "kid not found": the kids listed are the
+/// ones kube-apiserver serves and signs with. Exits non-zero when a file is unreadable or yields
+/// no key (kube-apiserver would refuse to start).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// PEM files: verification bundles, signing keys, certificates.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for path in &args.files {
+        println!("{}", path.display());
+        let report = match read_file(path) {
+            Ok(report) => report,
+            Err(err) => {
+                println!("  error: {err}");
+                failed = true;
+                continue;
+            }
+        };
+        if report.blocks.is_empty() {
+            println!("  no PEM blocks");
+        }
+        let label_width = report.blocks.iter().map(|b| b.label.len()).max().unwrap_or(0);
+        for block in &report.blocks {
+            let what = match &block.outcome {
+                Ok((key, form)) => format!(
+                    "{:<12} {}  kid {}  ({form})",
+                    key.describe(),
+                    key.alg(),
+                    key.kid()
+                ),
+                Err(why) => format!("skipped: {why}"),
+            };
+            println!("  line {:<4} {:<label_width$}  {what}", block.line, block.label);
+        }
+        let keys = report.keys().count();
+        if keys == 0 {
+            println!("  => no key: kube-apiserver refuses to start with this file");
+            failed = true;
+        } else {
+            println!("  => {keys} key(s) kube-apiserver would use");
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,5 @@
+//! keyrot: rotates the Kubernetes service-account signing key and publishes the issuer documents.
+
+pub mod atomic_file;
+pub mod documents;
+pub mod keys;
