@@ -1,5 +1,8 @@
 //! keyrot: rotates the Kubernetes service-account signing key and publishes the issuer documents.
 
 pub mod atomic_file;
+pub mod decision;
 pub mod documents;
 pub mod keys;
+pub mod plan;
+pub mod state;

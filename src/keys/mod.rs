@@ -20,7 +20,7 @@ pub use signing::{GenerateSpec, SigningKey};
 
 /// A JWS algorithm kube-apiserver uses for a key (`algorithmFromPublicKey` in kube's
 /// `openidmetadata.go`): RSA is always RS256, ECDSA by curve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Alg {
     RS256,
     ES256,

@@ -1,0 +1,140 @@
+//! A validated rotation plan: typed values only. YAML parsing lives in `raw`, the checks that turn
+//! raw values into these types in `validate`, cluster defaults in `presets`.
+
+// mod locate;
+// mod presets;
+// mod raw;
+// mod schedule;
+// mod validate;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use chrono::TimeDelta;
+
+use crate::decision::Phase;
+use crate::keys::GenerateSpec;
+
+// pub use schedule::Schedule;
+// pub use validate::{PlanError, load, parse};
+
+/// Everything keyrot needs to rotate one cluster's service-account key.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The plan file; relative paths in it were resolved against its directory.
+    pub path: PathBuf,
+    /// A name for people: logs, status, metrics.
+    pub cluster: String,
+    pub flavour: Flavour,
+    /// Test plans may use waits shorter than production minimums (the sandbox).
+    pub test_plan: bool,
+    /// What new keys are.
+    pub key: GenerateSpec,
+    /// Where keyrot keeps the private keys it generates (0700, files 0600).
+    pub private_key_dir: PathBuf,
+    /// Where keyrot keeps its state file and lock.
+    pub state_dir: PathBuf,
+    pub apiserver: Apiserver,
+    pub controller_manager: Option<ControllerManager>,
+    pub probe: Probe,
+    pub issuer: Issuer,
+    /// Where the issuer documents are published; at least one.
+    pub targets: Vec<Target>,
+    /// When rotations start on their own; `None` means only on a manual trigger.
+    pub schedule: Option<()>,
+    pub timings: Timings,
+    /// Phases that wait for `keyrot approve` before they begin.
+    pub approvals: BTreeSet<Phase>,
+    /// How many retired keys the key ring remembers.
+    pub keep_retired: usize,
+}
+
+/// Cluster presets that supply default paths and the restart method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Kubeadm,
+    K3s,
+    Rke2,
+    /// kube-apiserver run as a systemd unit (hand-built clusters).
+    Systemd,
+    Custom,
+}
+
+/// kube-apiserver's key files and how to make it re-read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Apiserver {
+    /// The `--service-account-key-file` keyrot manages (appends, removes keys).
+    pub verification_bundle: PathBuf,
+    /// Further `--service-account-key-file` values: read, never written.
+    pub extra_verification_files: Vec<PathBuf>,
+    /// `--service-account-signing-key-file`.
+    pub signing_key_file: PathBuf,
+    pub restart: Restart,
+}
+
+/// kube-controller-manager's `--service-account-private-key-file` (signs legacy Secret tokens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerManager {
+    pub private_key_file: PathBuf,
+    pub restart: Restart,
+}
+
+/// How a component is restarted so it reads its key files again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restart {
+    /// Touch the static pod manifest (the kubelet restarts the pod when its content changes).
+    StaticPod { manifest: PathBuf },
+    SystemdUnit { unit: String },
+    Command { argv: Vec<String> },
+    None,
+}
+
+/// How keyrot checks the apiserver's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    None,
+    Kubeconfig {
+        path: PathBuf,
+        /// The ServiceAccount keyrot requests probe tokens for.
+        namespace: String,
+        service_account: String,
+        audience: String,
+    },
+}
+
+/// The issuer URL and the jwks_uri its discovery document names, both validated as kube does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    pub url: String,
+    pub jwks_uri: String,
+}
+
+/// One place the issuer documents are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Unique within the plan; used in logs and status.
+    pub name: String,
+    pub kind: TargetKind,
+    /// The `max-age` of the Cache-Control the documents are served with.
+    pub cache_max_age: TimeDelta,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A directory a web server serves at the issuer URL.
+    LocalDirectory { path: PathBuf },
+}
+
+/// How long each phase waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// Minimum time between a confirmed publication and promotion (>= every target's max-age).
+    pub publish_settle: TimeDelta,
+    /// Minimum time between promotion and retiring the old key (>= 24 h unless a test plan).
+    pub retire_after: TimeDelta,
+    /// How long a gate may stay closed before the attempt counts as failed.
+    pub gate_timeout: TimeDelta,
+    /// First retry delay after a failure; doubles per attempt up to `retry_backoff_max`.
+    pub retry_backoff: TimeDelta,
+    pub retry_backoff_max: TimeDelta,
+}

@@ -1,0 +1,183 @@
+//! keyrot's recorded state: the key ring and the rotation in progress. The file format and the
+//! lock live in `store`.
+
+// mod store;
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::decision::Phase;
+use crate::keys::Alg;
+
+// pub use store::{StateError, StateStore, StoreLock};
+
+/// The state file format this build writes and reads. Newer files are refused, never downgraded.
+pub const STATE_VERSION: u32 = 1;
+
+/// Everything keyrot remembers between runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub version: u32,
+    /// Every key keyrot knows, oldest first.
+    pub keys: Vec<KeyRecord>,
+    pub rotation: Option<Rotation>,
+    /// Requests from `keyrot rotate/approve/abort/rollback` not yet acted on, oldest first.
+    pub triggers: Vec<Trigger>,
+    /// When keyrot first recorded this cluster's keys (the schedule counts from here at first).
+    pub adopted_at: Option<DateTime<Utc>>,
+    pub last_rotation_started_at: Option<DateTime<Utc>>,
+    pub last_rotation_completed_at: Option<DateTime<Utc>>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            version: STATE_VERSION,
+            keys: Vec::new(),
+            rotation: None,
+            triggers: Vec::new(),
+            adopted_at: None,
+            last_rotation_started_at: None,
+            last_rotation_completed_at: None,
+        }
+    }
+}
+
+/// A key in the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub alg: Alg,
+    pub role: Role,
+    /// keyrot's copy of the private key, when keyrot holds one (generated, or adopted signing key).
+    pub private_key: Option<PathBuf>,
+    /// Every role the key has had, with the time it took it, oldest first.
+    pub history: Vec<RoleChange>,
+}
+
+impl KeyRecord {
+    /// When the key took `role`, if it ever did.
+    pub fn entered(&self, role: Role) -> Option<DateTime<Utc>> {
+        self.history.iter().rev().find(|c| c.role == role).map(|c| c.at)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    pub role: Role,
+    pub at: DateTime<Utc>,
+}
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Generated, not yet in the verification bundle.
+    Next,
+    /// In the verification bundle; the apiserver accepts it.
+    Staged,
+    /// Staged and confirmed in every published JWKS.
+    Published,
+    /// Signs new tokens.
+    Active,
+    /// Stopped signing; still verifiable until retire_after has passed.
+    Retiring,
+    /// Gone from the bundle and every target; its private key destroyed.
+    Retired,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Next => "next",
+            Role::Staged => "staged",
+            Role::Published => "published",
+            Role::Active => "active",
+            Role::Retiring => "retiring",
+            Role::Retired => "retired",
+        }
+    }
+}
+
+/// The rotation in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// Unique and stable: names the new key's file and the restart annotation.
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    /// What started it.
+    pub cause: Cause,
+    /// The key that signed when the rotation began.
+    pub old_kid: String,
+    /// The key being rolled out, once generated.
+    pub new_kid: Option<String>,
+    pub phase: Phase,
+    pub phase_started_at: DateTime<Utc>,
+    /// True once a person asked to go back to the old key; the rotation then runs old <- new.
+    pub rolled_back: bool,
+    /// Phases a person approved (for phases the plan holds for approval).
+    pub approved: Vec<Phase>,
+    /// When each gate of the current phase was last evaluated, and how it went.
+    pub gates: Vec<GateRecord>,
+    /// Failed attempts of the current phase; drives the backoff.
+    pub attempts: u32,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// What the apiserver was last restarted with: restarts are needed only when files differ.
+    pub apiserver_loaded: Option<Loaded>,
+    /// When every target was first confirmed to serve the current documents (publish settle).
+    pub published_confirmed_at: Option<DateTime<Utc>>,
+    /// When the new key started signing (retire_after counts from here).
+    pub promoted_at: Option<DateTime<Utc>>,
+}
+
+/// The key files a component was restarted with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Loaded {
+    pub bundle: Vec<String>,
+    pub signing: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateRecord {
+    pub gate: String,
+    pub passed: bool,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    Schedule,
+    Manual,
+}
+
+/// A person's request, recorded until the decision core acts on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    pub kind: TriggerKind,
+    pub requested_at: DateTime<Utc>,
+    /// Pass a closed gate: only where a person explicitly asked, logged loudly.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    Rotate,
+    Approve,
+    Abort,
+    Rollback,
+}
