@@ -5,4 +5,5 @@ pub mod decision;
 pub mod documents;
 pub mod keys;
 pub mod plan;
+pub mod simulation;
 pub mod state;

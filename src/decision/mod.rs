@@ -1,5 +1,29 @@
-//! The pure decision core: plan + state + observation + time -> what to do next.
+//! The pure decision core: plan + state + observation + time -> what to do next, and how each
+//! action changes the record. No I/O and no clock reads anywhere below this module.
 
+mod action;
+mod apply;
+mod decide;
+mod observed;
 mod phase;
 
+use std::path::PathBuf;
+
+use crate::plan::Plan;
+
+pub use action::{Action, AdoptedKey, Blocked, Decision, Gate};
+pub use apply::{action_name, apply, apply_failure};
+pub use decide::{backoff, decide};
+pub use observed::{KeyId, Observed, Probed, TargetView};
 pub use phase::Phase;
+
+/// Where a rotation's new private key lives: named after the rotation, so a key generated just
+/// before a crash is found again.
+pub fn key_path_for_rotation(plan: &Plan, rotation_id: &str) -> PathBuf {
+    plan.private_key_dir.join(format!("{rotation_id}.key"))
+}
+
+/// Where keyrot keeps its copy of an adopted signing key, for rollback.
+pub fn key_path_for_adopted(plan: &Plan, kid: &str) -> PathBuf {
+    plan.private_key_dir.join(format!("adopted-{kid}.key"))
+}

@@ -4,7 +4,7 @@
 // mod locate;
 // mod presets;
 // mod raw;
-// mod schedule;
+mod schedule;
 // mod validate;
 
 use std::collections::BTreeSet;
@@ -15,7 +15,7 @@ use chrono::TimeDelta;
 use crate::decision::Phase;
 use crate::keys::GenerateSpec;
 
-// pub use schedule::Schedule;
+pub use schedule::Schedule;
 // pub use validate::{PlanError, load, parse};
 
 /// Everything keyrot needs to rotate one cluster's service-account key.
@@ -41,7 +41,7 @@ pub struct Plan {
     /// Where the issuer documents are published; at least one.
     pub targets: Vec<Target>,
     /// When rotations start on their own; `None` means only on a manual trigger.
-    pub schedule: Option<()>,
+    pub schedule: Option<Schedule>,
     pub timings: Timings,
     /// Phases that wait for `keyrot approve` before they begin.
     pub approvals: BTreeSet<Phase>,
@@ -83,9 +83,15 @@ pub struct ControllerManager {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Restart {
     /// Touch the static pod manifest (the kubelet restarts the pod when its content changes).
-    StaticPod { manifest: PathBuf },
-    SystemdUnit { unit: String },
-    Command { argv: Vec<String> },
+    StaticPod {
+        manifest: PathBuf,
+    },
+    SystemdUnit {
+        unit: String,
+    },
+    Command {
+        argv: Vec<String>,
+    },
     None,
 }
 

@@ -62,7 +62,11 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// When the key took `role`, if it ever did.
     pub fn entered(&self, role: Role) -> Option<DateTime<Utc>> {
-        self.history.iter().rev().find(|c| c.role == role).map(|c| c.at)
+        self.history
+            .iter()
+            .rev()
+            .find(|c| c.role == role)
+            .map(|c| c.at)
     }
 }
 
@@ -121,6 +125,9 @@ pub struct Rotation {
     pub phase_started_at: DateTime<Utc>,
     /// True once a person asked to go back to the old key; the rotation then runs old <- new.
     pub rolled_back: bool,
+    /// True once a person aborted before promotion; the new key (now `old_kid`) is being removed.
+    #[serde(default)]
+    pub aborted: bool,
     /// Phases a person approved (for phases the plan holds for approval).
     pub approved: Vec<Phase>,
     /// When each gate of the current phase was last evaluated, and how it went.
@@ -131,6 +138,9 @@ pub struct Rotation {
     pub last_error: Option<String>,
     /// What the apiserver was last restarted with: restarts are needed only when files differ.
     pub apiserver_loaded: Option<Loaded>,
+    /// What was last published to the targets, so a slow read-back does not cause republishing.
+    #[serde(default)]
+    pub published: Option<Published>,
     /// When every target was first confirmed to serve the current documents (publish settle).
     pub published_confirmed_at: Option<DateTime<Utc>>,
     /// When the new key started signing (retire_after counts from here).
@@ -143,6 +153,14 @@ pub struct Rotation {
 pub struct Loaded {
     pub bundle: Vec<String>,
     pub signing: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The JWKS keys last written to every target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Published {
+    pub kids: Vec<String>,
     pub at: DateTime<Utc>,
 }
 

@@ -1,0 +1,162 @@
+//! The decision core's output: actions to carry out, and why nothing else can happen yet.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+
+use super::Phase;
+use crate::keys::{Alg, GenerateSpec};
+use crate::state::{Cause, Role, TriggerKind};
+
+/// One step. Effects are idempotent "make it so" requests; state-only actions change the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// First use: record the keys found in the configured files, changing nothing. The signing
+    /// key is copied to `copy_signing_key_to` so a rollback can sign with it again.
+    Adopt {
+        keys: Vec<AdoptedKey>,
+        copy_signing_key_to: PathBuf,
+    },
+    /// Act on (or refuse) the oldest pending trigger.
+    ConsumeTrigger { kind: TriggerKind, outcome: String },
+    StartRotation {
+        id: String,
+        cause: Cause,
+        old_kid: String,
+    },
+    /// A person released the phase held for approval.
+    Approve { phase: Phase },
+    /// Before promotion: drop the new key (it never signed).
+    Abort,
+    /// After promotion: sign with the old key again; the new key then retires after retire_after.
+    Rollback,
+    /// Effect: create the rotation's key pair at `path` (0600).
+    GenerateKey { path: PathBuf, spec: GenerateSpec },
+    /// Record the generated key's kid (read back from its file).
+    RecordNewKey {
+        kid: String,
+        alg: Alg,
+        path: PathBuf,
+    },
+    /// Effect: the verification bundle holds exactly these keys, in this order.
+    WriteBundle { kids: Vec<String> },
+    /// Effect: the signing key file (and kube-controller-manager's) holds this key.
+    WriteSigningKey { kid: String },
+    /// Effect: restart the apiserver (and kube-controller-manager when its file changed) so it
+    /// loads these files; recorded once done.
+    Restart {
+        bundle: Vec<String>,
+        signing: Option<String>,
+    },
+    /// Effect: every target serves the documents for these keys, in this order.
+    Publish { kids: Vec<String> },
+    /// Every target was read back serving the expected keys: publish settle counts from now.
+    ConfirmPublished,
+    /// The gate of the current phase passed: move on.
+    EnterPhase { phase: Phase },
+    /// A gate stayed closed past its timeout: count the attempt and retry later.
+    GateFailed {
+        gate: Gate,
+        reason: String,
+        retry_at: DateTime<Utc>,
+    },
+    /// Effect: destroy keyrot's copy of a retired key's private key.
+    DestroyPrivateKey { kid: String, path: PathBuf },
+    /// The old key is gone everywhere: the rotation is complete.
+    CompleteRotation,
+}
+
+/// A key found at adoption, with the role keyrot gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdoptedKey {
+    pub kid: String,
+    pub alg: Alg,
+    pub role: Role,
+}
+
+/// The named checks a rotation waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Gate {
+    /// The cluster's files are usable as they are (present, signing key verifiable).
+    ClusterKeys,
+    /// A person must approve the phase.
+    Approval,
+    /// The last attempt failed; waiting for the retry time.
+    Backoff,
+    /// The apiserver serves the verification keys of the bundle.
+    ApiserverServesBundle,
+    /// Every target serves exactly the expected keys.
+    TargetsServeKeys,
+    /// Caches that held the old JWKS have expired.
+    PublishSettle,
+    /// New tokens carry the new key's kid.
+    NewKeySigns,
+    /// Tokens of the old key may still be in use.
+    RetireAfter,
+    /// The next scheduled rotation is not due yet.
+    Schedule,
+}
+
+impl Gate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::ClusterKeys => "cluster-keys",
+            Gate::Approval => "approval",
+            Gate::Backoff => "backoff",
+            Gate::ApiserverServesBundle => "apiserver-serves-bundle",
+            Gate::TargetsServeKeys => "targets-serve-keys",
+            Gate::PublishSettle => "publish-settle",
+            Gate::NewKeySigns => "new-key-signs",
+            Gate::RetireAfter => "retire-after",
+            Gate::Schedule => "schedule",
+        }
+    }
+}
+
+impl std::fmt::Display for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A closed gate and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub gate: Gate,
+    pub reason: String,
+}
+
+/// What to do now, when to look again, and what holds things up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    /// In order; usually one. Empty when waiting.
+    pub actions: Vec<Action>,
+    /// When deciding again could give a different answer without any event (`None`: only an
+    /// event such as a trigger can change anything).
+    pub wake_at: Option<DateTime<Utc>>,
+    pub blocked_by: Vec<Blocked>,
+}
+
+impl Decision {
+    pub(super) fn act(action: Action) -> Self {
+        Decision {
+            actions: vec![action],
+            ..Decision::default()
+        }
+    }
+
+    pub(super) fn wait(
+        gate: Gate,
+        reason: impl Into<String>,
+        wake_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Decision {
+            actions: Vec::new(),
+            wake_at,
+            blocked_by: vec![Blocked {
+                gate,
+                reason: reason.into(),
+            }],
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `apply`: how each action changes keyrot's record, once the action has been carried out.
+//!
+//! Pure like `decide`: the executor, the dry run and the tests all use it, so the state they
+//! record cannot drift apart.
+
+use chrono::{DateTime, Utc};
+
+use super::Phase;
+use super::action::Action;
+use super::decide::backoff;
+use crate::plan::Plan;
+use crate::state::{GateRecord, KeyRecord, Loaded, Published, Role, RoleChange, Rotation, State};
+
+/// Records that `action` was carried out at `now`.
+pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>) {
+    match action {
+        Action::Adopt {
+            keys,
+            copy_signing_key_to,
+        } => {
+            for key in keys {
+                let private_key = (key.role == Role::Active).then(|| copy_signing_key_to.clone());
+                state.keys.push(KeyRecord {
+                    kid: key.kid.clone(),
+                    alg: key.alg,
+                    role: key.role,
+                    private_key,
+                    history: vec![RoleChange {
+                        role: key.role,
+                        at: now,
+                    }],
+                });
+            }
+            state.adopted_at = Some(now);
+        }
+        Action::ConsumeTrigger { .. } => {
+            if !state.triggers.is_empty() {
+                state.triggers.remove(0);
+            }
+        }
+        Action::StartRotation { id, cause, old_kid } => {
+            state.rotation = Some(Rotation {
+                id: id.clone(),
+                started_at: now,
+                cause: *cause,
+                old_kid: old_kid.clone(),
+                new_kid: None,
+                phase: Phase::Generate,
+                phase_started_at: now,
+                rolled_back: false,
+                aborted: false,
+                approved: Vec::new(),
+                gates: Vec::new(),
+                attempts: 0,
+                retry_at: None,
+                last_error: None,
+                apiserver_loaded: None,
+                published: None,
+                published_confirmed_at: None,
+                promoted_at: None,
+            });
+            state.last_rotation_started_at = Some(now);
+        }
+        Action::Approve { phase } => {
+            let r = rotation(state);
+            r.approved.push(*phase);
+            // The phase really begins now: its gate timeout counts from here.
+            r.phase_started_at = now;
+        }
+        Action::Abort => abort(state, now),
+        Action::Rollback => {
+            let r = rotation(state);
+            let new = r
+                .new_kid
+                .replace(r.old_kid.clone())
+                .expect("rollback happens after promotion");
+            r.old_kid = new;
+            r.rolled_back = true;
+            r.promoted_at = None;
+            enter(r, Phase::Promote, now);
+        }
+        Action::GenerateKey { .. }
+        | Action::WriteBundle { .. }
+        | Action::WriteSigningKey { .. } => {}
+        Action::RecordNewKey { kid, alg, path } => {
+            rotation(state).new_kid = Some(kid.clone());
+            state.keys.push(KeyRecord {
+                kid: kid.clone(),
+                alg: *alg,
+                role: Role::Next,
+                private_key: Some(path.clone()),
+                history: vec![RoleChange {
+                    role: Role::Next,
+                    at: now,
+                }],
+            });
+        }
+        Action::Restart { bundle, signing } => {
+            rotation(state).apiserver_loaded = Some(Loaded {
+                bundle: bundle.clone(),
+                signing: signing.clone(),
+                at: now,
+            });
+        }
+        Action::Publish { kids } => {
+            let r = rotation(state);
+            r.published = Some(Published {
+                kids: kids.clone(),
+                at: now,
+            });
+            r.published_confirmed_at = None;
+        }
+        Action::ConfirmPublished => {
+            let r = rotation(state);
+            r.published_confirmed_at = Some(now);
+            if let Some(new) = r.new_kid.clone() {
+                set_role(state, &new, Role::Published, now);
+            }
+        }
+        Action::EnterPhase { phase } => enter_phase(state, *phase, now),
+        Action::GateFailed {
+            gate,
+            reason,
+            retry_at,
+        } => {
+            let r = rotation(state);
+            r.attempts += 1;
+            r.retry_at = Some(*retry_at);
+            r.last_error = Some(format!("{gate}: {reason}"));
+            record_gate(r, gate.as_str(), false, reason, now);
+            // The next attempt redoes the restart and the publication from scratch.
+            r.apiserver_loaded = None;
+            r.published = None;
+            r.published_confirmed_at = None;
+        }
+        Action::DestroyPrivateKey { kid, .. } => {
+            if let Some(key) = state.keys.iter_mut().find(|k| &k.kid == kid) {
+                key.private_key = None;
+            }
+        }
+        Action::CompleteRotation => complete(state, plan, now),
+    }
+}
+
+/// Records that carrying out `action` failed: the attempt counts and is retried after backoff.
+pub fn apply_failure(
+    state: &mut State,
+    plan: &Plan,
+    action: &Action,
+    error: &str,
+    now: DateTime<Utc>,
+) {
+    if let Some(r) = state.rotation.as_mut() {
+        r.attempts += 1;
+        r.retry_at = Some(now + backoff(plan, r.attempts - 1));
+        r.last_error = Some(format!("{}: {error}", action_name(action)));
+    }
+}
+
+/// A short name for logs and errors.
+pub fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Adopt { .. } => "adopt",
+        Action::ConsumeTrigger { .. } => "consume-trigger",
+        Action::StartRotation { .. } => "start-rotation",
+        Action::Approve { .. } => "approve",
+        Action::Abort => "abort",
+        Action::Rollback => "rollback",
+        Action::GenerateKey { .. } => "generate-key",
+        Action::RecordNewKey { .. } => "record-new-key",
+        Action::WriteBundle { .. } => "write-bundle",
+        Action::WriteSigningKey { .. } => "write-signing-key",
+        Action::Restart { .. } => "restart",
+        Action::Publish { .. } => "publish",
+        Action::ConfirmPublished => "confirm-published",
+        Action::EnterPhase { .. } => "enter-phase",
+        Action::GateFailed { .. } => "gate-failed",
+        Action::DestroyPrivateKey { .. } => "destroy-private-key",
+        Action::CompleteRotation => "complete-rotation",
+    }
+}
+
+fn rotation(state: &mut State) -> &mut Rotation {
+    state
+        .rotation
+        .as_mut()
+        .expect("the decision core asks for this only during a rotation")
+}
+
+fn enter(r: &mut Rotation, phase: Phase, now: DateTime<Utc>) {
+    r.phase = phase;
+    r.phase_started_at = now;
+    r.attempts = 0;
+    r.retry_at = None;
+    r.last_error = None;
+    r.gates.clear();
+    r.published_confirmed_at = None;
+}
+
+/// The gate of the current phase passed: the keys take their new roles.
+fn enter_phase(state: &mut State, phase: Phase, now: DateTime<Utc>) {
+    let r = rotation(state);
+    let passed = r.phase;
+    let (old, new) = (r.old_kid.clone(), r.new_kid.clone());
+    enter(r, phase, now);
+    record_gate(r, passed.as_str(), true, "passed", now);
+    if phase == Phase::Retire {
+        r.promoted_at = Some(now);
+    }
+    let Some(new) = new else { return };
+    match phase {
+        Phase::Generate | Phase::Stage | Phase::Promote => {}
+        Phase::Publish => set_role(state, &new, Role::Staged, now),
+        Phase::Retire => {
+            set_role(state, &new, Role::Active, now);
+            set_role(state, &old, Role::Retiring, now);
+        }
+    }
+}
+
+/// Before promotion the new key never signed: it is retired at once, the old key keeps signing.
+fn abort(state: &mut State, now: DateTime<Utc>) {
+    let r = rotation(state);
+    let Some(new) = r.new_kid.clone() else {
+        // Nothing was generated yet: nothing to undo.
+        state.rotation = None;
+        return;
+    };
+    r.new_kid = Some(std::mem::replace(&mut r.old_kid, new));
+    r.aborted = true;
+    enter(r, Phase::Retire, now);
+}
+
+fn complete(state: &mut State, plan: &Plan, now: DateTime<Utc>) {
+    let Some(r) = state.rotation.take() else {
+        return;
+    };
+    set_role(state, &r.old_kid, Role::Retired, now);
+    state.last_rotation_completed_at = Some(now);
+    let retired: Vec<usize> = (0..state.keys.len())
+        .filter(|&i| state.keys[i].role == Role::Retired)
+        .collect();
+    let excess = retired.len().saturating_sub(plan.keep_retired);
+    for &i in retired[..excess].iter().rev() {
+        state.keys.remove(i);
+    }
+}
+
+fn set_role(state: &mut State, kid: &str, role: Role, now: DateTime<Utc>) {
+    if let Some(key) = state
+        .keys
+        .iter_mut()
+        .find(|k| k.kid == kid && k.role != role)
+    {
+        key.role = role;
+        key.history.push(RoleChange { role, at: now });
+    }
+}
+
+fn record_gate(r: &mut Rotation, gate: &str, passed: bool, reason: &str, now: DateTime<Utc>) {
+    r.gates.push(GateRecord {
+        gate: gate.to_string(),
+        passed,
+        reason: reason.to_string(),
+        at: now,
+    });
+}

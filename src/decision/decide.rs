@@ -1,0 +1,542 @@
+//! `decide`: plan + state + observation + time -> the next actions, a wake-up time, closed gates.
+//!
+//! Level-triggered: every call derives what the files, the apiserver and the targets should hold
+//! in the current phase from the observation, and asks for the first thing that differs. A crash
+//! anywhere therefore only repeats an idempotent step. No I/O and no clock reads here.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::action::{Action, AdoptedKey, Decision, Gate};
+use super::observed::{Observed, Probed};
+use super::{Phase, key_path_for_adopted, key_path_for_rotation};
+use crate::plan::Plan;
+use crate::state::{Cause, Role, Rotation, State, TriggerKind};
+
+/// How often a closed gate is looked at again, at most and at least.
+const POLL_MIN: TimeDelta = TimeDelta::seconds(1);
+const POLL_MAX: TimeDelta = TimeDelta::seconds(30);
+
+/// The next step for this plan, state and observation at time `now`.
+pub fn decide(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> Decision {
+    if let Some(blocked) = check_cluster_keys(plan, observed) {
+        return blocked;
+    }
+    if state.keys.is_empty() {
+        return adopt(plan, observed);
+    }
+    if let Some(trigger) = state.triggers.first() {
+        return on_trigger(trigger.kind, state, observed, now);
+    }
+    match &state.rotation {
+        Some(rotation) => Progress {
+            plan,
+            observed,
+            rotation,
+            now,
+        }
+        .next(),
+        None => idle(plan, state, observed, now),
+    }
+}
+
+/// Both key files must exist and the signing key must be verifiable, or nothing is safe to do.
+fn check_cluster_keys(plan: &Plan, observed: &Observed) -> Option<Decision> {
+    let bundle = &plan.apiserver.verification_bundle;
+    let signing_file = &plan.apiserver.signing_key_file;
+    let reason = match (&observed.bundle, &observed.signing) {
+        (None, _) => format!(
+            "verification key file {} is missing; `keyrot init` creates a first key set",
+            bundle.display()
+        ),
+        (_, None) => format!(
+            "signing key file {} is missing; `keyrot init` creates a first key set",
+            signing_file.display()
+        ),
+        (Some(keys), Some(signing)) => {
+            let verifiable = keys
+                .iter()
+                .chain(&observed.extra)
+                .any(|k| k.kid == signing.kid);
+            if verifiable {
+                return None;
+            }
+            format!(
+                "the signing key {} is not among the verification keys: the cluster rejects every new token; \
+                 add its public key to {}",
+                signing.kid,
+                bundle.display()
+            )
+        }
+    };
+    Some(Decision::wait(Gate::ClusterKeys, reason, None))
+}
+
+/// First use: record what the files hold, change nothing in them.
+fn adopt(plan: &Plan, observed: &Observed) -> Decision {
+    let signing = observed
+        .signing
+        .as_ref()
+        .expect("checked by check_cluster_keys");
+    let mut keys: Vec<AdoptedKey> = Vec::new();
+    for key in observed.bundle.iter().flatten().chain(&observed.extra) {
+        if keys.iter().any(|k| k.kid == key.kid) {
+            continue;
+        }
+        let role = if key.kid == signing.kid {
+            Role::Active
+        } else {
+            Role::Published
+        };
+        keys.push(AdoptedKey {
+            kid: key.kid.clone(),
+            alg: key.alg,
+            role,
+        });
+    }
+    Decision::act(Action::Adopt {
+        keys,
+        copy_signing_key_to: key_path_for_adopted(plan, &signing.kid),
+    })
+}
+
+fn on_trigger(
+    kind: TriggerKind,
+    state: &State,
+    observed: &Observed,
+    now: DateTime<Utc>,
+) -> Decision {
+    let refuse = |why: String| {
+        Decision::act(Action::ConsumeTrigger {
+            kind,
+            outcome: format!("refused: {why}"),
+        })
+    };
+    let accept = |action: Action, what: &str| Decision {
+        actions: vec![
+            action,
+            Action::ConsumeTrigger {
+                kind,
+                outcome: what.to_string(),
+            },
+        ],
+        ..Decision::default()
+    };
+    let rotation = state.rotation.as_ref();
+    match kind {
+        TriggerKind::Rotate => match rotation {
+            Some(r) => refuse(format!(
+                "rotation {} is already in progress (phase {})",
+                r.id, r.phase
+            )),
+            None => match observed.signing_kid() {
+                Some(old) => accept(
+                    Action::StartRotation {
+                        id: rotation_id(now),
+                        cause: Cause::Manual,
+                        old_kid: old.to_string(),
+                    },
+                    "rotation started",
+                ),
+                None => refuse("no signing key".into()),
+            },
+        },
+        TriggerKind::Approve => match rotation {
+            Some(r) if !r.approved.contains(&r.phase) => accept(
+                Action::Approve { phase: r.phase },
+                &format!("phase {} approved", r.phase),
+            ),
+            Some(r) => refuse(format!("phase {} is already approved", r.phase)),
+            None => refuse("no rotation is in progress".into()),
+        },
+        TriggerKind::Abort => match rotation {
+            Some(r) if r.aborted => refuse("the rotation is already being aborted".into()),
+            Some(r) if r.rolled_back || r.phase >= Phase::Promote => refuse(format!(
+                "rotation {} is in phase {}: the new key may have signed tokens; use rollback",
+                r.id, r.phase
+            )),
+            Some(_) => accept(Action::Abort, "rotation aborted"),
+            None => refuse("no rotation is in progress".into()),
+        },
+        TriggerKind::Rollback => match rotation {
+            Some(r) if r.aborted || r.rolled_back => {
+                refuse("the rotation is already being undone".into())
+            }
+            Some(r) if r.phase < Phase::Promote => refuse(format!(
+                "rotation {} has not promoted yet (phase {}): use abort",
+                r.id, r.phase
+            )),
+            Some(r) if !observed.bundle_kids().contains(&r.old_kid) => refuse(format!(
+                "the old key {} has already left the verification bundle",
+                r.old_kid
+            )),
+            Some(r) if old_private_key_missing(state, observed, &r.old_kid) => refuse(format!(
+                "keyrot holds no private key for the old key {}",
+                r.old_kid
+            )),
+            Some(_) => accept(Action::Rollback, "rolled back to the old key"),
+            None => refuse("no rotation is in progress".into()),
+        },
+    }
+}
+
+fn old_private_key_missing(state: &State, observed: &Observed, kid: &str) -> bool {
+    let recorded = state
+        .keys
+        .iter()
+        .any(|k| k.kid == kid && k.private_key.is_some());
+    !recorded || observed.private_key(kid).is_none()
+}
+
+fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> Decision {
+    let Some(schedule) = &plan.schedule else {
+        return Decision::wait(
+            Gate::Schedule,
+            "no schedule: rotations start with `keyrot rotate`",
+            None,
+        );
+    };
+    let anchor = state
+        .last_rotation_started_at
+        .or(state.adopted_at)
+        .unwrap_or(now);
+    match schedule.next_after(anchor) {
+        Some(due) if due <= now => Decision::act(Action::StartRotation {
+            id: rotation_id(now),
+            cause: Cause::Schedule,
+            old_kid: observed
+                .signing_kid()
+                .expect("checked by check_cluster_keys")
+                .to_string(),
+        }),
+        Some(due) => Decision::wait(
+            Gate::Schedule,
+            format!("next scheduled rotation at {}", due.to_rfc3339()),
+            Some(due),
+        ),
+        None => Decision::wait(
+            Gate::Schedule,
+            format!("schedule {:?} never fires again", schedule.expression()),
+            None,
+        ),
+    }
+}
+
+/// One rotation's progress through its phases.
+struct Progress<'a> {
+    plan: &'a Plan,
+    observed: &'a Observed,
+    rotation: &'a Rotation,
+    now: DateTime<Utc>,
+}
+
+impl Progress<'_> {
+    fn next(&self) -> Decision {
+        let r = self.rotation;
+        if let Some(retry_at) = r.retry_at.filter(|t| *t > self.now) {
+            let why = r.last_error.clone().unwrap_or_else(|| "retrying".into());
+            return Decision::wait(
+                Gate::Backoff,
+                format!("attempt {} failed: {why}", r.attempts),
+                Some(retry_at),
+            );
+        }
+        if self.plan.approvals.contains(&r.phase) && !r.approved.contains(&r.phase) {
+            return Decision::wait(
+                Gate::Approval,
+                format!(
+                    "phase {} is held for approval: run `keyrot approve`",
+                    r.phase
+                ),
+                None,
+            );
+        }
+        match (r.phase, &r.new_kid) {
+            (Phase::Generate, _) => self.generate(),
+            (_, None) => unreachable!("a rotation past generate always has its new key"),
+            (Phase::Stage, Some(new)) => self.stage(new),
+            (Phase::Publish, Some(new)) => self.publish(new),
+            (Phase::Promote, Some(new)) => self.promote(new),
+            (Phase::Retire, Some(new)) => self.retire(new),
+        }
+    }
+
+    fn generate(&self) -> Decision {
+        let path = key_path_for_rotation(self.plan, &self.rotation.id);
+        match self.observed.private_key_at(&path) {
+            Some(key) => Decision {
+                actions: vec![
+                    Action::RecordNewKey {
+                        kid: key.kid.clone(),
+                        alg: key.alg,
+                        path,
+                    },
+                    Action::EnterPhase {
+                        phase: Phase::Stage,
+                    },
+                ],
+                ..Decision::default()
+            },
+            None => Decision::act(Action::GenerateKey {
+                path,
+                spec: self.plan.key,
+            }),
+        }
+    }
+
+    /// The new key joins the bundle; the apiserver must serve it.
+    fn stage(&self, new: &str) -> Decision {
+        let bundle = self.bundle_with(new, None);
+        if let Some(step) = self.converge_files(&bundle, None) {
+            return step;
+        }
+        match self.apiserver_gate(&bundle) {
+            Ok(()) => Decision::act(Action::EnterPhase {
+                phase: Phase::Publish,
+            }),
+            Err(reason) => self.closed(Gate::ApiserverServesBundle, reason),
+        }
+    }
+
+    /// Every target serves the JWKS with the new key; caches of the old one expire.
+    fn publish(&self, new: &str) -> Decision {
+        let bundle = self.bundle_with(new, None);
+        if let Some(step) = self
+            .converge_files(&bundle, None)
+            .or_else(|| self.converge_targets(&bundle))
+        {
+            return step;
+        }
+        let Some(confirmed) = self.rotation.published_confirmed_at else {
+            return Decision::act(Action::ConfirmPublished);
+        };
+        let settled_at = confirmed + self.plan.timings.publish_settle;
+        if settled_at > self.now {
+            let reason = format!(
+                "caches may hold the previous JWKS until {}",
+                settled_at.to_rfc3339()
+            );
+            return Decision::wait(Gate::PublishSettle, reason, Some(settled_at));
+        }
+        Decision::act(Action::EnterPhase {
+            phase: Phase::Promote,
+        })
+    }
+
+    /// The signing key file becomes the new key; new tokens must carry its kid.
+    fn promote(&self, new: &str) -> Decision {
+        let bundle = self.bundle_with(new, None);
+        if let Some(step) = self
+            .converge_files(&bundle, Some(new))
+            .or_else(|| self.converge_targets(&bundle))
+        {
+            return step;
+        }
+        if let Err(reason) = self.apiserver_gate(&bundle) {
+            return self.closed(Gate::ApiserverServesBundle, reason);
+        }
+        match &self.observed.token_kid {
+            Probed::NotConfigured => {}
+            Probed::Seen(kid) if kid == new => {}
+            Probed::Seen(kid) => {
+                return self.closed(
+                    Gate::NewKeySigns,
+                    format!("new tokens carry kid {kid}, expected {new}"),
+                );
+            }
+            Probed::Failed(why) => {
+                return self.closed(Gate::NewKeySigns, format!("token request failed: {why}"));
+            }
+        }
+        Decision::act(Action::EnterPhase {
+            phase: Phase::Retire,
+        })
+    }
+
+    /// After retire_after, the old key leaves the bundle and every target; its private key goes.
+    fn retire(&self, new: &str) -> Decision {
+        let r = self.rotation;
+        if !r.aborted {
+            let promoted = r.promoted_at.unwrap_or(r.phase_started_at);
+            let retire_at = promoted + self.plan.timings.retire_after;
+            if retire_at > self.now {
+                let reason = format!(
+                    "tokens signed by {} may be in use until {}",
+                    r.old_kid,
+                    retire_at.to_rfc3339()
+                );
+                return Decision::wait(Gate::RetireAfter, reason, Some(retire_at));
+            }
+        }
+        let bundle = self.bundle_with(new, Some(&r.old_kid));
+        if let Some(step) = self.converge_files(&bundle, Some(new)) {
+            return step;
+        }
+        if let Err(reason) = self.apiserver_gate(&bundle) {
+            return self.closed(Gate::ApiserverServesBundle, reason);
+        }
+        if let Some(step) = self.converge_targets(&bundle) {
+            return step;
+        }
+        if let Some((_, path)) = self.observed.private_key(&r.old_kid) {
+            return Decision::act(Action::DestroyPrivateKey {
+                kid: r.old_kid.clone(),
+                path: path.clone(),
+            });
+        }
+        Decision::act(Action::CompleteRotation)
+    }
+
+    /// The bundle as observed, with `add` appended if missing and `remove` taken out. Keys keyrot
+    /// does not manage stay where they are.
+    fn bundle_with(&self, add: &str, remove: Option<&str>) -> Vec<String> {
+        let mut kids: Vec<String> = self
+            .observed
+            .bundle_kids()
+            .into_iter()
+            .filter(|k| Some(k.as_str()) != remove)
+            .collect();
+        if !kids.iter().any(|k| k == add) {
+            kids.push(add.to_string());
+        }
+        kids
+    }
+
+    /// The next file write or restart needed for the apiserver to run with `bundle` and, from
+    /// promotion on, to sign with `signing`. The bundle is always written before the signing key,
+    /// so the signing key is verifiable before anything signs with it (invariant 1).
+    fn converge_files(&self, bundle: &[String], signing: Option<&str>) -> Option<Decision> {
+        let observed = self.observed;
+        if observed.bundle_kids() != bundle {
+            return Some(Decision::act(Action::WriteBundle {
+                kids: bundle.to_vec(),
+            }));
+        }
+        if let Some(kid) = signing {
+            let cm_differs = self.plan.controller_manager.is_some()
+                && observed
+                    .controller_manager_signing
+                    .as_ref()
+                    .map(|k| k.kid.as_str())
+                    != Some(kid);
+            if observed.signing_kid() != Some(kid) || cm_differs {
+                return Some(Decision::act(Action::WriteSigningKey {
+                    kid: kid.to_string(),
+                }));
+            }
+        }
+        let signing_now = observed.signing_kid().map(str::to_string);
+        let loaded = self.rotation.apiserver_loaded.as_ref();
+        if loaded.is_none_or(|l| l.bundle != bundle || l.signing != signing_now) {
+            return Some(Decision::act(Action::Restart {
+                bundle: bundle.to_vec(),
+                signing: signing_now,
+            }));
+        }
+        None
+    }
+
+    /// Publishes when the last publication differs from what every target should serve, then
+    /// waits for every target to serve exactly that.
+    fn converge_targets(&self, bundle: &[String]) -> Option<Decision> {
+        let kids = self.jwks_kids(bundle);
+        if self
+            .rotation
+            .published
+            .as_ref()
+            .is_none_or(|p| p.kids != kids)
+        {
+            return Some(Decision::act(Action::Publish { kids }));
+        }
+        let wrong: Vec<String> = self
+            .observed
+            .targets
+            .iter()
+            .filter_map(|t| match &t.kids {
+                Probed::Seen(seen) if *seen == kids => None,
+                Probed::Seen(seen) => Some(format!("{} serves [{}]", t.name, seen.join(", "))),
+                Probed::Failed(why) => Some(format!("{}: {why}", t.name)),
+                Probed::NotConfigured => Some(format!("{} was not read back", t.name)),
+            })
+            .collect();
+        if wrong.is_empty() {
+            return None;
+        }
+        let reason = format!("expected [{}]; {}", kids.join(", "), wrong.join("; "));
+        Some(self.closed(Gate::TargetsServeKeys, reason))
+    }
+
+    /// The kids every JWKS lists: the bundle, then the extra verification files.
+    fn jwks_kids(&self, bundle: &[String]) -> Vec<String> {
+        bundle
+            .iter()
+            .cloned()
+            .chain(self.observed.extra.iter().map(|k| k.kid.clone()))
+            .collect()
+    }
+
+    /// Without a probe, the recorded restart is the evidence; with one, the served keys are.
+    fn apiserver_gate(&self, bundle: &[String]) -> Result<(), String> {
+        match &self.observed.apiserver {
+            Probed::NotConfigured => Ok(()),
+            Probed::Failed(why) => Err(format!("apiserver did not answer: {why}")),
+            Probed::Seen(served) => {
+                let mut expected = self.jwks_kids(bundle);
+                let mut served_sorted = served.clone();
+                expected.sort();
+                served_sorted.sort();
+                if served_sorted == expected {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "apiserver serves [{}], expected [{}]",
+                        served.join(", "),
+                        expected.join(", ")
+                    ))
+                }
+            }
+        }
+    }
+
+    /// When the current attempt began acting: the phase start (an approved phase starts when
+    /// approved), the retry time after a failure, or for retirement the end of retire_after.
+    fn attempt_started(&self) -> DateTime<Utc> {
+        let r = self.rotation;
+        let retire_at = (r.phase == Phase::Retire && !r.aborted)
+            .then(|| r.promoted_at.unwrap_or(r.phase_started_at) + self.plan.timings.retire_after);
+        [Some(r.phase_started_at), r.retry_at, retire_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .expect("phase start is always set")
+    }
+
+    /// A gate that is closed: look again soon, or count a failed attempt once it times out.
+    fn closed(&self, gate: Gate, reason: String) -> Decision {
+        let r = self.rotation;
+        let deadline = self.attempt_started() + self.plan.timings.gate_timeout;
+        if self.now >= deadline {
+            return Decision::act(Action::GateFailed {
+                gate,
+                reason,
+                retry_at: self.now + backoff(self.plan, r.attempts),
+            });
+        }
+        let poll = (self.plan.timings.gate_timeout / 20).clamp(POLL_MIN, POLL_MAX);
+        Decision::wait(gate, reason, Some(deadline.min(self.now + poll)))
+    }
+}
+
+/// A rotation's id: its start time, unique because rotations never overlap.
+fn rotation_id(now: DateTime<Utc>) -> String {
+    now.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+/// The delay before retry number `attempts + 1`: doubling from `retry_backoff`, capped.
+pub fn backoff(plan: &Plan, attempts: u32) -> TimeDelta {
+    let t = &plan.timings;
+    let factor = 1i32.checked_shl(attempts.min(30)).unwrap_or(i32::MAX);
+    t.retry_backoff
+        .checked_mul(factor)
+        .unwrap_or(t.retry_backoff_max)
+        .min(t.retry_backoff_max)
+}

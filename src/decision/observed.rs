@@ -1,0 +1,75 @@
+//! What keyrot saw of the world just before deciding: files, probes, published documents.
+
+use std::path::PathBuf;
+
+use crate::keys::Alg;
+
+/// A key by kid and algorithm: all the decision core needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyId {
+    pub kid: String,
+    pub alg: Alg,
+}
+
+/// The result of asking something outside keyrot's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probed<T> {
+    /// The plan configures no way to ask (probe: none).
+    NotConfigured,
+    /// Asked, and the question failed (connection refused, bad answer, ...).
+    Failed(String),
+    Seen(T),
+}
+
+/// One publication target's public documents, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetView {
+    pub name: String,
+    /// The kids of the JWKS the target serves, in order (empty when it serves nothing yet).
+    pub kids: Probed<Vec<String>>,
+}
+
+/// The world as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Keys in the verification bundle keyrot manages, in file order; `None` if the file is missing.
+    pub bundle: Option<Vec<KeyId>>,
+    /// Keys in the plan's extra verification files (never written).
+    pub extra: Vec<KeyId>,
+    /// The key in the signing key file; `None` if the file is missing.
+    pub signing: Option<KeyId>,
+    /// The key in kube-controller-manager's private key file, when the plan names one.
+    pub controller_manager_signing: Option<KeyId>,
+    /// keyrot's private key files: each key and its path.
+    pub private_keys: Vec<(KeyId, PathBuf)>,
+    /// The kids the apiserver serves at /openid/v1/jwks.
+    pub apiserver: Probed<Vec<String>>,
+    /// The kid in the header of a freshly requested token.
+    pub token_kid: Probed<String>,
+    pub targets: Vec<TargetView>,
+}
+
+impl Observed {
+    pub fn bundle_kids(&self) -> Vec<String> {
+        self.bundle
+            .iter()
+            .flatten()
+            .map(|k| k.kid.clone())
+            .collect()
+    }
+
+    pub fn signing_kid(&self) -> Option<&str> {
+        self.signing.as_ref().map(|k| k.kid.as_str())
+    }
+
+    pub fn private_key(&self, kid: &str) -> Option<&(KeyId, PathBuf)> {
+        self.private_keys.iter().find(|(k, _)| k.kid == kid)
+    }
+
+    pub fn private_key_at(&self, path: &std::path::Path) -> Option<&KeyId> {
+        self.private_keys
+            .iter()
+            .find(|(_, p)| p == path)
+            .map(|(k, _)| k)
+    }
+}

@@ -1,0 +1,162 @@
+//! An in-memory cluster that carries out the decision core's actions: the dry run's stand-in for
+//! the world, and the test bed for the decision core's invariants.
+//!
+//! It models what keyrot depends on: key files, an apiserver that loads them only when restarted,
+//! kube-controller-manager's key file, keyrot's private keys and the publication targets.
+
+use std::path::PathBuf;
+
+use crate::decision::{Action, KeyId, Observed, Probed, TargetView};
+use crate::plan::{Plan, Probe};
+
+/// A cluster as keyrot would observe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct World {
+    pub bundle: Vec<KeyId>,
+    pub extra: Vec<KeyId>,
+    pub signing: KeyId,
+    pub controller_manager_signing: Option<KeyId>,
+    pub private_keys: Vec<(KeyId, PathBuf)>,
+    /// What the running apiserver loaded at its last restart: verification kids and signing kid.
+    pub apiserver_bundle: Vec<String>,
+    pub apiserver_signing: String,
+    pub targets: Vec<(String, Vec<String>)>,
+    /// Whether the plan probes the apiserver (otherwise probes report NotConfigured).
+    pub probed: bool,
+    generated: u32,
+}
+
+impl World {
+    /// The world an observation describes, assuming the apiserver runs with the current files.
+    pub fn from_observed(plan: &Plan, observed: &Observed) -> Option<World> {
+        let bundle = observed.bundle.clone()?;
+        let signing = observed.signing.clone()?;
+        let extra = observed.extra.clone();
+        let apiserver_bundle = bundle.iter().chain(&extra).map(|k| k.kid.clone()).collect();
+        Some(World {
+            apiserver_signing: signing.kid.clone(),
+            apiserver_bundle,
+            bundle,
+            extra,
+            controller_manager_signing: plan.controller_manager.as_ref().map(|_| signing.clone()),
+            signing,
+            private_keys: observed.private_keys.clone(),
+            targets: observed
+                .targets
+                .iter()
+                .map(|t| match &t.kids {
+                    Probed::Seen(kids) => (t.name.clone(), kids.clone()),
+                    _ => (t.name.clone(), Vec::new()),
+                })
+                .collect(),
+            probed: !matches!(plan.probe, Probe::None),
+            generated: 0,
+        })
+    }
+
+    pub fn observe(&self) -> Observed {
+        let probe = |value| {
+            if self.probed {
+                Probed::Seen(value)
+            } else {
+                Probed::NotConfigured
+            }
+        };
+        Observed {
+            bundle: Some(self.bundle.clone()),
+            extra: self.extra.clone(),
+            signing: Some(self.signing.clone()),
+            controller_manager_signing: self.controller_manager_signing.clone(),
+            private_keys: self.private_keys.clone(),
+            apiserver: probe(self.apiserver_bundle.clone()),
+            token_kid: if self.probed {
+                Probed::Seen(self.apiserver_signing.clone())
+            } else {
+                Probed::NotConfigured
+            },
+            targets: self
+                .targets
+                .iter()
+                .map(|(name, kids)| TargetView {
+                    name: name.clone(),
+                    kids: Probed::Seen(kids.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Carries out an effect. State-only actions change nothing here.
+    pub fn perform(&mut self, action: &Action) -> Result<(), String> {
+        match action {
+            Action::GenerateKey { path, spec } => {
+                self.generated += 1;
+                let key = KeyId {
+                    kid: format!(
+                        "{}-new-{}",
+                        path.file_stem().and_then(|s| s.to_str()).unwrap_or("key"),
+                        self.generated
+                    ),
+                    alg: spec.alg(),
+                };
+                self.private_keys.retain(|(_, p)| p != path);
+                self.private_keys.push((key, path.clone()));
+            }
+            Action::Adopt {
+                keys,
+                copy_signing_key_to,
+            } => {
+                if let Some(active) = keys.iter().find(|k| k.kid == self.signing.kid) {
+                    let key = KeyId {
+                        kid: active.kid.clone(),
+                        alg: active.alg,
+                    };
+                    self.private_keys.push((key, copy_signing_key_to.clone()));
+                }
+            }
+            Action::WriteBundle { kids } => {
+                self.bundle = kids
+                    .iter()
+                    .map(|kid| self.key(kid))
+                    .collect::<Result<_, _>>()?;
+            }
+            Action::WriteSigningKey { kid } => {
+                let key = self
+                    .private_keys
+                    .iter()
+                    .find(|(k, _)| &k.kid == kid)
+                    .map(|(k, _)| k.clone());
+                let key = key.ok_or_else(|| format!("no private key for {kid}"))?;
+                if self.controller_manager_signing.is_some() {
+                    self.controller_manager_signing = Some(key.clone());
+                }
+                self.signing = key;
+            }
+            Action::Restart { .. } => {
+                self.apiserver_bundle = self
+                    .bundle
+                    .iter()
+                    .chain(&self.extra)
+                    .map(|k| k.kid.clone())
+                    .collect();
+                self.apiserver_signing = self.signing.kid.clone();
+            }
+            Action::Publish { kids } => {
+                for (_, served) in &mut self.targets {
+                    *served = kids.clone();
+                }
+            }
+            Action::DestroyPrivateKey { path, .. } => self.private_keys.retain(|(_, p)| p != path),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn key(&self, kid: &str) -> Result<KeyId, String> {
+        self.bundle
+            .iter()
+            .chain(self.private_keys.iter().map(|(k, _)| k))
+            .find(|k| k.kid == kid)
+            .cloned()
+            .ok_or_else(|| format!("no public key known for {kid}"))
+    }
+}

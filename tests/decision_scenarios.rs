@@ -1,0 +1,302 @@
+//! Decision-core scenarios: each test reads like the rotation it checks, on an injected clock.
+
+mod common;
+
+use chrono::TimeDelta;
+use common::{Harness, OLD, plan, probed_plan};
+use keyrot::decision::{Gate, Phase};
+use keyrot::state::{Role, TriggerKind};
+
+fn role_of(h: &Harness, kid: &str) -> Role {
+    h.state
+        .keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .expect("key in the ring")
+        .role
+}
+
+fn gates(decision: &keyrot::decision::Decision) -> Vec<Gate> {
+    decision.blocked_by.iter().map(|b| b.gate).collect()
+}
+
+#[test]
+fn first_use_adopts_the_keys_in_the_files_without_changing_them() {
+    let mut h = Harness::new(plan());
+    let before = h.world.clone();
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::Schedule]);
+    assert_eq!(h.state.keys.len(), 1);
+    assert_eq!(
+        (h.state.keys[0].kid.as_str(), h.state.keys[0].role),
+        (OLD, Role::Active)
+    );
+    assert_eq!(h.world.bundle, before.bundle);
+    assert_eq!(h.world.signing, before.signing);
+    assert_eq!(h.world.targets, before.targets);
+    assert_eq!(h.state.adopted_at, Some(h.now));
+}
+
+#[test]
+fn a_manual_rotation_stages_publishes_waits_promotes_waits_and_retires() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+
+    // Generate, stage and publish happen at once; promotion waits for caches to expire.
+    let waiting = h.settle();
+    let new = h.new_kid();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    assert_eq!(h.bundle_kids(), [OLD, new.as_str()]);
+    assert_eq!(h.target_kids(), [OLD, new.as_str()]);
+    assert_eq!(
+        h.world.signing.kid, OLD,
+        "nothing signs with the new key before the settle time"
+    );
+    assert_eq!(role_of(&h, &new), Role::Published);
+    assert_eq!(waiting.wake_at, Some(h.now + h.plan.timings.publish_settle));
+
+    // After the settle time the new key signs; the old one stays verifiable for retire_after.
+    let promoted_at = waiting.wake_at.unwrap();
+    let waiting = h.sleep_until_woken();
+    assert_eq!(gates(&waiting), [Gate::RetireAfter]);
+    assert_eq!(h.world.signing.kid, new);
+    assert_eq!(h.world.apiserver_signing, new);
+    assert_eq!(h.bundle_kids(), [OLD, new.as_str()]);
+    assert_eq!(
+        (role_of(&h, &new), role_of(&h, OLD)),
+        (Role::Active, Role::Retiring)
+    );
+    assert_eq!(
+        waiting.wake_at,
+        Some(promoted_at + h.plan.timings.retire_after)
+    );
+
+    // After retire_after the old key leaves the bundle and the targets, and the rotation ends.
+    let waiting = h.sleep_until_woken();
+    assert_eq!(gates(&waiting), [Gate::Schedule]);
+    assert!(h.state.rotation.is_none());
+    assert_eq!(h.bundle_kids(), [new.as_str()]);
+    assert_eq!(h.target_kids(), [new.as_str()]);
+    assert_eq!(role_of(&h, OLD), Role::Retired);
+    assert_eq!(h.state.last_rotation_completed_at, Some(h.now));
+    let phases: Vec<&str> = h.log.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert!(
+        phases
+            .windows(2)
+            .all(|w| phase_rank(w[0]) <= phase_rank(w[1]) || w[1] == "idle"),
+        "{:?}",
+        h.log
+    );
+}
+
+fn phase_rank(name: &str) -> usize {
+    Phase::ALL
+        .iter()
+        .position(|p| p.as_str() == name)
+        .map_or(0, |i| i + 1)
+}
+
+#[test]
+fn promotion_waits_while_a_target_does_not_serve_the_new_key_and_retries_after_the_timeout() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    // Someone (or a stale CDN) puts the old JWKS back.
+    h.world.targets[0].1 = vec![OLD.to_string()];
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::TargetsServeKeys]);
+    assert!(
+        waiting.blocked_by[0]
+            .reason
+            .contains("web serves [old-kid]"),
+        "{}",
+        waiting.blocked_by[0].reason
+    );
+    assert_eq!(h.world.signing.kid, OLD);
+
+    h.advance(h.plan.timings.gate_timeout);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::Backoff]);
+    let rotation = h.state.rotation.as_ref().unwrap();
+    assert_eq!(rotation.attempts, 1);
+    assert!(
+        rotation
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("targets-serve-keys")
+    );
+
+    // The retry republishes; the target serves the new key again and the settle time restarts.
+    let waiting = h.sleep_until_woken();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    assert_eq!(h.target_kids(), [OLD, h.new_kid().as_str()]);
+}
+
+#[test]
+fn with_a_probe_staging_waits_until_the_apiserver_serves_the_new_key() {
+    let mut h = Harness::new(probed_plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    // The restart is requested but the apiserver keeps its old keys (slow to come back).
+    for _ in 0..10 {
+        let decision = keyrot::decision::decide(&h.plan, &h.state, &h.world.observe(), h.now);
+        let Some(action) = decision.actions.first() else {
+            break;
+        };
+        if matches!(action, keyrot::decision::Action::Restart { .. }) {
+            keyrot::decision::apply(&mut h.state, &h.plan, action, h.now);
+            break;
+        }
+        h.step();
+    }
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::ApiserverServesBundle]);
+    assert!(waiting.wake_at.unwrap() <= h.now + TimeDelta::seconds(30));
+    assert!(
+        h.target_kids().is_empty(),
+        "nothing is published before the apiserver serves the key"
+    );
+}
+
+#[test]
+fn a_phase_held_for_approval_waits_for_keyrot_approve() {
+    let mut p = plan();
+    p.approvals.insert(Phase::Promote);
+    let mut h = Harness::new(p);
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    let waiting = h.sleep_until_woken();
+    assert_eq!(gates(&waiting), [Gate::Approval]);
+    assert_eq!(waiting.wake_at, None, "only a person can release it");
+    assert_eq!(h.world.signing.kid, OLD);
+
+    h.trigger(TriggerKind::Approve);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::RetireAfter]);
+    assert_eq!(h.world.signing.kid, h.new_kid());
+}
+
+#[test]
+fn abort_before_promotion_drops_the_new_key_everywhere() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    let new = h.new_kid();
+    h.trigger(TriggerKind::Abort);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::Schedule]);
+    assert!(h.state.rotation.is_none());
+    assert_eq!(h.bundle_kids(), [OLD]);
+    assert_eq!(h.target_kids(), [OLD]);
+    assert_eq!(h.world.signing.kid, OLD);
+    assert!(
+        h.world.private_keys.iter().all(|(k, _)| k.kid != new),
+        "the new private key is destroyed"
+    );
+    assert_eq!(
+        (role_of(&h, &new), role_of(&h, OLD)),
+        (Role::Retired, Role::Active)
+    );
+}
+
+#[test]
+fn abort_after_promotion_is_refused_and_says_to_roll_back() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.sleep_until_woken();
+    let new = h.new_kid();
+    h.trigger(TriggerKind::Abort);
+    h.step();
+    assert!(h.state.triggers.is_empty());
+    assert_eq!(h.world.signing.kid, new);
+    assert!(h.state.rotation.is_some());
+}
+
+#[test]
+fn rollback_after_promotion_signs_with_the_old_key_and_retires_the_new_one_later() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.sleep_until_woken();
+    let new = h.new_kid();
+    assert_eq!(h.world.signing.kid, new);
+
+    h.trigger(TriggerKind::Rollback);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::RetireAfter]);
+    assert_eq!(h.world.signing.kid, OLD);
+    assert_eq!(
+        h.bundle_kids(),
+        [OLD, new.as_str()],
+        "the new key signed tokens: it stays verifiable"
+    );
+    assert!(h.state.rotation.as_ref().unwrap().rolled_back);
+
+    h.sleep_until_woken();
+    assert_eq!(h.bundle_kids(), [OLD]);
+    assert_eq!(h.target_kids(), [OLD]);
+    assert_eq!(role_of(&h, &new), Role::Retired);
+}
+
+#[test]
+fn a_second_rotate_during_a_rotation_is_refused() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    let id = h.state.rotation.as_ref().unwrap().id.clone();
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    assert_eq!(h.state.rotation.as_ref().unwrap().id, id);
+    assert!(h.state.triggers.is_empty());
+}
+
+#[test]
+fn a_signing_key_missing_from_the_bundle_blocks_everything() {
+    let mut h = Harness::new(plan());
+    h.world.bundle.clear();
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::ClusterKeys]);
+    assert!(
+        waiting.blocked_by[0]
+            .reason
+            .contains("rejects every new token")
+    );
+    assert!(
+        h.state.keys.is_empty(),
+        "nothing is adopted from a broken cluster"
+    );
+}
+
+#[test]
+fn retired_keys_beyond_keep_retired_are_forgotten() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    for _ in 0..4 {
+        h.trigger(TriggerKind::Rotate);
+        h.sleep_until_woken();
+        h.sleep_until_woken();
+        assert!(h.state.rotation.is_none());
+    }
+    let retired = h
+        .state
+        .keys
+        .iter()
+        .filter(|k| k.role == Role::Retired)
+        .count();
+    assert_eq!(retired, h.plan.keep_retired);
+    assert_eq!(
+        h.state
+            .keys
+            .iter()
+            .filter(|k| k.role == Role::Active)
+            .count(),
+        1
+    );
+}
