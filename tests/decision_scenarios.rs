@@ -1,9 +1,9 @@
 //! Decision-core scenarios: each test reads like the rotation it checks, on an injected clock.
 
-mod common;
+mod harness;
 
 use chrono::TimeDelta;
-use common::{Harness, OLD, plan, probed_plan};
+use harness::{Harness, OLD, plan, probed_plan};
 use keyrot::decision::{Gate, Phase};
 use keyrot::state::{Role, TriggerKind};
 

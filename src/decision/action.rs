@@ -66,6 +66,23 @@ pub enum Action {
     CompleteRotation,
 }
 
+impl Action {
+    /// True for actions that change the world (files, processes, targets); the others only
+    /// change keyrot's record.
+    pub fn is_effect(&self) -> bool {
+        matches!(
+            self,
+            Action::Adopt { .. }
+                | Action::GenerateKey { .. }
+                | Action::WriteBundle { .. }
+                | Action::WriteSigningKey { .. }
+                | Action::Restart { .. }
+                | Action::Publish { .. }
+                | Action::DestroyPrivateKey { .. }
+        )
+    }
+}
+
 /// A key found at adoption, with the role keyrot gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdoptedKey {

@@ -57,6 +57,7 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
                 apiserver_loaded: None,
                 published: None,
                 published_confirmed_at: None,
+                last_effect_at: None,
                 promoted_at: None,
             });
             state.last_rotation_started_at = Some(now);
@@ -142,6 +143,24 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
     }
 }
 
+/// Records, before an effect is carried out, that it is about to be. The executor persists this
+/// first (invariant 6), so after a crash keyrot knows the effect may have happened: when, and
+/// that what the apiserver loaded or the targets serve is unknown until it is redone.
+pub fn record_intent(state: &mut State, action: &Action, now: DateTime<Utc>) {
+    let Some(r) = state.rotation.as_mut() else {
+        return;
+    };
+    r.last_effect_at = Some(r.last_effect_at.map_or(now, |t| t.max(now)));
+    match action {
+        Action::Restart { .. } => r.apiserver_loaded = None,
+        Action::Publish { .. } => {
+            r.published = None;
+            r.published_confirmed_at = None;
+        }
+        _ => {}
+    }
+}
+
 /// Records that carrying out `action` failed: the attempt counts and is retried after backoff.
 pub fn apply_failure(
     state: &mut State,
@@ -205,7 +224,9 @@ fn enter_phase(state: &mut State, phase: Phase, now: DateTime<Utc>) {
     enter(r, phase, now);
     record_gate(r, passed.as_str(), true, "passed", now);
     if phase == Phase::Retire {
-        r.promoted_at = Some(now);
+        // retire_after counts from the last effect (the restart that made the new key sign) or
+        // from now, whichever is later: a clock set back in between must not shorten the wait.
+        r.promoted_at = Some(r.last_effect_at.map_or(now, |at| at.max(now)));
     }
     let Some(new) = new else { return };
     match phase {

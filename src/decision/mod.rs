@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use crate::plan::Plan;
 
 pub use action::{Action, AdoptedKey, Blocked, Decision, Gate};
-pub use apply::{action_name, apply, apply_failure};
+pub use apply::{action_name, apply, apply_failure, record_intent};
 pub use decide::{backoff, decide};
 pub use observed::{KeyId, Observed, Probed, TargetView};
 pub use phase::Phase;

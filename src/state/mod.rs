@@ -143,6 +143,10 @@ pub struct Rotation {
     pub published: Option<Published>,
     /// When every target was first confirmed to serve the current documents (publish settle).
     pub published_confirmed_at: Option<DateTime<Utc>>,
+    /// The latest time an effect of this rotation was started, recorded before the effect
+    /// (invariant 6). Only ever moves forward, so a clock set back cannot shorten a wait.
+    #[serde(default)]
+    pub last_effect_at: Option<DateTime<Utc>>,
     /// When the new key started signing (retire_after counts from here).
     pub promoted_at: Option<DateTime<Utc>>,
 }
