@@ -164,8 +164,9 @@ impl SigningKey {
         public: &Path,
         existing: Existing,
     ) -> Result<(), KeyGenError> {
-        let taken = [private, public].into_iter().find(|p| p.exists());
-        if let (Existing::Refuse, Some(taken)) = (existing, taken) {
+        if existing == Existing::Refuse
+            && let Some(taken) = [private, public].into_iter().find(|p| p.exists())
+        {
             return Err(KeyGenError::Exists(taken.to_path_buf()));
         }
         let private_pem = self.to_private_pem();

@@ -1,7 +1,7 @@
 //! keyrot's recorded state: the key ring and the rotation in progress. The file format and the
 //! lock live in `store`.
 
-// mod store;
+mod store;
 
 use std::path::PathBuf;
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::Phase;
 use crate::keys::Alg;
 
-// pub use store::{StateError, StateStore, StoreLock};
+pub use store::{StateError, StateStore, StoreLock};
 
 /// The state file format this build writes and reads. Newer files are refused, never downgraded.
 pub const STATE_VERSION: u32 = 1;
