@@ -418,3 +418,55 @@ fn the_same_key_in_every_form_has_one_kid() {
     assert_eq!(got, kids);
     assert!(got.iter().all(|k| *k == got[0]));
 }
+
+/// Go's base64 decoder ignores line breaks anywhere in a PEM body (`encoding/pem` hands it the
+/// body with only spaces and tabs removed), so kube-apiserver reads a key whose body holds a
+/// blank line. keyrot used to skip such a block as malformed, dropping a key kube serves.
+#[test]
+fn blank_line_inside_a_pem_body_does_not_hide_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in [
+        "rsa-spki-public.pem",
+        "ec-p384-sec1-private.pem",
+        "rsa-certificate.pem",
+        "mixed-crlf.pem",
+    ] {
+        let text = read_string(&pem(file));
+        let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+        let mut with_blanks = String::new();
+        for line in text.split_inclusive('\n') {
+            if line.starts_with("-----END") {
+                with_blanks.push_str(eol); // Just before END.
+            }
+            with_blanks.push_str(line);
+            if line.starts_with("-----BEGIN") {
+                with_blanks.push_str(eol); // Just after BEGIN.
+            } else if line.len() > 60 && !line.contains(' ') {
+                with_blanks.push_str(eol); // After each full body line.
+            }
+        }
+        assert!(with_blanks.contains(&format!("{eol}{eol}-----END")));
+        let path = dir.path().join(file);
+        std::fs::write(&path, &with_blanks).unwrap();
+        let run = keyrot_ok(["jwks".into(), path.clone()]);
+        assert_eq!(jwks_kids(&run.stdout), kids_of(file), "{file}");
+        let report = read_file(&path).unwrap();
+        assert_eq!(report.blocks.len(), rows_of(file).len(), "{file}");
+    }
+}
+
+/// Go's `pem.Decode` takes the `Key: value` lines right after BEGIN as headers, whether or not
+/// a blank line follows them, and decodes the rest as the body.
+#[test]
+fn header_lines_before_a_pem_body_do_not_hide_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = "ec-p256-spki-public.pem";
+    let text = read_string(&pem(file));
+    let (begin, body) = text.split_once('\n').unwrap();
+    for headers in ["Comment: exported by hand\n", "Comment: a\nOther: b\n\n"] {
+        let path = dir.path().join("with-headers.pem");
+        std::fs::write(&path, format!("{begin}\n{headers}{body}")).unwrap();
+        let run = keyrot_ok(["jwks".into(), path]);
+        assert_eq!(jwks_kids(&run.stdout), kids_of(file), "{headers:?}");
+    }
+}
