@@ -3,7 +3,11 @@
 //! kube-apiserver loops over `pem.Decode`, which silently steps over anything it cannot frame or
 //! decode and goes on from the line after that `-----BEGIN`. keyrot scans the same way, but
 //! keeps every rejected candidate with its line number and reason so `keyrot inspect` and the
-//! warnings can say what kube ignored. Decoding of a framed block is left to the `pem` crate.
+//! warnings can say what kube ignored. A framed block is decoded as Go does: `Key: value` header
+//! lines first, then the body as base64 with spaces, tabs and line breaks ignored.
+
+use base64::Engine;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 const BEGIN: &[u8] = b"-----BEGIN ";
 const END: &[u8] = b"-----END ";
@@ -43,16 +47,8 @@ pub fn scan_pem_blocks(data: &[u8]) -> Vec<PemBlock> {
             continue;
         };
         match frame_block(data, after_type_line, label) {
-            Ok(block_end) => {
-                let contents = pem::parse(&data[begin..block_end])
-                    .map(|p| DecodedBlock {
-                        encrypted: p
-                            .headers()
-                            .get("Proc-Type")
-                            .is_some_and(|v| v.contains("ENCRYPTED")),
-                        der: zeroize::Zeroizing::new(p.into_contents()),
-                    })
-                    .map_err(|e| format!("malformed PEM body: {e}"));
+            Ok((body_end, block_end)) => {
+                let contents = decode_block(&data[after_type_line..body_end]);
                 let resume = if contents.is_ok() {
                     block_end
                 } else {
@@ -82,9 +78,53 @@ fn candidate(line: usize, label: &[u8], contents: Result<DecodedBlock, &str>) ->
     }
 }
 
+/// Go's `encoding/pem.Decode` after the BEGIN line: header lines while they hold a colon, then
+/// the body. `base64.StdEncoding` (padding required, trailing bits not checked) ignores CR and
+/// LF anywhere, and `encoding/pem` removes spaces and tabs first: blank lines in a body are fine.
+fn decode_block(block: &[u8]) -> Result<DecodedBlock, String> {
+    const GO_STD_ENCODING: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+    );
+    let mut body = 0;
+    let mut encrypted = false;
+    while body < block.len() {
+        let (line, next) = line_at(block, body);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            break;
+        };
+        let (key, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+        if key == b"Proc-Type" && value.windows(9).any(|w| w == b"ENCRYPTED") {
+            encrypted = true;
+        }
+        body = next;
+    }
+    let base64: zeroize::Zeroizing<Vec<u8>> = zeroize::Zeroizing::new(
+        block[body..]
+            .iter()
+            .copied()
+            .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            .collect(),
+    );
+    let der = GO_STD_ENCODING
+        .decode(&*base64)
+        .map_err(|e| format!("malformed PEM body: {e}"))?;
+    Ok(DecodedBlock {
+        der: zeroize::Zeroizing::new(der),
+        encrypted,
+    })
+}
+
 /// Checks Go's framing rule: the first `-----END ` after the BEGIN line must carry the same label,
-/// then five dashes and only whitespace to the end of its line. Returns the end of that line.
-fn frame_block(data: &[u8], body_start: usize, label: &[u8]) -> Result<usize, &'static str> {
+/// then five dashes and only whitespace to the end of its line. Returns where the END line starts
+/// and where it ends.
+fn frame_block(
+    data: &[u8],
+    body_start: usize,
+    label: &[u8],
+) -> Result<(usize, usize), &'static str> {
     let end = if data[body_start..].starts_with(END) {
         body_start
     } else {
@@ -97,7 +137,7 @@ fn frame_block(data: &[u8], body_start: usize, label: &[u8]) -> Result<usize, &'
         .strip_prefix(label)
         .and_then(|rest| rest.strip_prefix(DASHES));
     match trailer {
-        Some([]) => Ok(after_end_line),
+        Some([]) => Ok((end, after_end_line)),
         _ => Err("END line does not match the BEGIN label"),
     }
 }
@@ -202,6 +242,45 @@ mod tests {
     fn crlf_files_and_trailing_spaces_are_read() {
         let blocks = scan_pem_blocks(b"-----BEGIN A----- \r\nAQID\r\n-----END A-----\r\n");
         assert_eq!(der_of(&blocks[0]), [1u8, 2, 3]);
+    }
+
+    #[test]
+    fn blank_lines_in_the_body_are_ignored_like_go() {
+        let text = b"-----BEGIN A-----\n\nAQ\n\nID\n\n-----END A-----\n";
+        assert_eq!(der_of(&scan_pem_blocks(text)[0]), [1u8, 2, 3]);
+        let crlf = b"-----BEGIN A-----\r\nAQ\r\n\r\nID\r\n\r\n-----END A-----\r\n";
+        assert_eq!(der_of(&scan_pem_blocks(crlf)[0]), [1u8, 2, 3]);
+    }
+
+    #[test]
+    fn header_lines_are_skipped_like_go_with_or_without_a_blank_line() {
+        for text in [
+            &b"-----BEGIN A-----\nComment: x\nAQID\n-----END A-----\n"[..],
+            &b"-----BEGIN A-----\nComment: x\nOther:y\n\nAQID\n-----END A-----\n"[..],
+        ] {
+            let blocks = scan_pem_blocks(text);
+            assert_eq!(der_of(&blocks[0]), [1u8, 2, 3]);
+            assert!(!blocks[0].contents.as_ref().unwrap().encrypted);
+        }
+    }
+
+    #[test]
+    fn proc_type_encrypted_header_marks_the_block() {
+        let text =
+            b"-----BEGIN A-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: x\n\nAQID\n-----END A-----\n";
+        assert!(
+            scan_pem_blocks(text)[0]
+                .contents
+                .as_ref()
+                .unwrap()
+                .encrypted
+        );
+    }
+
+    #[test]
+    fn missing_padding_is_refused_like_go() {
+        let blocks = scan_pem_blocks(b"-----BEGIN A-----\nAQI\n-----END A-----\n");
+        assert!(blocks[0].contents.is_err());
     }
 
     #[test]
