@@ -3,7 +3,10 @@
 pub mod atomic_file;
 pub mod decision;
 pub mod documents;
+pub mod dry_run;
 pub mod keys;
+pub mod observe;
 pub mod plan;
 pub mod simulation;
 pub mod state;
+pub mod targets;

@@ -90,12 +90,9 @@ impl World {
         match action {
             Action::GenerateKey { path, spec } => {
                 self.generated += 1;
+                // The real kid is unknown until the key exists; a readable placeholder stands in.
                 let key = KeyId {
-                    kid: format!(
-                        "{}-new-{}",
-                        path.file_stem().and_then(|s| s.to_str()).unwrap_or("key"),
-                        self.generated
-                    ),
+                    kid: format!("<new key {}>", self.generated),
                     alg: spec.alg(),
                 };
                 self.private_keys.retain(|(_, p)| p != path);

@@ -92,7 +92,8 @@ pub struct AdoptedKey {
 }
 
 /// The named checks a rotation waits on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Gate {
     /// The cluster's files are usable as they are (present, signing key verifiable).
     ClusterKeys,

@@ -1,0 +1,127 @@
+//! The dry run for people: aligned columns, readable in 100 columns.
+
+use std::fmt::Write;
+
+use super::{DryRun, Keys, StepKind};
+
+/// What is left of 100 columns after the time and phase columns.
+const STEP_WIDTH: usize = 100 - 34;
+
+/// Kids are 43 characters; the timeline shows enough of one to tell it apart.
+const SHORT_KID: usize = 12;
+
+pub fn render_text(run: &DryRun) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Dry run of {} (cluster {:?}) from {}",
+        run.plan,
+        run.cluster,
+        run.starts_at.to_rfc3339()
+    );
+    let _ = writeln!(
+        out,
+        "Nothing is written. Times assume every gate passes as soon as it can;"
+    );
+    let _ = writeln!(out, "steps marked · change only keyrot's own record.");
+    for note in &run.notes {
+        let _ = writeln!(out, "Note: {note}");
+    }
+    section(&mut out, "Keys now", &run.before);
+    let _ = writeln!(out, "\nTimeline");
+    let _ = writeln!(out, "  {:<20}  {:<8}  STEP", "EARLIEST (UTC)", "PHASE");
+    for step in &run.timeline {
+        let phase = step.phase.map_or("-", |p| p.as_str());
+        let line = match &step.what {
+            StepKind::Action {
+                description,
+                changes,
+                ..
+            } => {
+                format!(
+                    "{}{}",
+                    if *changes { "" } else { "· " },
+                    shorten_kids(description)
+                )
+            }
+            StepKind::Wait { gate, reason, .. } => {
+                format!("wait [{gate}] {}", shorten_kids(reason))
+            }
+        };
+        let mut lines = wrap(&line, STEP_WIDTH).into_iter();
+        let first = lines.next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<20}  {:<8}  {first}",
+            step.at.format("%Y-%m-%d %H:%M:%S"),
+            phase
+        );
+        for more in lines {
+            let _ = writeln!(out, "{:34}{more}", "");
+        }
+    }
+    section(&mut out, "Keys after", &run.after);
+    if let Some(blocked) = &run.blocked {
+        let _ = writeln!(out, "\nBlocked: {blocked}");
+    }
+    out
+}
+
+fn section(out: &mut String, title: &str, keys: &Keys) {
+    let _ = writeln!(out, "\n{title}");
+    let _ = writeln!(out, "  signing key          {}", keys.signing);
+    let _ = writeln!(
+        out,
+        "  verification bundle  {}",
+        list(&keys.verification_bundle)
+    );
+    for target in &keys.targets {
+        let _ = writeln!(
+            out,
+            "  JWKS at {:<12} {}",
+            target.target,
+            list(&target.kids)
+        );
+    }
+}
+
+fn list(kids: &[String]) -> String {
+    if kids.is_empty() {
+        "(none)".into()
+    } else {
+        kids.join("\n                       ")
+    }
+}
+
+/// Breaks `text` at spaces into lines of at most `width` characters (a longer word stays whole).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split(' ') {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
+}
+
+/// Replaces each 43-character kid in `text` by its first characters and an ellipsis.
+fn shorten_kids(text: &str) -> String {
+    text.split_inclusive([' ', ',', '[', ']'])
+        .map(|word| {
+            let bare = word.trim_end_matches([' ', ',', '[', ']']);
+            if bare.len() == 43
+                && bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                format!("{}…{}", &bare[..SHORT_KID], &word[bare.len()..])
+            } else {
+                word.to_string()
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,107 @@
+//! Reads what keyrot can see of the cluster without changing anything: the key files, keyrot's
+//! private keys and what each publication target serves.
+
+use std::path::{Path, PathBuf};
+
+use crate::decision::{KeyId, Observed, Probed, TargetView};
+use crate::keys::reader::{KeyFileError, read_file};
+use crate::keys::{SigningKey, SigningKeyError, VerificationKey};
+use crate::plan::Plan;
+use crate::targets;
+
+/// A file keyrot must read is there but unusable; nothing can be decided until it is fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    SigningKey(#[from] SigningKeyError),
+    #[error("{path}: cannot list keyrot's private keys: {error}")]
+    PrivateKeyDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Everything but the apiserver probes, which need the network (`Probed::NotConfigured` here).
+pub fn observe_files(plan: &Plan) -> Result<Observed, ObserveError> {
+    let files = &plan.apiserver;
+    let controller_manager_signing = match &plan.controller_manager {
+        Some(cm) => signing_key(&cm.private_key_file)?,
+        None => None,
+    };
+    Ok(Observed {
+        bundle: verification_keys(&files.verification_bundle, false)?,
+        extra: files
+            .extra_verification_files
+            .iter()
+            .map(|path| verification_keys(path, true).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat(),
+        signing: signing_key(&files.signing_key_file)?,
+        controller_manager_signing,
+        private_keys: private_keys(&plan.private_key_dir)?,
+        apiserver: Probed::NotConfigured,
+        token_kid: Probed::NotConfigured,
+        targets: plan
+            .targets
+            .iter()
+            .map(|t| TargetView {
+                name: t.name.clone(),
+                kids: targets::read_served_kids(t),
+            })
+            .collect(),
+    })
+}
+
+pub fn key_id(key: &VerificationKey) -> KeyId {
+    KeyId {
+        kid: key.kid().to_string(),
+        alg: key.alg(),
+    }
+}
+
+/// The keys of a verification file; `None` when it does not exist (unless `required`). A file
+/// that exists but holds no key is an error: kube-apiserver would not start with it.
+fn verification_keys(path: &Path, required: bool) -> Result<Option<Vec<KeyId>>, ObserveError> {
+    if !required && !path.exists() {
+        return Ok(None);
+    }
+    let report = read_file(path)?;
+    let keys: Vec<KeyId> = report.keys().map(key_id).collect();
+    if keys.is_empty() {
+        // Reuse the loader's error: it says why each block was skipped.
+        crate::keys::load_verification_keys(&[path.to_path_buf()])?;
+    }
+    Ok(Some(keys))
+}
+
+fn signing_key(path: &Path) -> Result<Option<KeyId>, ObserveError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(key_id(SigningKey::from_pem_file(path)?.public())))
+}
+
+/// keyrot's private key files (`*.key`) in its directory, sorted by name.
+fn private_keys(dir: &Path) -> Result<Vec<(KeyId, PathBuf)>, ObserveError> {
+    let listing = |error| ObserveError::PrivateKeyDir {
+        path: dir.to_path_buf(),
+        error,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(listing(e)),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(listing)?;
+    paths.retain(|p| p.extension().is_some_and(|ext| ext == "key"));
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| Ok((key_id(SigningKey::from_pem_file(&path)?.public()), path)))
+        .collect()
+}

@@ -1,0 +1,95 @@
+//! The dry run's timeline: every phase in order, the waits with their earliest times, and the
+//! keys before and after, simulated from an observation without touching anything.
+
+mod harness;
+
+use harness::{OLD, fresh_world, plan, t0};
+use keyrot::decision::{Gate, Phase};
+use keyrot::dry_run::{StepKind, render_text, simulate};
+
+#[test]
+fn shows_the_whole_rotation_with_its_waits_and_the_keys_after() {
+    let plan = plan();
+    let observed = fresh_world(&plan).observe();
+    let run = simulate(&plan, None, &observed, t0());
+
+    assert_eq!(run.blocked, None);
+    assert_eq!(run.notes, ["no schedule: assumed `keyrot rotate` now"]);
+    assert_eq!(run.before.verification_bundle, [OLD]);
+    assert_eq!(run.after.signing, "<new key 1>");
+    assert_eq!(run.after.verification_bundle, ["<new key 1>"]);
+    assert_eq!(run.after.targets[0].kids, ["<new key 1>"]);
+
+    let waits: Vec<(Gate, chrono::DateTime<chrono::Utc>)> = run
+        .timeline
+        .iter()
+        .filter_map(|s| match &s.what {
+            StepKind::Wait { gate, until, .. } => Some((*gate, until.unwrap())),
+            _ => None,
+        })
+        .collect();
+    let settled = t0() + plan.timings.publish_settle;
+    assert_eq!(
+        waits,
+        [
+            (Gate::PublishSettle, settled),
+            (Gate::RetireAfter, settled + plan.timings.retire_after)
+        ]
+    );
+
+    let phases: Vec<Phase> = run.timeline.iter().filter_map(|s| s.phase).collect();
+    assert!(phases.is_sorted(), "phases run in order: {phases:?}");
+    assert_eq!(phases.first(), Some(&Phase::Generate));
+    assert_eq!(phases.last(), Some(&Phase::Retire));
+
+    let text = render_text(&run);
+    assert!(text.contains("wait [publish-settle]"), "{text}");
+    assert!(
+        text.contains("write /etc/kubernetes/pki/sa.pub: [old-kid, <new key 1>]"),
+        "{text}"
+    );
+    assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+}
+
+#[test]
+fn an_approval_is_shown_as_a_wait_and_assumed() {
+    let mut plan = plan();
+    plan.approvals.insert(Phase::Promote);
+    let observed = fresh_world(&plan).observe();
+    let run = simulate(&plan, None, &observed, t0());
+    assert!(run.timeline.iter().any(|s| matches!(
+        s.what,
+        StepKind::Wait {
+            gate: Gate::Approval,
+            ..
+        }
+    )));
+    assert!(run.notes.iter().any(|n| n.contains("keyrot approve")));
+    assert_eq!(run.blocked, None);
+}
+
+#[test]
+fn a_cluster_without_key_files_is_reported_blocked() {
+    let plan = plan();
+    let mut observed = fresh_world(&plan).observe();
+    observed.signing = None;
+    let run = simulate(&plan, None, &observed, t0());
+    assert!(run.blocked.as_deref().unwrap().contains("keyrot init"));
+    assert!(run.timeline.is_empty());
+}
+
+#[test]
+fn the_json_form_names_every_step() {
+    let plan = plan();
+    let observed = fresh_world(&plan).observe();
+    let run = simulate(&plan, None, &observed, t0());
+    let json: serde_json::Value = serde_json::to_value(&run).unwrap();
+    let steps = json["timeline"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["kind"] == "action" || s["kind"] == "wait")
+    );
+    assert!(steps.iter().any(|s| s["gate"] == "retire-after"));
+    assert_eq!(json["after"]["signing"], "<new key 1>");
+}
