@@ -1,5 +1,6 @@
 //! keyrot: rotates the Kubernetes service-account signing key and publishes the issuer documents.
 
+pub mod adapters;
 pub mod atomic_file;
 pub mod decision;
 pub mod documents;

@@ -18,6 +18,9 @@ const DASHES: &[u8] = b"-----";
 pub struct PemBlock {
     /// 1-based line of the `-----BEGIN` line.
     pub line: usize,
+    /// The bytes of the block in the file, from `-----BEGIN` to the end of the END line (just the
+    /// BEGIN line for a block Go rejects): lets a bundle be rewritten keeping blocks byte for byte.
+    pub span: std::ops::Range<usize>,
     pub label: String,
     pub contents: Result<DecodedBlock, String>,
 }
@@ -40,6 +43,7 @@ pub fn scan_pem_blocks(data: &[u8]) -> Vec<PemBlock> {
         let Some(label) = type_line.strip_suffix(DASHES) else {
             blocks.push(candidate(
                 line,
+                begin..after_type_line,
                 type_line,
                 Err("BEGIN line does not end with -----"),
             ));
@@ -56,13 +60,14 @@ pub fn scan_pem_blocks(data: &[u8]) -> Vec<PemBlock> {
                 };
                 blocks.push(PemBlock {
                     line,
+                    span: begin..block_end,
                     label: String::from_utf8_lossy(label).into_owned(),
                     contents,
                 });
                 pos = resume;
             }
             Err(reason) => {
-                blocks.push(candidate(line, label, Err(reason)));
+                blocks.push(candidate(line, begin..after_type_line, label, Err(reason)));
                 pos = after_type_line;
             }
         }
@@ -70,9 +75,15 @@ pub fn scan_pem_blocks(data: &[u8]) -> Vec<PemBlock> {
     blocks
 }
 
-fn candidate(line: usize, label: &[u8], contents: Result<DecodedBlock, &str>) -> PemBlock {
+fn candidate(
+    line: usize,
+    span: std::ops::Range<usize>,
+    label: &[u8],
+    contents: Result<DecodedBlock, &str>,
+) -> PemBlock {
     PemBlock {
         line,
+        span,
         label: String::from_utf8_lossy(label).into_owned(),
         contents: contents.map_err(str::to_string),
     }

@@ -87,6 +87,8 @@ impl fmt::Display for Skip {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockReport {
     pub line: usize,
+    /// Where the block is in the file (see `PemBlock::span`).
+    pub span: std::ops::Range<usize>,
     pub label: String,
     pub outcome: Result<(VerificationKey, KeyForm), Skip>,
 }
@@ -179,10 +181,12 @@ pub fn parse_file(path: &Path, data: &[u8]) -> FileReport {
         .map(
             |PemBlock {
                  line,
+                 span,
                  label,
                  contents,
              }| BlockReport {
                 line,
+                span,
                 label,
                 outcome: match contents {
                     Err(why) => Err(Skip::Malformed(why)),

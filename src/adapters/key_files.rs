@@ -1,0 +1,142 @@
+//! The real key files: the verification bundle, the signing key file(s), keyrot's private keys.
+//!
+//! The bundle is edited, not regenerated: blocks that stay are kept byte for byte (k3s keeps
+//! private keys in its bundle), removed keys' blocks are dropped, new keys are appended as SPKI
+//! `PUBLIC KEY` blocks. Every write is atomic and keeps the file's mode and owner.
+
+use std::path::{Path, PathBuf};
+
+use super::{AdapterError, KeyFiles};
+use crate::atomic_file::{self, Existing};
+use crate::keys::reader::parse_file;
+use crate::keys::{GenerateSpec, SigningKey, VerificationKey};
+use crate::plan::Plan;
+
+pub struct KeyFilesOnDisk<'a> {
+    plan: &'a Plan,
+}
+
+impl<'a> KeyFilesOnDisk<'a> {
+    pub fn new(plan: &'a Plan) -> Self {
+        KeyFilesOnDisk { plan }
+    }
+
+    /// keyrot's private key file holding `kid`.
+    fn private_key_file(&self, kid: &str) -> Result<(PathBuf, SigningKey), AdapterError> {
+        let dir = &self.plan.private_key_dir;
+        let entries = std::fs::read_dir(dir).map_err(|e| err(dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| err(dir, e))?.path();
+            if path.extension().is_none_or(|ext| ext != "key") {
+                continue;
+            }
+            let key = SigningKey::from_pem_file(&path).map_err(|e| AdapterError::new(e.to_string()))?;
+            if key.public().kid() == kid {
+                return Ok((path, key));
+            }
+        }
+        Err(AdapterError::new(format!("{}: keyrot holds no private key with kid {kid}", dir.display())))
+    }
+
+    fn ensure_private_key_dir(&self) -> Result<(), AdapterError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = &self.plan.private_key_dir;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| err(dir, e))
+    }
+}
+
+impl KeyFiles for KeyFilesOnDisk<'_> {
+    fn generate(&mut self, path: &Path, spec: GenerateSpec) -> Result<(), AdapterError> {
+        self.ensure_private_key_dir()?;
+        let key = SigningKey::generate(spec).map_err(|e| AdapterError::new(e.to_string()))?;
+        atomic_file::write(path, key.to_private_pem().as_bytes(), 0o600, Existing::Refuse)
+            .map_err(|e| AdapterError::new(e.to_string()))
+    }
+
+    fn copy_signing_key(&mut self, to: &Path) -> Result<(), AdapterError> {
+        self.ensure_private_key_dir()?;
+        let from = &self.plan.apiserver.signing_key_file;
+        let bytes = zeroize::Zeroizing::new(std::fs::read(from).map_err(|e| err(from, e))?);
+        atomic_file::write(to, &bytes, 0o600, Existing::Replace).map_err(|e| AdapterError::new(e.to_string()))
+    }
+
+    fn write_bundle(&mut self, kids: &[String]) -> Result<(), AdapterError> {
+        let path = &self.plan.apiserver.verification_bundle;
+        let current = std::fs::read(path).map_err(|e| err(path, e))?;
+        let present: Vec<String> = parse_file(path, &current).keys().map(|k| k.kid().to_string()).collect();
+        let mut added = Vec::new();
+        for kid in kids.iter().filter(|k| !present.contains(k)) {
+            added.push(self.private_key_file(kid)?.1.public().clone());
+        }
+        let edited = edit_bundle(path, &current, kids, &added)?;
+        atomic_file::replace_keeping_metadata(path, &edited, 0o644).map_err(|e| AdapterError::new(e.to_string()))
+    }
+
+    fn write_signing_key(&mut self, kid: &str) -> Result<(), AdapterError> {
+        let (source, _) = self.private_key_file(kid)?;
+        let bytes = zeroize::Zeroizing::new(std::fs::read(&source).map_err(|e| err(&source, e))?);
+        let mut targets = vec![self.plan.apiserver.signing_key_file.clone()];
+        if let Some(cm) = &self.plan.controller_manager
+            && !targets.contains(&cm.private_key_file)
+        {
+            targets.push(cm.private_key_file.clone());
+        }
+        for target in &targets {
+            atomic_file::replace_keeping_metadata(target, &bytes, 0o600)
+                .map_err(|e| AdapterError::new(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn destroy_private_key(&mut self, path: &Path) -> Result<(), AdapterError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(err(path, e)),
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(dir, e))
+    }
+}
+
+/// The bundle `current` edited to hold exactly `kids`: blocks of kept keys and blocks that are not
+/// keys stay byte for byte and in place; blocks of other keys go; `added` keys are appended.
+pub fn edit_bundle(
+    path: &Path,
+    current: &[u8],
+    kids: &[String],
+    added: &[VerificationKey],
+) -> Result<Vec<u8>, AdapterError> {
+    let report = parse_file(path, current);
+    let mut out: Vec<u8> = Vec::with_capacity(current.len() + 512);
+    for block in &report.blocks {
+        let keep = match &block.outcome {
+            Ok((key, _)) => kids.iter().any(|k| k == key.kid()),
+            Err(_) => true,
+        };
+        if keep {
+            out.extend_from_slice(&current[block.span.clone()]);
+            if !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+    }
+    for key in added {
+        out.extend_from_slice(key.to_spki_pem().as_bytes());
+    }
+    let result: Vec<String> = parse_file(path, &out).keys().map(|k| k.kid().to_string()).collect();
+    if result != kids {
+        return Err(AdapterError::new(format!(
+            "{}: cannot arrange the bundle as [{}] (it would hold [{}]); it holds keys keyrot does \
+             not manage in an order it will not change",
+            path.display(),
+            kids.join(", "),
+            result.join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+fn err(path: &Path, e: std::io::Error) -> AdapterError {
+    AdapterError::new(format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,149 @@
+//! The real restarter: static-pod manifest edit, systemd unit restart, a command, or nothing.
+//!
+//! A static pod restarts only when its manifest's content changes, so keyrot sets one annotation
+//! (`keyrot.io/restart`) to a new value, editing that line alone and writing the manifest
+//! atomically; the temp file is a dot-file, which the kubelet ignores.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::{AdapterError, Restarter};
+use crate::atomic_file;
+use crate::plan::{Plan, Restart};
+
+/// The annotation whose value changes on every static-pod restart.
+pub const RESTART_ANNOTATION: &str = "keyrot.io/restart";
+
+pub struct ProcessRestarter<'a> {
+    plan: &'a Plan,
+}
+
+impl<'a> ProcessRestarter<'a> {
+    pub fn new(plan: &'a Plan) -> Self {
+        ProcessRestarter { plan }
+    }
+}
+
+impl Restarter for ProcessRestarter<'_> {
+    fn restart(&mut self, tag: &str) -> Result<(), AdapterError> {
+        restart_one(&self.plan.apiserver.restart, tag)?;
+        if let Some(cm) = &self.plan.controller_manager
+            && cm.restart != self.plan.apiserver.restart
+        {
+            restart_one(&cm.restart, tag)?;
+        }
+        Ok(())
+    }
+}
+
+fn restart_one(restart: &Restart, tag: &str) -> Result<(), AdapterError> {
+    match restart {
+        Restart::None => Ok(()),
+        Restart::StaticPod { manifest } => touch_static_pod(manifest, tag),
+        Restart::SystemdUnit { unit } => run(&["systemctl".into(), "restart".into(), unit.clone()]),
+        Restart::Command { argv } => run(argv),
+    }
+}
+
+fn run(argv: &[String]) -> Result<(), AdapterError> {
+    let (program, args) = argv.split_first().ok_or_else(|| AdapterError::new("empty restart command"))?;
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| AdapterError::new(format!("cannot run {}: {e}", argv.join(" "))))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    Err(AdapterError::new(format!("{} failed ({}): {}", argv.join(" "), output.status, stderr.trim())))
+}
+
+fn touch_static_pod(manifest: &Path, tag: &str) -> Result<(), AdapterError> {
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|e| AdapterError::new(format!("{}: {e}", manifest.display())))?;
+    let edited = set_restart_annotation(&text, tag)
+        .ok_or_else(|| AdapterError::new(format!("{}: no top-level `metadata:` mapping", manifest.display())))?;
+    atomic_file::replace_keeping_metadata(manifest, edited.as_bytes(), 0o600).map_err(|e| AdapterError::new(e.to_string()))
+}
+
+/// The manifest with `keyrot.io/restart: "<tag>"` under `metadata.annotations`, changing only that
+/// line (or adding it, and the `annotations:` key if missing). Block-style YAML as kubeadm writes.
+pub fn set_restart_annotation(manifest: &str, tag: &str) -> Option<String> {
+    let lines: Vec<&str> = manifest.lines().collect();
+    let metadata = lines.iter().position(|l| l.trim_end() == "metadata:")?;
+    let child_indent = lines[metadata + 1..]
+        .iter()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .filter(|&n| n > 0)
+        .unwrap_or(2);
+    let block_end = (metadata + 1..lines.len())
+        .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) < child_indent)
+        .unwrap_or(lines.len());
+    let pad = " ".repeat(child_indent);
+    let annotation = format!("{pad}{pad}{RESTART_ANNOTATION}: \"{tag}\"");
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    match (metadata + 1..block_end).find(|&i| lines[i].trim_end() == format!("{pad}annotations:")) {
+        Some(annotations) => {
+            let existing = (annotations + 1..block_end)
+                .take_while(|&i| lines[i].trim().is_empty() || indent(lines[i]) > child_indent)
+                .find(|&i| lines[i].trim_start().starts_with(&format!("{RESTART_ANNOTATION}:")));
+            match existing {
+                Some(i) => out[i] = annotation,
+                None => out.insert(annotations + 1, annotation),
+            }
+        }
+        None => {
+            out.insert(metadata + 1, format!("{pad}annotations:"));
+            out.insert(metadata + 2, annotation);
+        }
+    }
+    let mut text = out.join("\n");
+    if manifest.ends_with('\n') {
+        text.push('\n');
+    }
+    Some(text)
+}
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBEADM: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  annotations:\n    kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint: 10.0.0.1:6443\n  creationTimestamp: null\n  labels:\n    component: kube-apiserver\n  name: kube-apiserver\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n    - kube-apiserver\n";
+
+    #[test]
+    fn adds_the_annotation_under_existing_annotations_and_changes_nothing_else() {
+        let edited = set_restart_annotation(KUBEADM, "r1").unwrap();
+        let added: Vec<&str> = edited.lines().filter(|l| !KUBEADM.lines().any(|k| k == *l)).collect();
+        assert_eq!(added, ["    keyrot.io/restart: \"r1\""]);
+        assert_eq!(edited.lines().count(), KUBEADM.lines().count() + 1);
+        assert!(edited.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_second_restart_replaces_the_value_in_place() {
+        let once = set_restart_annotation(KUBEADM, "r1").unwrap();
+        let twice = set_restart_annotation(&once, "r2").unwrap();
+        assert_eq!(twice.lines().count(), once.lines().count());
+        assert!(twice.contains("keyrot.io/restart: \"r2\"") && !twice.contains("\"r1\""));
+    }
+
+    #[test]
+    fn creates_annotations_when_the_manifest_has_none() {
+        let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\nspec: {}\n";
+        let edited = set_restart_annotation(manifest, "r1").unwrap();
+        assert_eq!(
+            edited,
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  annotations:\n    keyrot.io/restart: \"r1\"\n  name: kube-apiserver\nspec: {}\n"
+        );
+    }
+
+    #[test]
+    fn a_manifest_without_metadata_is_refused() {
+        assert_eq!(set_restart_annotation("kind: Pod\n", "r1"), None);
+    }
+}
