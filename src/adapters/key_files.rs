@@ -30,18 +30,26 @@ impl<'a> KeyFilesOnDisk<'a> {
             if path.extension().is_none_or(|ext| ext != "key") {
                 continue;
             }
-            let key = SigningKey::from_pem_file(&path).map_err(|e| AdapterError::new(e.to_string()))?;
+            let key =
+                SigningKey::from_pem_file(&path).map_err(|e| AdapterError::new(e.to_string()))?;
             if key.public().kid() == kid {
                 return Ok((path, key));
             }
         }
-        Err(AdapterError::new(format!("{}: keyrot holds no private key with kid {kid}", dir.display())))
+        Err(AdapterError::new(format!(
+            "{}: keyrot holds no private key with kid {kid}",
+            dir.display()
+        )))
     }
 
     fn ensure_private_key_dir(&self) -> Result<(), AdapterError> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = &self.plan.private_key_dir;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| err(dir, e))
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(dir, e))
     }
 }
 
@@ -49,27 +57,37 @@ impl KeyFiles for KeyFilesOnDisk<'_> {
     fn generate(&mut self, path: &Path, spec: GenerateSpec) -> Result<(), AdapterError> {
         self.ensure_private_key_dir()?;
         let key = SigningKey::generate(spec).map_err(|e| AdapterError::new(e.to_string()))?;
-        atomic_file::write(path, key.to_private_pem().as_bytes(), 0o600, Existing::Refuse)
-            .map_err(|e| AdapterError::new(e.to_string()))
+        atomic_file::write(
+            path,
+            key.to_private_pem().as_bytes(),
+            0o600,
+            Existing::Refuse,
+        )
+        .map_err(|e| AdapterError::new(e.to_string()))
     }
 
     fn copy_signing_key(&mut self, to: &Path) -> Result<(), AdapterError> {
         self.ensure_private_key_dir()?;
         let from = &self.plan.apiserver.signing_key_file;
         let bytes = zeroize::Zeroizing::new(std::fs::read(from).map_err(|e| err(from, e))?);
-        atomic_file::write(to, &bytes, 0o600, Existing::Replace).map_err(|e| AdapterError::new(e.to_string()))
+        atomic_file::write(to, &bytes, 0o600, Existing::Replace)
+            .map_err(|e| AdapterError::new(e.to_string()))
     }
 
     fn write_bundle(&mut self, kids: &[String]) -> Result<(), AdapterError> {
         let path = &self.plan.apiserver.verification_bundle;
         let current = std::fs::read(path).map_err(|e| err(path, e))?;
-        let present: Vec<String> = parse_file(path, &current).keys().map(|k| k.kid().to_string()).collect();
+        let present: Vec<String> = parse_file(path, &current)
+            .keys()
+            .map(|k| k.kid().to_string())
+            .collect();
         let mut added = Vec::new();
         for kid in kids.iter().filter(|k| !present.contains(k)) {
             added.push(self.private_key_file(kid)?.1.public().clone());
         }
         let edited = edit_bundle(path, &current, kids, &added)?;
-        atomic_file::replace_keeping_metadata(path, &edited, 0o644).map_err(|e| AdapterError::new(e.to_string()))
+        atomic_file::replace_keeping_metadata(path, &edited, 0o644)
+            .map_err(|e| AdapterError::new(e.to_string()))
     }
 
     fn write_signing_key(&mut self, kid: &str) -> Result<(), AdapterError> {
@@ -95,7 +113,9 @@ impl KeyFiles for KeyFilesOnDisk<'_> {
             Err(e) => return Err(err(path, e)),
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(dir, e))
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err(dir, e))
     }
 }
 
@@ -124,7 +144,10 @@ pub fn edit_bundle(
     for key in added {
         out.extend_from_slice(key.to_spki_pem().as_bytes());
     }
-    let result: Vec<String> = parse_file(path, &out).keys().map(|k| k.kid().to_string()).collect();
+    let result: Vec<String> = parse_file(path, &out)
+        .keys()
+        .map(|k| k.kid().to_string())
+        .collect();
     if result != kids {
         return Err(AdapterError::new(format!(
             "{}: cannot arrange the bundle as [{}] (it would hold [{}]); it holds keys keyrot does \

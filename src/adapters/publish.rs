@@ -53,7 +53,8 @@ fn write_local(dir: &Path, discovery: &str, jwks: &str) -> Result<(), String> {
         let path = dir.join(relative);
         let parent = path.parent().expect("documents live in a subdirectory");
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        atomic_file::replace_keeping_metadata(&path, body.as_bytes(), 0o644).map_err(|e| e.to_string())?;
+        atomic_file::replace_keeping_metadata(&path, body.as_bytes(), 0o644)
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -72,7 +73,8 @@ fn known_public_keys(plan: &Plan) -> Result<Vec<VerificationKey>, AdapterError> 
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|ext| ext == "key") {
-                let key = SigningKey::from_pem_file(&path).map_err(|e| AdapterError::new(e.to_string()))?;
+                let key = SigningKey::from_pem_file(&path)
+                    .map_err(|e| AdapterError::new(e.to_string()))?;
                 keys.push(key.public().clone());
             }
         }

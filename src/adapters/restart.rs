@@ -46,7 +46,9 @@ fn restart_one(restart: &Restart, tag: &str) -> Result<(), AdapterError> {
 }
 
 fn run(argv: &[String]) -> Result<(), AdapterError> {
-    let (program, args) = argv.split_first().ok_or_else(|| AdapterError::new("empty restart command"))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| AdapterError::new("empty restart command"))?;
     let output = Command::new(program)
         .args(args)
         .output()
@@ -55,15 +57,25 @@ fn run(argv: &[String]) -> Result<(), AdapterError> {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    Err(AdapterError::new(format!("{} failed ({}): {}", argv.join(" "), output.status, stderr.trim())))
+    Err(AdapterError::new(format!(
+        "{} failed ({}): {}",
+        argv.join(" "),
+        output.status,
+        stderr.trim()
+    )))
 }
 
 fn touch_static_pod(manifest: &Path, tag: &str) -> Result<(), AdapterError> {
     let text = std::fs::read_to_string(manifest)
         .map_err(|e| AdapterError::new(format!("{}: {e}", manifest.display())))?;
-    let edited = set_restart_annotation(&text, tag)
-        .ok_or_else(|| AdapterError::new(format!("{}: no top-level `metadata:` mapping", manifest.display())))?;
-    atomic_file::replace_keeping_metadata(manifest, edited.as_bytes(), 0o600).map_err(|e| AdapterError::new(e.to_string()))
+    let edited = set_restart_annotation(&text, tag).ok_or_else(|| {
+        AdapterError::new(format!(
+            "{}: no top-level `metadata:` mapping",
+            manifest.display()
+        ))
+    })?;
+    atomic_file::replace_keeping_metadata(manifest, edited.as_bytes(), 0o600)
+        .map_err(|e| AdapterError::new(e.to_string()))
 }
 
 /// The manifest with `keyrot.io/restart: "<tag>"` under `metadata.annotations`, changing only that
@@ -87,7 +99,11 @@ pub fn set_restart_annotation(manifest: &str, tag: &str) -> Option<String> {
         Some(annotations) => {
             let existing = (annotations + 1..block_end)
                 .take_while(|&i| lines[i].trim().is_empty() || indent(lines[i]) > child_indent)
-                .find(|&i| lines[i].trim_start().starts_with(&format!("{RESTART_ANNOTATION}:")));
+                .find(|&i| {
+                    lines[i]
+                        .trim_start()
+                        .starts_with(&format!("{RESTART_ANNOTATION}:"))
+                });
             match existing {
                 Some(i) => out[i] = annotation,
                 None => out.insert(annotations + 1, annotation),
@@ -118,7 +134,10 @@ mod tests {
     #[test]
     fn adds_the_annotation_under_existing_annotations_and_changes_nothing_else() {
         let edited = set_restart_annotation(KUBEADM, "r1").unwrap();
-        let added: Vec<&str> = edited.lines().filter(|l| !KUBEADM.lines().any(|k| k == *l)).collect();
+        let added: Vec<&str> = edited
+            .lines()
+            .filter(|l| !KUBEADM.lines().any(|k| k == *l))
+            .collect();
         assert_eq!(added, ["    keyrot.io/restart: \"r1\""]);
         assert_eq!(edited.lines().count(), KUBEADM.lines().count() + 1);
         assert!(edited.ends_with('\n'));
