@@ -3,8 +3,10 @@
 pub mod adapters;
 pub mod atomic_file;
 pub mod decision;
+pub mod describe;
 pub mod documents;
 pub mod dry_run;
+pub mod executor;
 pub mod keys;
 pub mod observe;
 pub mod plan;

@@ -4,9 +4,11 @@
 //! It models what keyrot depends on: key files, an apiserver that loads them only when restarted,
 //! kube-controller-manager's key file, keyrot's private keys and the publication targets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::adapters::{AdapterError, KeyFiles, Publisher, Restarter};
 use crate::decision::{Action, KeyId, Observed, Probed, TargetView};
+use crate::keys::GenerateSpec;
 use crate::plan::{Plan, Probe};
 
 /// A cluster as keyrot would observe it.
@@ -155,5 +157,71 @@ impl World {
             .find(|k| k.kid == kid)
             .cloned()
             .ok_or_else(|| format!("no public key known for {kid}"))
+    }
+}
+
+/// A `World` shared by the in-memory adapters, so one simulated cluster sits behind all of them.
+#[derive(Debug, Clone)]
+pub struct SharedWorld(pub std::rc::Rc<std::cell::RefCell<World>>);
+
+impl SharedWorld {
+    pub fn new(world: World) -> Self {
+        SharedWorld(std::rc::Rc::new(std::cell::RefCell::new(world)))
+    }
+
+    fn perform(&self, action: Action) -> Result<(), AdapterError> {
+        self.0.borrow_mut().perform(&action).map_err(AdapterError)
+    }
+}
+
+impl KeyFiles for SharedWorld {
+    fn generate(&mut self, path: &Path, spec: GenerateSpec) -> Result<(), AdapterError> {
+        self.perform(Action::GenerateKey {
+            path: path.to_path_buf(),
+            spec,
+        })
+    }
+
+    fn copy_signing_key(&mut self, to: &Path) -> Result<(), AdapterError> {
+        self.perform(Action::Adopt {
+            keys: Vec::new(),
+            copy_signing_key_to: to.to_path_buf(),
+        })
+    }
+
+    fn write_bundle(&mut self, kids: &[String]) -> Result<(), AdapterError> {
+        self.perform(Action::WriteBundle {
+            kids: kids.to_vec(),
+        })
+    }
+
+    fn write_signing_key(&mut self, kid: &str) -> Result<(), AdapterError> {
+        self.perform(Action::WriteSigningKey {
+            kid: kid.to_string(),
+        })
+    }
+
+    fn destroy_private_key(&mut self, path: &Path) -> Result<(), AdapterError> {
+        self.perform(Action::DestroyPrivateKey {
+            kid: String::new(),
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Restarter for SharedWorld {
+    fn restart(&mut self, _tag: &str) -> Result<(), AdapterError> {
+        self.perform(Action::Restart {
+            bundle: Vec::new(),
+            signing: None,
+        })
+    }
+}
+
+impl Publisher for SharedWorld {
+    fn publish(&mut self, kids: &[String]) -> Result<(), AdapterError> {
+        self.perform(Action::Publish {
+            kids: kids.to_vec(),
+        })
     }
 }

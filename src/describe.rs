@@ -1,0 +1,82 @@
+//! Words for people: what each action does, in the plan's own terms (paths, targets, commands).
+
+use crate::decision::Action;
+use crate::plan::{Plan, Restart};
+
+/// What an action does, in the plan's own terms; `None` for pure bookkeeping.
+pub fn describe_action(plan: &Plan, action: &Action) -> Option<String> {
+    let files = &plan.apiserver;
+    Some(match action {
+        Action::Adopt {
+            keys,
+            copy_signing_key_to,
+        } => format!(
+            "record the {} key(s) found in the files; copy the signing key to {}",
+            keys.len(),
+            copy_signing_key_to.display()
+        ),
+        Action::StartRotation { cause, .. } => {
+            format!("start a rotation ({cause:?})").to_lowercase()
+        }
+        Action::Approve { phase } => format!("phase {phase} approved"),
+        Action::Abort => "abort: the new key is removed".into(),
+        Action::Rollback => "roll back: the old key signs again".into(),
+        Action::GenerateKey { path, spec } => format!(
+            "generate a {} key at {} (0600)",
+            spec_name(*spec),
+            path.display()
+        ),
+        Action::WriteBundle { kids } => format!(
+            "write {}: [{}]",
+            files.verification_bundle.display(),
+            kids.join(", ")
+        ),
+        Action::WriteSigningKey { kid } => {
+            let mut paths = vec![files.signing_key_file.display().to_string()];
+            if let Some(cm) = &plan.controller_manager
+                && cm.private_key_file != files.signing_key_file
+            {
+                paths.push(cm.private_key_file.display().to_string());
+            }
+            format!("write {} with key {kid}", paths.join(" and "))
+        }
+        Action::Restart { .. } => {
+            format!("restart the apiserver: {}", restart_name(&files.restart))
+        }
+        Action::Publish { kids } => {
+            let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+            format!(
+                "publish the JWKS [{}] and the discovery document to {}",
+                kids.join(", "),
+                names.join(", ")
+            )
+        }
+        Action::ConfirmPublished => "every target serves the new JWKS (read back)".into(),
+        Action::EnterPhase { phase } => format!("gate passed: enter phase {phase}"),
+        Action::DestroyPrivateKey { path, .. } => {
+            format!("destroy the old private key {}", path.display())
+        }
+        Action::CompleteRotation => "rotation complete".into(),
+        Action::RecordNewKey { .. } | Action::ConsumeTrigger { .. } | Action::GateFailed { .. } => {
+            return None;
+        }
+    })
+}
+
+fn spec_name(spec: crate::keys::GenerateSpec) -> String {
+    match spec {
+        crate::keys::GenerateSpec::Rsa { bits } => format!("RS256 {bits}-bit"),
+        crate::keys::GenerateSpec::P256 => "ES256 P-256".into(),
+    }
+}
+
+fn restart_name(restart: &Restart) -> String {
+    match restart {
+        Restart::StaticPod { manifest } => {
+            format!("touch static pod manifest {}", manifest.display())
+        }
+        Restart::SystemdUnit { unit } => format!("systemctl restart {unit}"),
+        Restart::Command { argv } => format!("run {}", argv.join(" ")),
+        Restart::None => "none configured (nothing to restart)".into(),
+    }
+}

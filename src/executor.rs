@@ -1,0 +1,132 @@
+//! Carries out the decision core's actions through the adapters: observe, decide, record the
+//! intent, act, record the outcome, and again, until the core has nothing to do right now.
+//!
+//! Every action is idempotent and every decision starts from a fresh observation, so the loop can
+//! be killed at any instruction and started again (invariant 6).
+
+use chrono::{DateTime, Utc};
+
+use crate::adapters::{AdapterError, KeyFiles, Publisher, Restarter};
+use crate::decision::{
+    Action, Decision, Observed, Phase, apply, apply_failure, decide, record_intent,
+};
+use crate::plan::Plan;
+use crate::state::State;
+
+/// The adapters the executor acts through.
+pub struct Effects<'a> {
+    pub key_files: &'a mut dyn KeyFiles,
+    pub restarter: &'a mut dyn Restarter,
+    pub publisher: &'a mut dyn Publisher,
+}
+
+/// What the executor reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Acted {
+        at: DateTime<Utc>,
+        phase: Option<Phase>,
+        action: Action,
+    },
+    Failed {
+        at: DateTime<Utc>,
+        phase: Option<Phase>,
+        action: Action,
+        error: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot observe the cluster: {0}")]
+    Observe(String),
+    #[error("cannot record keyrot's state: {0}")]
+    Save(String),
+    #[error("{action} failed: {error}")]
+    Effect {
+        action: &'static str,
+        error: AdapterError,
+    },
+    #[error("the decision core asked for more than {0} steps without waiting; stopping")]
+    Runaway(usize),
+}
+
+/// Steps one call may take before concluding the core goes round in circles.
+const MAX_STEPS: usize = 1000;
+
+/// Acts until the core waits; returns that waiting decision.
+///
+/// `save` persists the state (called before every effect and after every change); `observe` reads
+/// the world afresh; `now` is the clock.
+pub fn run_until_waiting(
+    plan: &Plan,
+    state: &mut State,
+    effects: &mut Effects<'_>,
+    observe: &mut dyn FnMut() -> Result<Observed, String>,
+    save: &mut dyn FnMut(&State) -> Result<(), String>,
+    now: &dyn Fn() -> DateTime<Utc>,
+    report: &mut dyn FnMut(&Progress),
+) -> Result<Decision, ExecError> {
+    for _ in 0..MAX_STEPS {
+        let observed = observe().map_err(ExecError::Observe)?;
+        let at = now();
+        let decision = decide(plan, state, &observed, at);
+        if decision.actions.is_empty() {
+            return Ok(decision);
+        }
+        for action in &decision.actions {
+            let phase = state.rotation.as_ref().map(|r| r.phase);
+            if action.is_effect() {
+                record_intent(state, action, at);
+                save(state).map_err(ExecError::Save)?;
+                if let Err(error) = perform(effects, action, at) {
+                    report(&Progress::Failed {
+                        at,
+                        phase,
+                        action: action.clone(),
+                        error: error.to_string(),
+                    });
+                    if state.rotation.is_none() {
+                        return Err(ExecError::Effect {
+                            action: crate::decision::action_name(action),
+                            error,
+                        });
+                    }
+                    apply_failure(state, plan, action, &error.0, at);
+                    save(state).map_err(ExecError::Save)?;
+                    break;
+                }
+            }
+            apply(state, plan, action, at);
+            report(&Progress::Acted {
+                at,
+                phase,
+                action: action.clone(),
+            });
+        }
+        save(state).map_err(ExecError::Save)?;
+    }
+    Err(ExecError::Runaway(MAX_STEPS))
+}
+
+fn perform(
+    effects: &mut Effects<'_>,
+    action: &Action,
+    at: DateTime<Utc>,
+) -> Result<(), AdapterError> {
+    match action {
+        Action::Adopt {
+            copy_signing_key_to,
+            ..
+        } => effects.key_files.copy_signing_key(copy_signing_key_to),
+        Action::GenerateKey { path, spec } => effects.key_files.generate(path, *spec),
+        Action::WriteBundle { kids } => effects.key_files.write_bundle(kids),
+        Action::WriteSigningKey { kid } => effects.key_files.write_signing_key(kid),
+        Action::Restart { .. } => effects
+            .restarter
+            .restart(&at.format("%Y%m%dT%H%M%S%.3fZ").to_string()),
+        Action::Publish { kids } => effects.publisher.publish(kids),
+        Action::DestroyPrivateKey { path, .. } => effects.key_files.destroy_private_key(path),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,216 @@
+//! The executor against the in-memory adapters: it records intent before every effect, reports
+//! progress, counts failed effects as failed attempts, and drives a rotation to its end.
+
+mod harness;
+
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+
+use harness::{OLD, fresh_world, plan, t0};
+use keyrot::adapters::{AdapterError, KeyFiles};
+use keyrot::decision::{Action, Observed};
+use keyrot::executor::{Effects, ExecError, Progress, run_until_waiting};
+use keyrot::keys::GenerateSpec;
+use keyrot::simulation::SharedWorld;
+use keyrot::state::{State, Trigger, TriggerKind};
+
+/// Key files that fail `write_bundle` a given number of times, then behave.
+struct FlakyKeyFiles {
+    inner: SharedWorld,
+    failures_left: u32,
+}
+
+impl KeyFiles for FlakyKeyFiles {
+    fn generate(&mut self, path: &Path, spec: GenerateSpec) -> Result<(), AdapterError> {
+        self.inner.generate(path, spec)
+    }
+    fn copy_signing_key(&mut self, to: &Path) -> Result<(), AdapterError> {
+        self.inner.copy_signing_key(to)
+    }
+    fn write_bundle(&mut self, kids: &[String]) -> Result<(), AdapterError> {
+        if self.failures_left > 0 {
+            self.failures_left -= 1;
+            return Err(AdapterError::new("sa.pub: No space left on device"));
+        }
+        self.inner.write_bundle(kids)
+    }
+    fn write_signing_key(&mut self, kid: &str) -> Result<(), AdapterError> {
+        self.inner.write_signing_key(kid)
+    }
+    fn destroy_private_key(&mut self, path: &Path) -> Result<(), AdapterError> {
+        self.inner.destroy_private_key(path)
+    }
+}
+
+struct Run {
+    world: SharedWorld,
+    state: State,
+    clock: Cell<chrono::DateTime<chrono::Utc>>,
+    saved: RefCell<Vec<State>>,
+    progress: RefCell<Vec<Progress>>,
+}
+
+impl Run {
+    fn new() -> Self {
+        let plan = plan();
+        let mut state = State::default();
+        state.triggers.push(Trigger {
+            kind: TriggerKind::Rotate,
+            requested_at: t0(),
+            force: false,
+        });
+        Run {
+            world: SharedWorld::new(fresh_world(&plan)),
+            state,
+            clock: Cell::new(t0()),
+            saved: RefCell::new(Vec::new()),
+            progress: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Runs until the core waits; returns the waiting decision's wake-up time.
+    fn run(
+        &mut self,
+        key_files: &mut dyn KeyFiles,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ExecError> {
+        let plan = plan();
+        let (mut restarter, mut publisher) = (self.world.clone(), self.world.clone());
+        let mut effects = Effects {
+            key_files,
+            restarter: &mut restarter,
+            publisher: &mut publisher,
+        };
+        let world = self.world.clone();
+        let mut observe = move || -> Result<Observed, String> { Ok(world.0.borrow().observe()) };
+        let saved = &self.saved;
+        let mut save = |s: &State| -> Result<(), String> {
+            saved.borrow_mut().push(s.clone());
+            Ok(())
+        };
+        let clock = &self.clock;
+        let progress = &self.progress;
+        let decision = run_until_waiting(
+            &plan,
+            &mut self.state,
+            &mut effects,
+            &mut observe,
+            &mut save,
+            &|| clock.get(),
+            &mut |p| progress.borrow_mut().push(p.clone()),
+        )?;
+        Ok(decision.wake_at)
+    }
+
+    fn run_to_completion(&mut self, key_files: &mut dyn KeyFiles) {
+        for _ in 0..20 {
+            let wake = self.run(key_files).unwrap();
+            if self.state.rotation.is_none() && self.state.triggers.is_empty() {
+                return;
+            }
+            self.clock
+                .set(wake.expect("a rotation in progress always has a wake-up time here"));
+        }
+        panic!("the rotation did not complete: {:?}", self.state.rotation);
+    }
+}
+
+#[test]
+fn drives_a_rotation_to_its_end_recording_intent_before_every_effect() {
+    let mut run = Run::new();
+    let mut key_files = run.world.clone();
+    run.run_to_completion(&mut key_files);
+
+    let world = run.world.0.borrow();
+    assert_eq!(world.bundle.len(), 1);
+    assert_ne!(world.signing.kid, OLD);
+    assert!(run.state.last_rotation_completed_at.is_some());
+
+    // Every effect of a rotation was preceded by a save carrying its intent time.
+    let saved = run.saved.borrow();
+    let progress = run.progress.borrow();
+    let effects: Vec<&Progress> = progress
+        .iter()
+        .filter(
+            |p| matches!(p, Progress::Acted { action, phase: Some(_), .. } if action.is_effect()),
+        )
+        .collect();
+    assert!(effects.len() >= 8, "{effects:?}");
+    for effect in effects {
+        let Progress::Acted { at, .. } = effect else {
+            unreachable!()
+        };
+        assert!(
+            saved
+                .iter()
+                .any(|s| s.rotation.as_ref().and_then(|r| r.last_effect_at) == Some(*at)),
+            "no intent saved before the effect at {at}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_effect_is_reported_counted_and_retried_after_backoff() {
+    let mut run = Run::new();
+    let mut key_files = FlakyKeyFiles {
+        inner: run.world.clone(),
+        failures_left: 1,
+    };
+    let wake = run.run(&mut key_files).unwrap().unwrap();
+
+    let rotation = run.state.rotation.clone().unwrap();
+    assert_eq!(rotation.attempts, 1);
+    assert_eq!(rotation.retry_at, Some(wake));
+    assert!(
+        rotation
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("No space left on device")
+    );
+    assert!(run.progress.borrow().iter().any(|p| matches!(
+        p,
+        Progress::Failed { action: Action::WriteBundle { .. }, error, .. } if error.contains("No space")
+    )));
+    assert_eq!(run.world.0.borrow().bundle.len(), 1, "nothing was staged");
+
+    run.clock.set(wake);
+    run.run_to_completion(&mut key_files);
+    assert!(run.state.last_rotation_completed_at.is_some());
+}
+
+#[test]
+fn a_failure_outside_a_rotation_is_returned_as_an_error() {
+    struct NoCopy(SharedWorld);
+    impl KeyFiles for NoCopy {
+        fn generate(&mut self, p: &Path, s: GenerateSpec) -> Result<(), AdapterError> {
+            self.0.generate(p, s)
+        }
+        fn copy_signing_key(&mut self, _: &Path) -> Result<(), AdapterError> {
+            Err(AdapterError::new("/var/lib/keyrot/keys: Permission denied"))
+        }
+        fn write_bundle(&mut self, k: &[String]) -> Result<(), AdapterError> {
+            self.0.write_bundle(k)
+        }
+        fn write_signing_key(&mut self, k: &str) -> Result<(), AdapterError> {
+            self.0.write_signing_key(k)
+        }
+        fn destroy_private_key(&mut self, p: &Path) -> Result<(), AdapterError> {
+            self.0.destroy_private_key(p)
+        }
+    }
+    let mut run = Run::new();
+    let mut key_files = NoCopy(run.world.clone());
+    let err = run.run(&mut key_files).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Effect {
+                action: "adopt",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Permission denied"));
+    assert!(run.state.keys.is_empty(), "nothing recorded as adopted");
+}
