@@ -86,7 +86,7 @@ fn frame_block(data: &[u8], body_start: usize, label: &[u8]) -> Result<usize, &'
         .strip_prefix(label)
         .and_then(|rest| rest.strip_prefix(DASHES));
     match trailer {
-        Some(rest) if rest.is_empty() => Ok(after_end_line),
+        Some([]) => Ok(after_end_line),
         _ => Err("END line does not match the BEGIN label"),
     }
 }

@@ -151,10 +151,10 @@ impl SigningKey {
     ///
     /// With `Existing::Refuse` neither file is written if either exists.
     pub fn write_pair(&self, private: &Path, public: &Path, existing: Existing) -> Result<(), KeyGenError> {
-        if existing == Existing::Refuse {
-            if let Some(taken) = [private, public].into_iter().find(|p| p.exists()) {
-                return Err(KeyGenError::Exists(taken.to_path_buf()));
-            }
+        if existing == Existing::Refuse
+            && let Some(taken) = [private, public].into_iter().find(|p| p.exists())
+        {
+            return Err(KeyGenError::Exists(taken.to_path_buf()));
         }
         let private_pem = self.to_private_pem();
         atomic_file::write(private, private_pem.as_bytes(), 0o600, existing)?;
