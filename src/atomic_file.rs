@@ -31,7 +31,12 @@ pub struct WriteError {
 ///
 /// The temp file is created 0600 and only widened to `mode` once written and synced, so
 /// secret bytes are never readable by others, whatever the umask.
-pub fn write(path: &Path, contents: &[u8], mode: u32, existing: Existing) -> Result<(), WriteError> {
+pub fn write(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    existing: Existing,
+) -> Result<(), WriteError> {
     write_inner(path, contents, mode, None, existing).map_err(|source| WriteError {
         path: path.to_path_buf(),
         source,
@@ -82,7 +87,8 @@ fn write_inner(
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::fchown(temp.as_file(), Some(uid), Some(gid))?;
     }
-    temp.as_file().set_permissions(Permissions::from_mode(mode))?;
+    temp.as_file()
+        .set_permissions(Permissions::from_mode(mode))?;
     temp.as_file().sync_all()?;
     match existing {
         Existing::Replace => temp.persist(path).map_err(|e| e.error)?,
@@ -110,7 +116,10 @@ mod tests {
         write(&path, b"two", 0o644, Existing::Replace).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o644);
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("key.pem")]);
     }
 

@@ -25,7 +25,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = load_verification_keys(&args.files)?;
     super::print_warnings(&loaded.warnings);
-    let jwks_uri = args.jwks_uri.unwrap_or_else(|| default_jwks_uri(&args.issuer));
+    let jwks_uri = args
+        .jwks_uri
+        .unwrap_or_else(|| default_jwks_uri(&args.issuer));
     let doc = DiscoveryDocument::new(&args.issuer, &jwks_uri, &loaded.keys)?;
     println!("{}", doc.render());
     Ok(ExitCode::SUCCESS)

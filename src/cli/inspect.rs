@@ -33,7 +33,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if report.blocks.is_empty() {
             println!("  no PEM blocks");
         }
-        let label_width = report.blocks.iter().map(|b| b.label.len()).max().unwrap_or(0);
+        let label_width = report
+            .blocks
+            .iter()
+            .map(|b| b.label.len())
+            .max()
+            .unwrap_or(0);
         for block in &report.blocks {
             let what = match &block.outcome {
                 Ok((key, form)) => format!(
@@ -44,7 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ),
                 Err(why) => format!("skipped: {why}"),
             };
-            println!("  line {:<4} {:<label_width$}  {what}", block.line, block.label);
+            println!(
+                "  line {:<4} {:<label_width$}  {what}",
+                block.line, block.label
+            );
         }
         let keys = report.keys().count();
         if keys == 0 {
@@ -54,5 +62,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("  => {keys} key(s) kube-apiserver would use");
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -42,11 +42,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         KeygenAlg::ES256 => Alg::ES256,
     };
     let spec = GenerateSpec::new(alg, args.bits)?;
-    let existing = if args.force { Existing::Replace } else { Existing::Refuse };
+    let existing = if args.force {
+        Existing::Replace
+    } else {
+        Existing::Refuse
+    };
     if existing == Existing::Refuse {
         // Checked before the (possibly slow) key generation, and again atomically when writing.
-        if let Some(taken) = [&args.private, &args.public].into_iter().find(|p| p.exists()) {
-            anyhow::bail!("{} already exists; pass --force to replace it", taken.display());
+        if let Some(taken) = [&args.private, &args.public]
+            .into_iter()
+            .find(|p| p.exists())
+        {
+            anyhow::bail!(
+                "{} already exists; pass --force to replace it",
+                taken.display()
+            );
         }
     }
     let key = SigningKey::generate(spec)?;

@@ -19,7 +19,13 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [Phase::Generate, Phase::Stage, Phase::Publish, Phase::Promote, Phase::Retire];
+    pub const ALL: [Phase; 5] = [
+        Phase::Generate,
+        Phase::Stage,
+        Phase::Publish,
+        Phase::Promote,
+        Phase::Retire,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,6 +56,10 @@ impl std::str::FromStr for Phase {
         Phase::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown phase {s:?}: expected one of generate, stage, publish, promote, retire"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown phase {s:?}: expected one of generate, stage, publish, promote, retire"
+                )
+            })
     }
 }

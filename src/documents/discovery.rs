@@ -16,7 +16,11 @@ use crate::keys::VerificationKey;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IssuerError {
     #[error("{what} {url:?} is not a URL: {reason}")]
-    NotAUrl { what: &'static str, url: String, reason: String },
+    NotAUrl {
+        what: &'static str,
+        url: String,
+        reason: String,
+    },
     #[error("{what} {url:?} must use the https scheme")]
     NotHttps { what: &'static str, url: String },
     #[error("issuer URL {0:?} may not include a query")]
@@ -77,7 +81,11 @@ pub struct DiscoveryDocument {
 }
 
 impl DiscoveryDocument {
-    pub fn new(issuer: &str, jwks_uri: &str, keys: &[VerificationKey]) -> Result<Self, IssuerError> {
+    pub fn new(
+        issuer: &str,
+        jwks_uri: &str,
+        keys: &[VerificationKey],
+    ) -> Result<Self, IssuerError> {
         validate_issuer(issuer)?;
         validate_jwks_uri(jwks_uri)?;
         let algs: BTreeSet<&'static str> = keys.iter().map(|k| k.alg().as_str()).collect();
@@ -104,16 +112,37 @@ mod tests {
     fn issuer_rules_match_kube() {
         assert!(validate_issuer("https://issuer.example.com").is_ok());
         assert!(validate_issuer("https://issuer.example.com/path/").is_ok());
-        assert!(matches!(validate_issuer("http://issuer.example.com"), Err(IssuerError::NotHttps { .. })));
-        assert!(matches!(validate_issuer("https://a.example/?x=1"), Err(IssuerError::Query(_))));
-        assert!(matches!(validate_issuer("https://a.example/#frag"), Err(IssuerError::Fragment(_))));
-        assert!(matches!(validate_issuer("issuer.example.com"), Err(IssuerError::NotAUrl { .. })));
-        assert!(matches!(validate_jwks_uri("http://a.example/jwks"), Err(IssuerError::NotHttps { .. })));
+        assert!(matches!(
+            validate_issuer("http://issuer.example.com"),
+            Err(IssuerError::NotHttps { .. })
+        ));
+        assert!(matches!(
+            validate_issuer("https://a.example/?x=1"),
+            Err(IssuerError::Query(_))
+        ));
+        assert!(matches!(
+            validate_issuer("https://a.example/#frag"),
+            Err(IssuerError::Fragment(_))
+        ));
+        assert!(matches!(
+            validate_issuer("issuer.example.com"),
+            Err(IssuerError::NotAUrl { .. })
+        ));
+        assert!(matches!(
+            validate_jwks_uri("http://a.example/jwks"),
+            Err(IssuerError::NotHttps { .. })
+        ));
     }
 
     #[test]
     fn default_jwks_uri_joins_with_one_slash() {
-        assert_eq!(default_jwks_uri("https://a.example"), "https://a.example/openid/v1/jwks");
-        assert_eq!(default_jwks_uri("https://a.example/x/"), "https://a.example/x/openid/v1/jwks");
+        assert_eq!(
+            default_jwks_uri("https://a.example"),
+            "https://a.example/openid/v1/jwks"
+        );
+        assert_eq!(
+            default_jwks_uri("https://a.example/x/"),
+            "https://a.example/x/openid/v1/jwks"
+        );
     }
 }

@@ -5,7 +5,9 @@ mod discovery;
 mod go_json;
 mod jwks;
 
-pub use discovery::{DiscoveryDocument, IssuerError, default_jwks_uri, validate_issuer, validate_jwks_uri};
+pub use discovery::{
+    DiscoveryDocument, IssuerError, default_jwks_uri, validate_issuer, validate_jwks_uri,
+};
 pub use jwks::render_jwks;
 
 /// Content types kube-apiserver answers with (`pkg/routes/openidmetadata.go`).

@@ -20,7 +20,9 @@ pub use signing::{GenerateSpec, SigningKey};
 
 /// A JWS algorithm kube-apiserver uses for a key (`algorithmFromPublicKey` in kube's
 /// `openidmetadata.go`): RSA is always RS256, ECDSA by curve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Alg {
     RS256,
     ES256,
@@ -102,7 +104,11 @@ pub enum PublicParams {
     /// Modulus and exponent without leading zero bytes.
     Rsa { n: Vec<u8>, e: Vec<u8> },
     /// Affine coordinates, each exactly `curve.coordinate_len()` bytes.
-    Ec { curve: Curve, x: Vec<u8>, y: Vec<u8> },
+    Ec {
+        curve: Curve,
+        x: Vec<u8>,
+        y: Vec<u8>,
+    },
 }
 
 /// A public key kube-apiserver would accept for verification, with its kid.
@@ -221,7 +227,10 @@ impl VerificationKey {
     /// The SPKI `PUBLIC KEY` PEM block, LF line endings: the form verification bundles use.
     pub fn to_spki_pem(&self) -> String {
         let block = pem::Pem::new("PUBLIC KEY", self.spki_der.clone());
-        pem::encode_config(&block, pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+        pem::encode_config(
+            &block,
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )
     }
 }
 

@@ -34,7 +34,11 @@ pub fn scan_pem_blocks(data: &[u8]) -> Vec<PemBlock> {
         let (type_line, after_type_line) = line_at(data, begin + BEGIN.len());
         let line = 1 + data[..begin].iter().filter(|&&b| b == b'\n').count();
         let Some(label) = type_line.strip_suffix(DASHES) else {
-            blocks.push(candidate(line, type_line, Err("BEGIN line does not end with -----")));
+            blocks.push(candidate(
+                line,
+                type_line,
+                Err("BEGIN line does not end with -----"),
+            ));
             pos = after_type_line;
             continue;
         };
@@ -42,11 +46,18 @@ pub fn scan_pem_blocks(data: &[u8]) -> Vec<PemBlock> {
             Ok(block_end) => {
                 let contents = pem::parse(&data[begin..block_end])
                     .map(|p| DecodedBlock {
-                        encrypted: p.headers().get("Proc-Type").is_some_and(|v| v.contains("ENCRYPTED")),
+                        encrypted: p
+                            .headers()
+                            .get("Proc-Type")
+                            .is_some_and(|v| v.contains("ENCRYPTED")),
                         der: zeroize::Zeroizing::new(p.into_contents()),
                     })
                     .map_err(|e| format!("malformed PEM body: {e}"));
-                let resume = if contents.is_ok() { block_end } else { after_type_line };
+                let resume = if contents.is_ok() {
+                    block_end
+                } else {
+                    after_type_line
+                };
                 blocks.push(PemBlock {
                     line,
                     label: String::from_utf8_lossy(label).into_owned(),
@@ -160,19 +171,31 @@ mod tests {
     fn mismatched_end_label_is_rejected() {
         let blocks = scan_pem_blocks(b"-----BEGIN A-----\nAQID\n-----END B-----\n");
         assert_eq!(blocks.len(), 1);
-        assert_eq!(blocks[0].contents, Err("END line does not match the BEGIN label".into()));
+        assert_eq!(
+            blocks[0].contents,
+            Err("END line does not match the BEGIN label".into())
+        );
     }
 
     #[test]
     fn missing_end_is_reported_as_truncated() {
         let blocks = scan_pem_blocks(b"-----BEGIN A-----\nAQID\n");
-        assert_eq!(blocks[0].contents, Err("no -----END line (truncated?)".into()));
+        assert_eq!(
+            blocks[0].contents,
+            Err("no -----END line (truncated?)".into())
+        );
     }
 
     #[test]
     fn bad_base64_is_reported() {
         let blocks = scan_pem_blocks(b"-----BEGIN A-----\n!!!!\n-----END A-----\n");
-        assert!(blocks[0].contents.as_ref().unwrap_err().starts_with("malformed PEM body"));
+        assert!(
+            blocks[0]
+                .contents
+                .as_ref()
+                .unwrap_err()
+                .starts_with("malformed PEM body")
+        );
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub struct FileReport {
 
 impl FileReport {
     pub fn keys(&self) -> impl Iterator<Item = &VerificationKey> {
-        self.blocks.iter().filter_map(|b| b.outcome.as_ref().ok().map(|(k, _)| k))
+        self.blocks
+            .iter()
+            .filter_map(|b| b.outcome.as_ref().ok().map(|(k, _)| k))
     }
 
     /// One line per skipped block: `path:line: LABEL block skipped: why`. `EC PARAMETERS` blocks
@@ -161,10 +163,12 @@ pub fn load_verification_keys(paths: &[PathBuf]) -> Result<LoadedKeys, KeyFileEr
 
 /// Reads one file and reports every block, without failing on a file that has no key.
 pub fn read_file(path: &Path) -> Result<FileReport, KeyFileError> {
-    let data = std::fs::read(path).map(Zeroizing::new).map_err(|source| KeyFileError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let data = std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|source| KeyFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(parse_file(path, &data))
 }
 
@@ -172,15 +176,21 @@ pub fn read_file(path: &Path) -> Result<FileReport, KeyFileError> {
 pub fn parse_file(path: &Path, data: &[u8]) -> FileReport {
     let blocks = scan_pem_blocks(data)
         .into_iter()
-        .map(|PemBlock { line, label, contents }| BlockReport {
-            line,
-            label,
-            outcome: match contents {
-                Err(why) => Err(Skip::Malformed(why)),
-                Ok(block) if block.encrypted => Err(Skip::Encrypted),
-                Ok(block) => classify_der(&block.der),
+        .map(
+            |PemBlock {
+                 line,
+                 label,
+                 contents,
+             }| BlockReport {
+                line,
+                label,
+                outcome: match contents {
+                    Err(why) => Err(Skip::Malformed(why)),
+                    Ok(block) if block.encrypted => Err(Skip::Encrypted),
+                    Ok(block) => classify_der(&block.der),
+                },
             },
-        })
+        )
         .collect();
     FileReport {
         path: path.to_path_buf(),
@@ -220,7 +230,9 @@ fn classify_der(der: &[u8]) -> Result<(VerificationKey, KeyForm), Skip> {
     }
     if let Ok((rest, cert)) = x509_parser::parse_x509_certificate(der) {
         if !rest.is_empty() {
-            return Err(Skip::InvalidKey("trailing data after the certificate".into()));
+            return Err(Skip::InvalidKey(
+                "trailing data after the certificate".into(),
+            ));
         }
         let spki = spki::SubjectPublicKeyInfoRef::from_der(cert.tbs_certificate.subject_pki.raw)
             .map_err(|e| Skip::InvalidKey(format!("certificate public key: {e}")))?;
@@ -255,15 +267,21 @@ fn classify_pkcs8(
 
 /// The public half of a PKCS#1 RSA private key already validated by the `rsa` crate.
 fn rsa_private_parts(pkcs1_der: &[u8]) -> Result<VerificationKey, Skip> {
-    let key = pkcs1::RsaPrivateKeyRef::from_der(pkcs1_der).map_err(|e| Skip::InvalidKey(e.to_string()))?;
+    let key = pkcs1::RsaPrivateKeyRef::from_der(pkcs1_der)
+        .map_err(|e| Skip::InvalidKey(e.to_string()))?;
     VerificationKey::from_rsa_parts(key.modulus.as_bytes(), key.public_exponent.as_bytes())
         .map_err(|e| Skip::InvalidKey(e.to_string()))
 }
 
 /// A verification key from a SubjectPublicKeyInfo, with Go's `ParsePKIXPublicKey` rules.
-pub(super) fn public_from_spki(spki: &spki::SubjectPublicKeyInfoRef<'_>) -> Result<VerificationKey, Skip> {
+pub(super) fn public_from_spki(
+    spki: &spki::SubjectPublicKeyInfoRef<'_>,
+) -> Result<VerificationKey, Skip> {
     let invalid = |e: &dyn fmt::Display| Skip::InvalidKey(e.to_string());
-    let bits = spki.subject_public_key.as_bytes().ok_or_else(|| invalid(&"unaligned key bits"))?;
+    let bits = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| invalid(&"unaligned key bits"))?;
     match spki.algorithm.oid {
         oids::RSA_ENCRYPTION => {
             // Go: "x509: RSA key missing NULL parameters".
@@ -292,17 +310,37 @@ fn public_from_sec1(sec1: &sec1::EcPrivateKey<'_>) -> Result<VerificationKey, Sk
         .parameters
         .and_then(|p| p.named_curve())
         .ok_or_else(|| Skip::InvalidKey("EC private key names no curve".into()))?;
-    let curve = Curve::from_oid(&curve_oid).ok_or_else(|| Skip::UnsupportedCurve(curve_oid.to_string()))?;
-    let point = ec_public_point(curve, sec1.private_key)
-        .ok_or_else(|| Skip::InvalidKey(format!("EC private scalar is not valid for {}", curve.jwk_name())))?;
+    let curve =
+        Curve::from_oid(&curve_oid).ok_or_else(|| Skip::UnsupportedCurve(curve_oid.to_string()))?;
+    let point = ec_public_point(curve, sec1.private_key).ok_or_else(|| {
+        Skip::InvalidKey(format!(
+            "EC private scalar is not valid for {}",
+            curve.jwk_name()
+        ))
+    })?;
     VerificationKey::from_ec_point(curve, &point).map_err(|e| Skip::InvalidKey(e.to_string()))
 }
 
 /// The uncompressed public point for a private scalar on `curve`.
 pub(super) fn ec_public_point(curve: Curve, scalar: &[u8]) -> Option<Vec<u8>> {
     Some(match curve {
-        Curve::P256 => p256::SecretKey::from_slice(scalar).ok()?.public_key().to_sec1_point(false).as_bytes().to_vec(),
-        Curve::P384 => p384::SecretKey::from_slice(scalar).ok()?.public_key().to_sec1_point(false).as_bytes().to_vec(),
-        Curve::P521 => p521::SecretKey::from_slice(scalar).ok()?.public_key().to_sec1_point(false).as_bytes().to_vec(),
+        Curve::P256 => p256::SecretKey::from_slice(scalar)
+            .ok()?
+            .public_key()
+            .to_sec1_point(false)
+            .as_bytes()
+            .to_vec(),
+        Curve::P384 => p384::SecretKey::from_slice(scalar)
+            .ok()?
+            .public_key()
+            .to_sec1_point(false)
+            .as_bytes()
+            .to_vec(),
+        Curve::P521 => p521::SecretKey::from_slice(scalar)
+            .ok()?
+            .public_key()
+            .to_sec1_point(false)
+            .as_bytes()
+            .to_vec(),
     })
 }

@@ -32,7 +32,9 @@ impl GenerateSpec {
     pub fn new(alg: Alg, bits: Option<usize>) -> Result<Self, KeyGenError> {
         match (alg, bits) {
             (Alg::RS256, None) => Ok(GenerateSpec::Rsa { bits: 2048 }),
-            (Alg::RS256, Some(bits)) if Self::RSA_BITS.contains(&bits) => Ok(GenerateSpec::Rsa { bits }),
+            (Alg::RS256, Some(bits)) if Self::RSA_BITS.contains(&bits) => {
+                Ok(GenerateSpec::Rsa { bits })
+            }
             (Alg::RS256, Some(bits)) => Err(KeyGenError::RsaSize(bits)),
             (Alg::ES256, None) => Ok(GenerateSpec::P256),
             (Alg::ES256, Some(_)) => Err(KeyGenError::BitsWithEc),
@@ -110,7 +112,9 @@ impl SigningKey {
                 rsa::PrivateKey::new(&mut rand::rng(), bits)
                     .map_err(|e| KeyGenError::Generate(e.to_string()))?,
             )),
-            GenerateSpec::P256 => Secret::P256(p256::SecretKey::generate_from_rng(&mut rand::rng())),
+            GenerateSpec::P256 => {
+                Secret::P256(p256::SecretKey::generate_from_rng(&mut rand::rng()))
+            }
         };
         Self::from_secret(secret).map_err(KeyGenError::Generate)
     }
@@ -119,9 +123,13 @@ impl SigningKey {
         let public = match &secret {
             Secret::Rsa(key) => {
                 let der = key.to_pkcs1_der().map_err(|e| e.to_string())?;
-                let parts = pkcs1::RsaPrivateKeyRef::from_der(der.as_bytes()).map_err(|e| e.to_string())?;
-                VerificationKey::from_rsa_parts(parts.modulus.as_bytes(), parts.public_exponent.as_bytes())
-                    .map_err(|e| e.to_string())?
+                let parts =
+                    pkcs1::RsaPrivateKeyRef::from_der(der.as_bytes()).map_err(|e| e.to_string())?;
+                VerificationKey::from_rsa_parts(
+                    parts.modulus.as_bytes(),
+                    parts.public_exponent.as_bytes(),
+                )
+                .map_err(|e| e.to_string())?
             }
             Secret::P256(key) => ec_public(Curve::P256, &key.to_bytes())?,
             Secret::P384(key) => ec_public(Curve::P384, &key.to_bytes())?,
@@ -150,7 +158,12 @@ impl SigningKey {
     /// Writes the private key (0600) and its SPKI public key (0644), each atomically.
     ///
     /// With `Existing::Refuse` neither file is written if either exists.
-    pub fn write_pair(&self, private: &Path, public: &Path, existing: Existing) -> Result<(), KeyGenError> {
+    pub fn write_pair(
+        &self,
+        private: &Path,
+        public: &Path,
+        existing: Existing,
+    ) -> Result<(), KeyGenError> {
         if existing == Existing::Refuse
             && let Some(taken) = [private, public].into_iter().find(|p| p.exists())
         {
@@ -158,7 +171,12 @@ impl SigningKey {
         }
         let private_pem = self.to_private_pem();
         atomic_file::write(private, private_pem.as_bytes(), 0o600, existing)?;
-        if let Err(e) = atomic_file::write(public, self.public.to_spki_pem().as_bytes(), 0o644, existing) {
+        if let Err(e) = atomic_file::write(
+            public,
+            self.public.to_spki_pem().as_bytes(),
+            0o644,
+            existing,
+        ) {
             if existing == Existing::Refuse {
                 // The private file is ours from a moment ago: do not leave half a pair behind.
                 let _ = std::fs::remove_file(private);
@@ -172,10 +190,13 @@ impl SigningKey {
     /// label matters; the first `EC PRIVATE KEY` (SEC1), `RSA PRIVATE KEY` (PKCS#1) or
     /// `PRIVATE KEY` (PKCS#8, RSA or ECDSA) block that parses wins; other blocks are skipped.
     pub fn from_pem_file(path: &Path) -> Result<Self, SigningKeyError> {
-        let data = std::fs::read(path).map(Zeroizing::new).map_err(|source| SigningKeyError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let data =
+            std::fs::read(path)
+                .map(Zeroizing::new)
+                .map_err(|source| SigningKeyError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         scan_pem_blocks(&data)
             .into_iter()
             .filter_map(|block| {
@@ -203,7 +224,10 @@ fn ec_public(curve: Curve, scalar: &[u8]) -> Result<VerificationKey, String> {
 }
 
 fn sec1_secret(der: &[u8]) -> Option<Secret> {
-    let curve_oid = sec1::EcPrivateKey::from_der(der).ok()?.parameters?.named_curve()?;
+    let curve_oid = sec1::EcPrivateKey::from_der(der)
+        .ok()?
+        .parameters?
+        .named_curve()?;
     Some(match Curve::from_oid(&curve_oid)? {
         Curve::P256 => Secret::P256(p256::SecretKey::from_sec1_der(der).ok()?),
         Curve::P384 => Secret::P384(p384::SecretKey::from_sec1_der(der).ok()?),
@@ -214,12 +238,16 @@ fn sec1_secret(der: &[u8]) -> Option<Secret> {
 fn pkcs8_secret(der: &[u8]) -> Option<Secret> {
     let info = pkcs8::PrivateKeyInfoRef::from_der(der).ok()?;
     match info.algorithm.oid {
-        oids::RSA_ENCRYPTION => rsa::PrivateKey::from_pkcs8_der(der).ok().map(|k| Secret::Rsa(Box::new(k))),
-        oids::EC_PUBLIC_KEY => Some(match Curve::from_oid(&info.algorithm.parameters_oid().ok()?)? {
-            Curve::P256 => Secret::P256(p256::SecretKey::from_pkcs8_der(der).ok()?),
-            Curve::P384 => Secret::P384(p384::SecretKey::from_pkcs8_der(der).ok()?),
-            Curve::P521 => Secret::P521(p521::SecretKey::from_pkcs8_der(der).ok()?),
-        }),
+        oids::RSA_ENCRYPTION => rsa::PrivateKey::from_pkcs8_der(der)
+            .ok()
+            .map(|k| Secret::Rsa(Box::new(k))),
+        oids::EC_PUBLIC_KEY => Some(
+            match Curve::from_oid(&info.algorithm.parameters_oid().ok()?)? {
+                Curve::P256 => Secret::P256(p256::SecretKey::from_pkcs8_der(der).ok()?),
+                Curve::P384 => Secret::P384(p384::SecretKey::from_pkcs8_der(der).ok()?),
+                Curve::P521 => Secret::P521(p521::SecretKey::from_pkcs8_der(der).ok()?),
+            },
+        ),
         _ => None,
     }
 }

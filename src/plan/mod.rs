@@ -83,9 +83,15 @@ pub struct ControllerManager {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Restart {
     /// Touch the static pod manifest (the kubelet restarts the pod when its content changes).
-    StaticPod { manifest: PathBuf },
-    SystemdUnit { unit: String },
-    Command { argv: Vec<String> },
+    StaticPod {
+        manifest: PathBuf,
+    },
+    SystemdUnit {
+        unit: String,
+    },
+    Command {
+        argv: Vec<String>,
+    },
     None,
 }
 

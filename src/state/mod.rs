@@ -62,7 +62,11 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// When the key took `role`, if it ever did.
     pub fn entered(&self, role: Role) -> Option<DateTime<Utc>> {
-        self.history.iter().rev().find(|c| c.role == role).map(|c| c.at)
+        self.history
+            .iter()
+            .rev()
+            .find(|c| c.role == role)
+            .map(|c| c.at)
     }
 }
 
