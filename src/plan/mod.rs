@@ -1,11 +1,8 @@
-//! A validated rotation plan: typed values only. YAML parsing lives in `raw`, the checks that turn
-//! raw values into these types in `validate`, cluster defaults in `presets`.
+//! A validated rotation plan: typed values only. YAML parsing lives in `raw` and `decode`, the checks
+//! that turn raw values into these types in `validate`, cluster defaults in `presets`.
 
-// mod locate;
-// mod presets;
-// mod raw;
-// mod schedule;
-// mod validate;
+mod locate;
+mod report;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -15,8 +12,8 @@ use chrono::TimeDelta;
 use crate::decision::Phase;
 use crate::keys::GenerateSpec;
 
-// pub use schedule::Schedule;
-// pub use validate::{PlanError, load, parse};
+pub use locate::{FieldPath, Position};
+pub use report::{PlanError, Problem};
 
 /// Everything keyrot needs to rotate one cluster's service-account key.
 #[derive(Debug, Clone)]
