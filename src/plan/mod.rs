@@ -1,7 +1,9 @@
 //! A validated rotation plan: typed values only. YAML parsing lives in `raw` and `decode`, the checks
 //! that turn raw values into these types in `validate`, cluster defaults in `presets`.
 
+mod decode;
 mod locate;
+mod raw;
 mod report;
 
 use std::collections::BTreeSet;
