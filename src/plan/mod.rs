@@ -5,6 +5,7 @@ mod decode;
 mod locate;
 mod raw;
 mod report;
+mod schedule;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use crate::keys::GenerateSpec;
 
 pub use locate::{FieldPath, Position};
 pub use report::{PlanError, Problem};
+pub use schedule::Schedule;
 
 /// Everything keyrot needs to rotate one cluster's service-account key.
 #[derive(Debug, Clone)]
@@ -40,7 +42,7 @@ pub struct Plan {
     /// Where the issuer documents are published; at least one.
     pub targets: Vec<Target>,
     /// When rotations start on their own; `None` means only on a manual trigger.
-    pub schedule: Option<()>,
+    pub schedule: Option<Schedule>,
     pub timings: Timings,
     /// Phases that wait for `keyrot approve` before they begin.
     pub approvals: BTreeSet<Phase>,
