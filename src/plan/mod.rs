@@ -3,6 +3,7 @@
 
 mod decode;
 mod locate;
+mod presets;
 mod raw;
 mod report;
 mod schedule;
