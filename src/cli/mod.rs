@@ -4,6 +4,7 @@ mod discovery;
 mod inspect;
 mod jwks;
 mod keygen;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ enum Command {
     Jwks(jwks::Args),
     Discovery(discovery::Args),
     Inspect(inspect::Args),
+    Validate(validate::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -32,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jwks(args) => jwks::run(args),
         Command::Discovery(args) => discovery::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Validate(args) => validate::run(args),
     }
 }
 

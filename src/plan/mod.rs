@@ -1,11 +1,17 @@
-//! A validated rotation plan: typed values only. YAML parsing lives in `raw`, the checks that turn
-//! raw values into these types in `validate`, cluster defaults in `presets`.
+//! A validated rotation plan: typed values only. YAML parsing lives in `raw` and `decode`, the checks
+//! that turn raw values into these types in `validate`, cluster defaults in `presets`.
 
-// mod locate;
-// mod presets;
-// mod raw;
+mod checks;
+mod components;
+mod decode;
+mod locate;
+mod presets;
+mod publishing;
+mod raw;
+mod report;
 mod schedule;
-// mod validate;
+mod validate;
+mod values;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -15,8 +21,11 @@ use chrono::TimeDelta;
 use crate::decision::Phase;
 use crate::keys::GenerateSpec;
 
+pub use locate::{FieldPath, Position};
+pub use report::{PlanError, Problem};
 pub use schedule::Schedule;
-// pub use validate::{PlanError, load, parse};
+pub use validate::{load, parse};
+pub use values::{flavour_name, format_duration};
 
 /// Everything keyrot needs to rotate one cluster's service-account key.
 #[derive(Debug, Clone)]

@@ -1,0 +1,211 @@
+//! `keyrot validate`: check a rotation plan and summarise it, or list every problem in it.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use keyrot::keys::GenerateSpec;
+use keyrot::plan::{self, Plan, Probe, Restart, TargetKind, flavour_name, format_duration};
+
+/// Check a rotation plan without touching anything.
+///
+/// On success prints what the plan resolves to (presets filled in, relative paths resolved)
+/// and the next scheduled run, and exits 0. Otherwise prints every problem, one per line as
+/// FILE:LINE:COLUMN: FIELD: MESSAGE, and exits 1.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The plan file (YAML).
+    #[arg(short = 'c', long = "config", value_name = "PLAN")]
+    config: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match plan::load(&args.config) {
+        Ok(plan) => {
+            print!("{}", summary(&plan, Utc::now()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            let count = err.problems.len();
+            let noun = if count == 1 { "problem" } else { "problems" };
+            eprintln!("{}: {count} {noun}", args.config.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The plan as keyrot will act on it. `now` picks the next scheduled run.
+fn summary(plan: &Plan, now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "{label:<20} {value}");
+    };
+    line("plan", format!("{} is valid", plan.path.display()));
+    line(
+        "cluster",
+        format!("{} (flavour {})", plan.cluster, flavour_name(plan.flavour)),
+    );
+    line("key", key(plan.key));
+    line("state", plan.state_dir.display().to_string());
+    line("private keys", plan.private_key_dir.display().to_string());
+    let api = &plan.apiserver;
+    line(
+        "verification bundle",
+        api.verification_bundle.display().to_string(),
+    );
+    for extra in &api.extra_verification_files {
+        line("also verifying", extra.display().to_string());
+    }
+    line("signing key", api.signing_key_file.display().to_string());
+    line("apiserver restart", restart(&api.restart));
+    match &plan.controller_manager {
+        Some(cm) => {
+            line("controller key", cm.private_key_file.display().to_string());
+            line("controller restart", restart(&cm.restart));
+        }
+        None => line(
+            "controller manager",
+            "none to restart separately".to_string(),
+        ),
+    }
+    line("probe", probe(&plan.probe));
+    line("issuer", plan.issuer.url.clone());
+    line("jwks_uri", plan.issuer.jwks_uri.clone());
+    for target in &plan.targets {
+        let TargetKind::LocalDirectory { path } = &target.kind;
+        line(
+            "target",
+            format!(
+                "{}: local directory {}, max-age {}",
+                target.name,
+                path.display(),
+                format_duration(target.cache_max_age)
+            ),
+        );
+    }
+    line("schedule", schedule(plan, now));
+    let t = &plan.timings;
+    line(
+        "timings",
+        format!(
+            "publishSettle {}, retireAfter {}, gateTimeout {}, retryBackoff {} up to {}",
+            format_duration(t.publish_settle),
+            format_duration(t.retire_after),
+            format_duration(t.gate_timeout),
+            format_duration(t.retry_backoff),
+            format_duration(t.retry_backoff_max)
+        ),
+    );
+    let approvals: Vec<&str> = plan.approvals.iter().map(|p| p.as_str()).collect();
+    line(
+        "approvals",
+        if approvals.is_empty() {
+            "none".to_string()
+        } else {
+            approvals.join(", ")
+        },
+    );
+    line("keepRetired", plan.keep_retired.to_string());
+    if plan.test_plan {
+        line(
+            "testPlan",
+            "true: production minimums do not apply".to_string(),
+        );
+    }
+    out
+}
+
+fn key(spec: GenerateSpec) -> String {
+    match spec {
+        GenerateSpec::Rsa { bits } => format!("RS256 (RSA, {bits} bits)"),
+        GenerateSpec::P256 => "ES256 (ECDSA P-256)".to_string(),
+    }
+}
+
+fn restart(restart: &Restart) -> String {
+    match restart {
+        Restart::StaticPod { manifest } => format!("static pod {}", manifest.display()),
+        Restart::SystemdUnit { unit } => format!("systemd unit {unit}"),
+        Restart::Command { argv } => format!("command {argv:?}"),
+        Restart::None => "none".to_string(),
+    }
+}
+
+fn probe(probe: &Probe) -> String {
+    match probe {
+        Probe::None => "none: keyrot does not ask an apiserver".to_string(),
+        Probe::Kubeconfig {
+            path,
+            namespace,
+            service_account,
+            audience,
+        } => format!(
+            "kubeconfig {}, ServiceAccount {namespace}/{service_account}, audience {audience}",
+            path.display()
+        ),
+    }
+}
+
+fn schedule(plan: &Plan, now: DateTime<Utc>) -> String {
+    let Some(schedule) = &plan.schedule else {
+        return "none: rotations start only when triggered by hand".to_string();
+    };
+    let next = match schedule.next_after(now) {
+        Some(next) if schedule.timezone() == chrono_tz::Tz::UTC => {
+            format!("next run {}", next.format("%Y-%m-%d %H:%M UTC"))
+        }
+        Some(next) => {
+            let local = next.with_timezone(&schedule.timezone());
+            format!(
+                "next run {} ({})",
+                local.format("%Y-%m-%d %H:%M %Z"),
+                next.format("%Y-%m-%d %H:%M UTC")
+            )
+        }
+        None => "it never fires again".to_string(),
+    };
+    format!(
+        "{:?} in {}; {next}",
+        schedule.expression(),
+        schedule.timezone()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn summary_shows_resolved_files_and_the_next_run() {
+        let text = "\
+cluster: demo
+flavour: kubeadm
+issuer: { url: \"https://oidc.example.com/demo\" }
+targets: [{ name: web, localDirectory: www }]
+schedule: { cron: \"0 3 * * 0\", timeZone: Europe/Berlin }
+approvals: [promote]
+";
+        let plan = plan::parse(Path::new("/etc/keyrot/plan.yaml"), text).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 7, 12, 0, 0).unwrap();
+        let summary = summary(&plan, now);
+        for expected in [
+            "cluster              demo (flavour kubeadm)",
+            "signing key          /etc/kubernetes/pki/sa.key",
+            "controller restart   static pod /etc/kubernetes/manifests/kube-controller-manager.yaml",
+            "target               web: local directory /etc/keyrot/www, max-age 5m",
+            "schedule             \"0 3 * * 0\" in Europe/Berlin; next run 2026-01-11 03:00 CET (2026-01-11 02:00 UTC)",
+            "approvals            promote",
+        ] {
+            assert!(
+                summary.lines().any(|l| l == expected),
+                "{expected:?} not in\n{summary}"
+            );
+        }
+    }
+}

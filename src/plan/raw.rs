@@ -1,0 +1,220 @@
+//! The plan file as written: serde structs that mirror the YAML, with no checks beyond its shape.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::decision::Phase;
+
+/// The whole file. Every field is optional here, even required ones: presets fill many of them,
+/// and a missing field is reported by `validate` with its path and place, beside every other
+/// problem, rather than by serde, which stops at the first.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of plan fields"
+)]
+pub struct RawPlan {
+    pub cluster: Option<String>,
+    pub flavour: Option<RawFlavour>,
+    pub test_plan: Option<bool>,
+    pub key: Option<RawKey>,
+    pub private_key_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub apiserver: Option<RawApiserver>,
+    pub controller_manager: Option<OrNone<RawControllerManager>>,
+    pub probe: Option<OrNone<RawProbe>>,
+    pub issuer: Option<RawIssuer>,
+    pub targets: Option<Vec<RawTarget>>,
+    pub schedule: Option<RawSchedule>,
+    pub timings: Option<RawTimings>,
+    pub approvals: Option<Vec<Phase>>,
+    pub keep_retired: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawFlavour {
+    Kubeadm,
+    K3s,
+    Rke2,
+    Systemd,
+    Custom,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with algorithm and bits"
+)]
+pub struct RawKey {
+    pub algorithm: Option<String>,
+    pub bits: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of apiserver fields"
+)]
+pub struct RawApiserver {
+    pub verification_key_file: Option<PathBuf>,
+    pub extra_verification_key_files: Option<Vec<PathBuf>>,
+    pub signing_key_file: Option<PathBuf>,
+    pub restart: Option<OrNone<RawRestart>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of controllerManager fields"
+)]
+pub struct RawControllerManager {
+    pub private_key_file: Option<PathBuf>,
+    pub restart: Option<OrNone<RawRestart>>,
+}
+
+/// Exactly one of the three is meant to be set; `validate` says so when not.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with one of staticPod, systemdUnit or command"
+)]
+pub struct RawRestart {
+    pub static_pod: Option<PathBuf>,
+    pub systemd_unit: Option<String>,
+    pub command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of probe fields"
+)]
+pub struct RawProbe {
+    pub kubeconfig: Option<PathBuf>,
+    pub service_account: Option<RawServiceAccount>,
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with namespace and name"
+)]
+pub struct RawServiceAccount {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with url and jwksUri"
+)]
+pub struct RawIssuer {
+    pub url: Option<String>,
+    pub jwks_uri: Option<String>,
+}
+
+/// One destination kind per target; more kinds (object stores, a workload identity provider)
+/// become further optional fields beside `localDirectory`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of target fields"
+)]
+pub struct RawTarget {
+    pub name: Option<String>,
+    pub local_directory: Option<PathBuf>,
+    pub cache_max_age: Option<RawDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with cron and timeZone"
+)]
+pub struct RawSchedule {
+    pub cron: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of durations"
+)]
+pub struct RawTimings {
+    pub publish_settle: Option<RawDuration>,
+    pub retire_after: Option<RawDuration>,
+    pub gate_timeout: Option<RawDuration>,
+    pub retry_backoff: Option<RawDuration>,
+    pub retry_backoff_max: Option<RawDuration>,
+}
+
+/// A duration as written (`30s`, `10m`, `24h`); `validate` parses it so that a bad one is
+/// reported with the others instead of stopping the whole parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDuration(pub String);
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationText;
+        impl Visitor<'_> for DurationText {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                // A bare number is refused: "30" could mean seconds or minutes.
+                f.write_str("a duration with a unit, such as 30s, 10m or 24h")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration(text.to_string()))
+            }
+        }
+        deserializer.deserialize_str(DurationText)
+    }
+}
+
+/// A section that can be switched off with the word `none` (`probe: none`), or else a mapping.
+#[derive(Debug)]
+pub enum OrNone<T> {
+    None,
+    Some(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrNone<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NoneOrMapping<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for NoneOrMapping<T> {
+            type Value = OrNone<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`none` or a mapping")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<OrNone<T>, E> {
+                match text {
+                    "none" => Ok(OrNone::None),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
+                }
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<OrNone<T>, M::Error> {
+                // Hands the same map on, so unknown fields and field paths work as in any struct.
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(OrNone::Some)
+            }
+        }
+        deserializer.deserialize_any(NoneOrMapping(PhantomData))
+    }
+}
