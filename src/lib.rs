@@ -12,4 +12,5 @@ pub mod observe;
 pub mod plan;
 pub mod simulation;
 pub mod state;
+pub mod status;
 pub mod targets;

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::adapters::Prober;
 use crate::decision::{KeyId, Observed, Probed, TargetView};
 use crate::keys::reader::{KeyFileError, read_file};
 use crate::keys::{SigningKey, SigningKeyError, VerificationKey};
@@ -21,6 +22,16 @@ pub enum ObserveError {
         path: PathBuf,
         error: std::io::Error,
     },
+}
+
+/// The files, and the apiserver through `prober` when the plan has a probe.
+pub fn observe(plan: &Plan, prober: Option<&mut dyn Prober>) -> Result<Observed, ObserveError> {
+    let mut observed = observe_files(plan)?;
+    if let Some(prober) = prober {
+        observed.apiserver = prober.apiserver_kids();
+        observed.token_kid = prober.token_kid();
+    }
+    Ok(observed)
 }
 
 /// Everything but the apiserver probes, which need the network (`Probed::NotConfigured` here).

@@ -2,6 +2,7 @@
 //! an in-memory one (`crate::simulation::World`) for tests.
 
 pub mod key_files;
+pub mod probe;
 pub mod publish;
 pub mod restart;
 

@@ -1,14 +1,21 @@
 //! Command-line surface: one module per subcommand, each turning arguments into library calls.
 
 mod discovery;
+mod foreground;
+mod init;
 mod inspect;
 mod jwks;
 mod keygen;
+mod plan;
+mod plan_args;
+mod status;
+mod trigger;
 mod validate;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use keyrot::state::TriggerKind;
 
 /// Rotates the Kubernetes service-account signing key and keeps the cluster's OIDC issuer
 /// documents (discovery document and JWKS) published, byte for byte as kube-apiserver serves them.
@@ -26,6 +33,17 @@ enum Command {
     Discovery(discovery::Args),
     Inspect(inspect::Args),
     Validate(validate::Args),
+    Plan(plan::Args),
+    Status(status::Args),
+    Init(init::Args),
+    /// Start a rotation now.
+    Rotate(trigger::Args),
+    /// Release the phase held for approval.
+    Approve(trigger::Args),
+    /// Before promotion: drop the new key; the old key keeps signing.
+    Abort(trigger::Args),
+    /// After promotion, before retirement: sign with the previous key again.
+    Rollback(trigger::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -35,6 +53,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Discovery(args) => discovery::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Rotate(args) => trigger::run(TriggerKind::Rotate, args),
+        Command::Approve(args) => trigger::run(TriggerKind::Approve, args),
+        Command::Abort(args) => trigger::run(TriggerKind::Abort, args),
+        Command::Rollback(args) => trigger::run(TriggerKind::Rollback, args),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The phases of one rotation, in the order DESIGN.md gives them.
+//! The phases of one rotation, in order (docs/design.md describes each and its gate).
 
 use serde::{Deserialize, Serialize};
 

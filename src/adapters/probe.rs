@@ -1,0 +1,194 @@
+//! The real prober: asks the apiserver, through the Kubernetes API and a kubeconfig, which keys it
+//! serves and which key signs a freshly requested token.
+//!
+//! kube retries only 429/503/504; an apiserver that is restarting refuses connections, which is
+//! reported as `Probed::Failed` with the whole error chain, and the gate asks again later.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::api::authentication::v1::{
+    TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+use super::{AdapterError, Prober};
+use crate::decision::Probed;
+use crate::targets::jwks_kids;
+
+/// Probe tokens live ten minutes, the shortest TokenRequest allows.
+const PROBE_TOKEN_SECONDS: i64 = 600;
+
+pub struct KubeProber {
+    runtime: tokio::runtime::Runtime,
+    client: kube::Client,
+    namespace: String,
+    service_account: String,
+    audience: String,
+}
+
+impl KubeProber {
+    pub fn new(
+        kubeconfig: &Path,
+        namespace: &str,
+        service_account: &str,
+        audience: &str,
+    ) -> Result<Self, AdapterError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AdapterError::new(format!("cannot start the probe runtime: {e}")))?;
+        let what =
+            |e: &dyn std::fmt::Display| AdapterError::new(format!("{}: {e}", kubeconfig.display()));
+        let config = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| what(&e))?;
+        let client = runtime.block_on(async {
+            let options = kube::config::KubeConfigOptions::default();
+            let config = kube::Config::from_custom_kubeconfig(config, &options)
+                .await
+                .map_err(|e| what(&e))?;
+            kube::Client::try_from(config).map_err(|e| what(&e))
+        })?;
+        Ok(KubeProber {
+            runtime,
+            client,
+            namespace: namespace.to_string(),
+            service_account: service_account.to_string(),
+            audience: audience.to_string(),
+        })
+    }
+
+    async fn served_kids(&self) -> Result<Vec<String>, String> {
+        let request = http::Request::get("/openid/v1/jwks")
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let body = self
+            .client
+            .request_text(request)
+            .await
+            .map_err(|e| chain(&e))?;
+        jwks_kids(body.as_bytes())
+    }
+
+    /// Requests a token for the probe ServiceAccount (created if missing), checks the cluster
+    /// accepts it through TokenReview, and returns the kid in its header.
+    async fn signing_kid(&self) -> Result<String, String> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
+        if accounts
+            .get_opt(&self.service_account)
+            .await
+            .map_err(|e| chain(&e))?
+            .is_none()
+        {
+            let account = ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some(self.service_account.clone()),
+                    ..ObjectMeta::default()
+                },
+                ..ServiceAccount::default()
+            };
+            accounts
+                .create(&PostParams::default(), &account)
+                .await
+                .map_err(|e| chain(&e))?;
+        }
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![self.audience.clone()],
+                expiration_seconds: Some(PROBE_TOKEN_SECONDS),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let issued = accounts
+            .create_token_request(&self.service_account, &PostParams::default(), &request)
+            .await
+            .map_err(|e| chain(&e))?;
+        let token = issued
+            .status
+            .map(|s| s.token)
+            .ok_or("TokenRequest answered without a token")?;
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.clone()),
+                audiences: Some(vec![self.audience.clone()]),
+            },
+            ..TokenReview::default()
+        };
+        let reviews: Api<TokenReview> = Api::all(self.client.clone());
+        let reviewed = reviews
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| chain(&e))?;
+        let status = reviewed.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Err(format!(
+                "the cluster rejects its own new token: {}",
+                status.error.unwrap_or_else(|| "no reason given".into())
+            ));
+        }
+        token_kid(&token)
+    }
+}
+
+impl Prober for KubeProber {
+    fn apiserver_kids(&mut self) -> Probed<Vec<String>> {
+        probed(self.runtime.block_on(self.served_kids()))
+    }
+
+    fn token_kid(&mut self) -> Probed<String> {
+        probed(self.runtime.block_on(self.signing_kid()))
+    }
+}
+
+fn probed<T>(result: Result<T, String>) -> Probed<T> {
+    match result {
+        Ok(value) => Probed::Seen(value),
+        Err(why) => Probed::Failed(why),
+    }
+}
+
+/// The kid in a JWT's header.
+pub fn token_kid(token: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        kid: Option<String>,
+    }
+    let header = token.split('.').next().unwrap_or_default();
+    let json = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|e| format!("token header is not base64url: {e}"))?;
+    let header: Header =
+        serde_json::from_slice(&json).map_err(|e| format!("token header is not JSON: {e}"))?;
+    header.kid.ok_or_else(|| "token header has no kid".into())
+}
+
+/// kube's transport errors say only "client error (Connect)"; the causes say what happened.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_kid_from_a_token_header() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"abc"}"#);
+        assert_eq!(token_kid(&format!("{header}.e30.sig")).unwrap(), "abc");
+        let no_kid = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#);
+        assert_eq!(
+            token_kid(&format!("{no_kid}.e30.sig")).unwrap_err(),
+            "token header has no kid"
+        );
+        assert!(token_kid("%%%.e30.sig").unwrap_err().contains("base64url"));
+    }
+}

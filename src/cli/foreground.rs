@@ -1,0 +1,146 @@
+//! Running the executor in this process: the state lock, the real adapters, progress lines, and
+//! sleeping until the next gate can pass.
+
+use std::io::Write;
+
+use chrono::Utc;
+use keyrot::adapters::Prober;
+use keyrot::adapters::key_files::KeyFilesOnDisk;
+use keyrot::adapters::probe::KubeProber;
+use keyrot::adapters::publish::TargetsPublisher;
+use keyrot::adapters::restart::ProcessRestarter;
+use keyrot::decision::{Action, Decision, Gate};
+use keyrot::describe::describe_action;
+use keyrot::executor::{Effects, Progress, run_until_waiting};
+use keyrot::observe::observe;
+use keyrot::plan::{Plan, Probe};
+use keyrot::state::{State, StateStore, StoreLock, Trigger, TriggerKind};
+
+/// This process holds the state lock and acts.
+pub struct Session<'a> {
+    plan: &'a Plan,
+    lock: StoreLock,
+    state: State,
+    prober: Option<KubeProber>,
+}
+
+impl<'a> Session<'a> {
+    /// Takes the lock at once, or says who holds it.
+    pub fn open(plan: &'a Plan) -> anyhow::Result<Self> {
+        let lock = StateStore::new(&plan.state_dir).try_lock()?;
+        let state = lock.load()?.unwrap_or_default();
+        let prober = match &plan.probe {
+            Probe::None => None,
+            Probe::Kubeconfig {
+                path,
+                namespace,
+                service_account,
+                audience,
+            } => Some(KubeProber::new(path, namespace, service_account, audience)?),
+        };
+        Ok(Session {
+            plan,
+            lock,
+            state,
+            prober,
+        })
+    }
+
+    pub fn trigger(&mut self, kind: TriggerKind) -> anyhow::Result<()> {
+        self.state.triggers.push(Trigger {
+            kind,
+            requested_at: Utc::now(),
+            force: false,
+        });
+        self.lock.save(&self.state)?;
+        Ok(())
+    }
+
+    /// Acts until the core waits; returns that decision.
+    pub fn run_until_waiting(&mut self) -> anyhow::Result<Decision> {
+        let plan = self.plan;
+        let (mut key_files, mut restarter, mut publisher) = (
+            KeyFilesOnDisk::new(plan),
+            ProcessRestarter::new(plan),
+            TargetsPublisher::new(plan),
+        );
+        let mut effects = Effects {
+            key_files: &mut key_files,
+            restarter: &mut restarter,
+            publisher: &mut publisher,
+        };
+        let lock = &self.lock;
+        let prober = &mut self.prober;
+        let decision = run_until_waiting(
+            plan,
+            &mut self.state,
+            &mut effects,
+            &mut || {
+                observe(plan, prober.as_mut().map(|p| p as &mut dyn Prober))
+                    .map_err(|e| e.to_string())
+            },
+            &mut |s| lock.save(s).map_err(|e| e.to_string()),
+            &Utc::now,
+            &mut |p| print_progress(plan, p),
+        )?;
+        Ok(decision)
+    }
+
+    /// Acts and sleeps through timed waits until the rotation completes or waits for a person.
+    pub fn run_to_rest(&mut self) -> anyhow::Result<()> {
+        loop {
+            let decision = self.run_until_waiting()?;
+            let blocked = decision.blocked_by.first();
+            if let Some(b) = blocked {
+                println!(
+                    "{}  waiting  [{}] {}",
+                    Utc::now().format("%H:%M:%S"),
+                    b.gate,
+                    b.reason
+                );
+            }
+            let rotating = self.state.rotation.is_some() || !self.state.triggers.is_empty();
+            match (rotating, blocked.map(|b| b.gate), decision.wake_at) {
+                (false, _, _) => return Ok(()),
+                (true, Some(Gate::Approval), _) | (true, _, None) => return Ok(()),
+                (true, _, Some(wake)) => {
+                    let _ = std::io::stdout().flush();
+                    let pause = (wake - Utc::now()).to_std().unwrap_or_default();
+                    std::thread::sleep(pause);
+                }
+            }
+        }
+    }
+}
+
+fn print_progress(plan: &Plan, progress: &Progress) {
+    match progress {
+        Progress::Acted { at, phase, action } => {
+            let shown = action.is_effect()
+                || matches!(action, Action::EnterPhase { .. } | Action::CompleteRotation);
+            if let (true, Some(text)) = (shown, describe_action(plan, action)) {
+                println!(
+                    "{}  {:<8} {text}",
+                    at.format("%H:%M:%S"),
+                    phase.map_or("-", |p| p.as_str())
+                );
+            }
+            if let Action::ConsumeTrigger { kind, outcome } = action {
+                println!("{}  {:<8} {kind:?}: {outcome}", at.format("%H:%M:%S"), "-");
+            }
+        }
+        Progress::Failed {
+            at,
+            phase,
+            action,
+            error,
+        } => {
+            eprintln!(
+                "{}  {:<8} FAILED {}: {error}",
+                at.format("%H:%M:%S"),
+                phase.map_or("-", |p| p.as_str()),
+                keyrot::decision::action_name(action)
+            );
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `keyrot status`: the key ring, the rotation in progress, the next run, what blocks.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use keyrot::observe::observe_files;
+use keyrot::state::StateStore;
+use keyrot::status::{render_text, status};
+
+use super::plan_args::{Output, PlanArg};
+
+/// Show keys (kid, alg, role, age, when a retiring key may leave), the phase in progress, the
+/// next scheduled rotation and the last error. Reads only; works while a daemon runs.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    plan: PlanArg,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let plan = args.plan.load()?;
+    let state = StateStore::new(&plan.state_dir).read()?;
+    let observed = observe_files(&plan)?;
+    let now = Utc::now();
+    let status = status(&plan, state.as_ref(), &observed, now);
+    match args.output {
+        Output::Text => print!("{}", render_text(&status, now)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}

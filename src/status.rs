@@ -1,0 +1,206 @@
+//! What `keyrot status` shows: the key ring with roles and ages, the rotation in progress, the
+//! next scheduled rotation and what blocks, computed from the recorded state and the files.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::decision::{Blocked, Observed, decide};
+use crate::plan::Plan;
+use crate::state::{Role, State};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub cluster: String,
+    pub keys: Vec<KeyStatus>,
+    /// The phase of the rotation in progress, if any.
+    pub phase: Option<String>,
+    pub rotation: Option<RotationStatus>,
+    pub next_rotation: Option<DateTime<Utc>>,
+    pub last_rotation_completed_at: Option<DateTime<Utc>>,
+    pub blocked_by: Vec<BlockedStatus>,
+    pub last_error: Option<String>,
+    /// False before keyrot first recorded this cluster's keys.
+    pub adopted: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyStatus {
+    pub kid: String,
+    pub alg: String,
+    pub role: Role,
+    /// When the key took its current role.
+    pub since: Option<DateTime<Utc>>,
+    /// For the retiring key: the earliest time it may leave the bundle and the JWKS.
+    pub retire_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RotationStatus {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub old_kid: String,
+    pub new_kid: Option<String>,
+    pub attempts: u32,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub rolled_back: bool,
+    pub aborted: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockedStatus {
+    pub gate: crate::decision::Gate,
+    pub reason: String,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The status from the recorded state (`None`: never run) and the files as they are now.
+pub fn status(
+    plan: &Plan,
+    state: Option<&State>,
+    observed: &Observed,
+    now: DateTime<Utc>,
+) -> Status {
+    let empty = State::default();
+    let state = state.unwrap_or(&empty);
+    let decision = decide(plan, state, observed, now);
+    let rotation = state.rotation.as_ref();
+    let retire_at = rotation
+        .and_then(|r| r.promoted_at)
+        .map(|t| t + plan.timings.retire_after);
+    let keys = state
+        .keys
+        .iter()
+        .map(|k| KeyStatus {
+            kid: k.kid.clone(),
+            alg: k.alg.to_string(),
+            role: k.role,
+            since: k.entered(k.role),
+            retire_at: (k.role == Role::Retiring).then_some(retire_at).flatten(),
+        })
+        .collect();
+    let next_rotation = match rotation {
+        Some(_) => None,
+        None => plan.schedule.as_ref().and_then(|s| {
+            s.next_after(
+                state
+                    .last_rotation_started_at
+                    .or(state.adopted_at)
+                    .unwrap_or(now),
+            )
+        }),
+    };
+    Status {
+        cluster: plan.cluster.clone(),
+        keys,
+        phase: rotation.map(|r| r.phase.to_string()),
+        rotation: rotation.map(|r| RotationStatus {
+            id: r.id.clone(),
+            started_at: r.started_at,
+            old_kid: r.old_kid.clone(),
+            new_kid: r.new_kid.clone(),
+            attempts: r.attempts,
+            retry_at: r.retry_at,
+            rolled_back: r.rolled_back,
+            aborted: r.aborted,
+        }),
+        next_rotation,
+        last_rotation_completed_at: state.last_rotation_completed_at,
+        blocked_by: decision
+            .blocked_by
+            .iter()
+            .map(|Blocked { gate, reason }| BlockedStatus {
+                gate: *gate,
+                reason: reason.clone(),
+                until: decision.wake_at,
+            })
+            .collect(),
+        last_error: rotation.and_then(|r| r.last_error.clone()),
+        adopted: !state.keys.is_empty(),
+    }
+}
+
+/// The status for people.
+pub fn render_text(status: &Status, now: DateTime<Utc>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "cluster {}", status.cluster);
+    if !status.adopted {
+        let _ = writeln!(
+            out,
+            "keys     not recorded yet: keyrot records the cluster's keys on its first run"
+        );
+    }
+    for key in &status.keys {
+        let age = key
+            .since
+            .map_or_else(|| "-".into(), |t| format!("{} ago", human(now - t)));
+        let _ = write!(
+            out,
+            "key      {}  {}  {:<9} {}",
+            key.kid,
+            key.alg,
+            key.role.as_str(),
+            age
+        );
+        if let Some(t) = key.retire_at {
+            let _ = write!(out, ", may retire at {}", t.to_rfc3339());
+        }
+        let _ = writeln!(out);
+    }
+    match (&status.phase, &status.rotation) {
+        (Some(phase), Some(r)) => {
+            let _ = writeln!(
+                out,
+                "rotation {} in phase {phase} (started {})",
+                r.id,
+                r.started_at.to_rfc3339()
+            );
+            if r.rolled_back || r.aborted {
+                let _ = writeln!(
+                    out,
+                    "         {}",
+                    if r.aborted {
+                        "aborted: removing the new key"
+                    } else {
+                        "rolled back"
+                    }
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "rotation none in progress");
+        }
+    }
+    if let Some(t) = status.next_rotation {
+        let _ = writeln!(out, "next     scheduled rotation at {}", t.to_rfc3339());
+    }
+    if let Some(t) = status.last_rotation_completed_at {
+        let _ = writeln!(out, "last     rotation completed at {}", t.to_rfc3339());
+    }
+    for b in &status.blocked_by {
+        let until = b
+            .until
+            .map(|t| format!(" (until {})", t.to_rfc3339()))
+            .unwrap_or_default();
+        let _ = writeln!(out, "waiting  [{}] {}{until}", b.gate, b.reason);
+    }
+    if let Some(e) = &status.last_error {
+        let _ = writeln!(out, "error    {e}");
+    }
+    out
+}
+
+/// "3d 4h", "5m 2s": the two largest units.
+fn human(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    let (days, hours, minutes, seconds) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else if minutes > 0 {
+        format!("{minutes}m {seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
