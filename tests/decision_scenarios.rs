@@ -300,3 +300,20 @@ fn retired_keys_beyond_keep_retired_are_forgotten() {
         1
     );
 }
+
+#[test]
+fn abort_is_allowed_while_promotion_waits_for_approval_because_nothing_signed_yet() {
+    let mut p = plan();
+    p.approvals.insert(Phase::Promote);
+    let mut h = Harness::new(p);
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.sleep_until_woken();
+    assert_eq!(h.state.rotation.as_ref().unwrap().phase, Phase::Promote);
+    let new = h.new_kid();
+    h.trigger(TriggerKind::Abort);
+    h.settle();
+    assert!(h.state.rotation.is_none());
+    assert_eq!(h.bundle_kids(), [OLD]);
+    assert_eq!(role_of(&h, &new), Role::Retired);
+}

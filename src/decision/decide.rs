@@ -150,7 +150,7 @@ fn on_trigger(
         },
         TriggerKind::Abort => match rotation {
             Some(r) if r.aborted => refuse("the rotation is already being aborted".into()),
-            Some(r) if r.rolled_back || r.phase >= Phase::Promote => refuse(format!(
+            Some(r) if may_have_signed(r, observed) => refuse(format!(
                 "rotation {} is in phase {}: the new key may have signed tokens; use rollback",
                 r.id, r.phase
             )),
@@ -177,6 +177,17 @@ fn on_trigger(
             None => refuse("no rotation is in progress".into()),
         },
     }
+}
+
+/// Whether the rotation's new key can have signed a token: from the moment a signing key file
+/// names it. Until then (including a promote phase held for approval) abort is safe.
+fn may_have_signed(r: &Rotation, observed: &Observed) -> bool {
+    let new = r.new_kid.as_deref();
+    let named = |key: &Option<crate::decision::KeyId>| key.as_ref().map(|k| k.kid.as_str()) == new;
+    r.rolled_back
+        || r.phase > Phase::Promote
+        || (new.is_some()
+            && (named(&observed.signing) || named(&observed.controller_manager_signing)))
 }
 
 fn old_private_key_missing(state: &State, observed: &Observed, kid: &str) -> bool {
