@@ -108,7 +108,7 @@ fn init_creates_a_key_set_once_and_rotate_replaces_it_everywhere() {
         .find_map(|l| l.strip_prefix("kid "))
         .unwrap()
         .to_string();
-    assert_eq!(bundle_kids(dir.path()), [first.clone()]);
+    assert_eq!(bundle_kids(dir.path()), std::slice::from_ref(&first));
     let key_mode = std::fs::metadata(dir.path().join("pki/sa.key"))
         .unwrap()
         .mode()
