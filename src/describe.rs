@@ -1,7 +1,35 @@
 //! Words for people: what each action does, in the plan's own terms (paths, targets, commands).
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use crate::decision::Action;
 use crate::plan::{Plan, Restart};
+
+/// A time as people read it in keyrot's output: RFC 3339, whole seconds, `Z`.
+pub fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Kids are 43 characters; progress lines and timelines show enough of one to tell it apart.
+const SHORT_KID: usize = 12;
+
+/// Replaces each 43-character kid in `text` by its first characters and an ellipsis.
+pub fn shorten_kids(text: &str) -> String {
+    text.split_inclusive([' ', ',', '[', ']'])
+        .map(|word| {
+            let bare = word.trim_end_matches([' ', ',', '[', ']']);
+            let is_kid = bare.len() == 43
+                && bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if is_kid {
+                format!("{}…{}", &bare[..SHORT_KID], &word[bare.len()..])
+            } else {
+                word.to_string()
+            }
+        })
+        .collect()
+}
 
 /// What an action does, in the plan's own terms; `None` for pure bookkeeping.
 pub fn describe_action(plan: &Plan, action: &Action) -> Option<String> {

@@ -143,7 +143,7 @@ pub fn render_text(status: &Status, now: DateTime<Utc>) -> String {
             age
         );
         if let Some(t) = key.retire_at {
-            let _ = write!(out, ", may retire at {}", t.to_rfc3339());
+            let _ = write!(out, ", may retire at {}", crate::describe::time(t));
         }
         let _ = writeln!(out);
     }
@@ -153,7 +153,7 @@ pub fn render_text(status: &Status, now: DateTime<Utc>) -> String {
                 out,
                 "rotation {} in phase {phase} (started {})",
                 r.id,
-                r.started_at.to_rfc3339()
+                crate::describe::time(r.started_at)
             );
             if r.rolled_back || r.aborted {
                 let _ = writeln!(
@@ -172,15 +172,23 @@ pub fn render_text(status: &Status, now: DateTime<Utc>) -> String {
         }
     }
     if let Some(t) = status.next_rotation {
-        let _ = writeln!(out, "next     scheduled rotation at {}", t.to_rfc3339());
+        let _ = writeln!(
+            out,
+            "next     scheduled rotation at {}",
+            crate::describe::time(t)
+        );
     }
     if let Some(t) = status.last_rotation_completed_at {
-        let _ = writeln!(out, "last     rotation completed at {}", t.to_rfc3339());
+        let _ = writeln!(
+            out,
+            "last     rotation completed at {}",
+            crate::describe::time(t)
+        );
     }
     for b in &status.blocked_by {
         let until = b
             .until
-            .map(|t| format!(" (until {})", t.to_rfc3339()))
+            .map(|t| format!(" (until {})", crate::describe::time(t)))
             .unwrap_or_default();
         let _ = writeln!(out, "waiting  [{}] {}{until}", b.gate, b.reason);
     }

@@ -10,7 +10,7 @@ use keyrot::adapters::probe::KubeProber;
 use keyrot::adapters::publish::TargetsPublisher;
 use keyrot::adapters::restart::ProcessRestarter;
 use keyrot::decision::{Action, Decision, Gate};
-use keyrot::describe::describe_action;
+use keyrot::describe::{describe_action, shorten_kids};
 use keyrot::executor::{Effects, Progress, run_until_waiting};
 use keyrot::observe::observe;
 use keyrot::plan::{Plan, Probe};
@@ -92,11 +92,11 @@ impl<'a> Session<'a> {
             let decision = self.run_until_waiting()?;
             let blocked = decision.blocked_by.first();
             if let Some(b) = blocked {
+                let reason = shorten_kids(&b.reason);
                 println!(
-                    "{}  waiting  [{}] {}",
+                    "{}  waiting  [{}] {reason}",
                     Utc::now().format("%H:%M:%S"),
-                    b.gate,
-                    b.reason
+                    b.gate
                 );
             }
             let rotating = self.state.rotation.is_some() || !self.state.triggers.is_empty();
@@ -119,6 +119,7 @@ fn print_progress(plan: &Plan, progress: &Progress) {
             let shown = action.is_effect()
                 || matches!(action, Action::EnterPhase { .. } | Action::CompleteRotation);
             if let (true, Some(text)) = (shown, describe_action(plan, action)) {
+                let text = shorten_kids(&text);
                 println!(
                     "{}  {:<8} {text}",
                     at.format("%H:%M:%S"),

@@ -221,7 +221,7 @@ fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> 
         }),
         Some(due) => Decision::wait(
             Gate::Schedule,
-            format!("next scheduled rotation at {}", due.to_rfc3339()),
+            format!("next scheduled rotation at {}", crate::describe::time(due)),
             Some(due),
         ),
         None => Decision::wait(
@@ -324,7 +324,7 @@ impl Progress<'_> {
         if settled_at > self.now {
             let reason = format!(
                 "caches may hold the previous JWKS until {}",
-                settled_at.to_rfc3339()
+                crate::describe::time(settled_at)
             );
             return Decision::wait(Gate::PublishSettle, reason, Some(settled_at));
         }
@@ -373,7 +373,7 @@ impl Progress<'_> {
                 let reason = format!(
                     "tokens signed by {} may be in use until {}",
                     r.old_kid,
-                    retire_at.to_rfc3339()
+                    crate::describe::time(retire_at)
                 );
                 return Decision::wait(Gate::RetireAfter, reason, Some(retire_at));
             }

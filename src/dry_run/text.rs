@@ -3,12 +3,10 @@
 use std::fmt::Write;
 
 use super::{DryRun, Keys, StepKind};
+use crate::describe::shorten_kids;
 
 /// What is left of 100 columns after the time and phase columns.
 const STEP_WIDTH: usize = 100 - 34;
-
-/// Kids are 43 characters; the timeline shows enough of one to tell it apart.
-const SHORT_KID: usize = 12;
 
 pub fn render_text(run: &DryRun) -> String {
     let mut out = String::new();
@@ -17,7 +15,7 @@ pub fn render_text(run: &DryRun) -> String {
         "Dry run of {} (cluster {:?}) from {}",
         run.plan,
         run.cluster,
-        run.starts_at.to_rfc3339()
+        crate::describe::time(run.starts_at)
     );
     let _ = writeln!(
         out,
@@ -106,22 +104,4 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         }
     }
     lines
-}
-
-/// Replaces each 43-character kid in `text` by its first characters and an ellipsis.
-fn shorten_kids(text: &str) -> String {
-    text.split_inclusive([' ', ',', '[', ']'])
-        .map(|word| {
-            let bare = word.trim_end_matches([' ', ',', '[', ']']);
-            if bare.len() == 43
-                && bare
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                format!("{}…{}", &bare[..SHORT_KID], &word[bare.len()..])
-            } else {
-                word.to_string()
-            }
-        })
-        .collect()
 }
