@@ -23,6 +23,8 @@ pub struct World {
     pub apiserver_bundle: Vec<String>,
     pub apiserver_signing: String,
     pub targets: Vec<(String, Vec<String>)>,
+    /// False while the apiserver is not answering (it crashed on the files it was restarted with).
+    pub apiserver_up: bool,
     /// Whether the plan probes the apiserver (otherwise probes report NotConfigured).
     pub probed: bool,
     generated: u32,
@@ -51,31 +53,28 @@ impl World {
                     _ => (t.name.clone(), Vec::new()),
                 })
                 .collect(),
+            apiserver_up: true,
             probed: !matches!(plan.probe, Probe::None),
             generated: 0,
         })
     }
 
     pub fn observe(&self) -> Observed {
-        let probe = |value| {
-            if self.probed {
-                Probed::Seen(value)
-            } else {
-                Probed::NotConfigured
+        fn probe<T>(world: &World, value: T) -> Probed<T> {
+            match (world.probed, world.apiserver_up) {
+                (false, _) => Probed::NotConfigured,
+                (true, false) => Probed::Failed("connection refused".into()),
+                (true, true) => Probed::Seen(value),
             }
-        };
+        }
         Observed {
             bundle: Some(self.bundle.clone()),
             extra: self.extra.clone(),
             signing: Some(self.signing.clone()),
             controller_manager_signing: self.controller_manager_signing.clone(),
             private_keys: self.private_keys.clone(),
-            apiserver: probe(self.apiserver_bundle.clone()),
-            token_kid: if self.probed {
-                Probed::Seen(self.apiserver_signing.clone())
-            } else {
-                Probed::NotConfigured
-            },
+            apiserver: probe(self, self.apiserver_bundle.clone()),
+            token_kid: probe(self, self.apiserver_signing.clone()),
             targets: self
                 .targets
                 .iter()
@@ -138,6 +137,7 @@ impl World {
                     .map(|k| k.kid.clone())
                     .collect();
                 self.apiserver_signing = self.signing.kid.clone();
+                self.apiserver_up = true;
             }
             Action::Publish { kids } => {
                 for (_, served) in &mut self.targets {

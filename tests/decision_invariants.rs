@@ -1,5 +1,5 @@
 //! Property tests: random sequences of events (steps, crashes, failures, clock jumps, triggers,
-//! lagging apiservers and targets, plan edits) never break DESIGN.md's invariants 1-3, and once
+//! lagging apiservers and targets, plan edits) never break the invariants 1-3 of docs/design.md, and once
 //! the disturbances stop every rotation completes.
 
 mod harness;
@@ -26,6 +26,8 @@ enum Event {
     ApiserverLag(bool),
     /// While on, publications do not reach the target.
     TargetLag(bool),
+    /// While on, a restarted apiserver crashes and stops answering (probed plans only).
+    CrashOnRestart(bool),
     EditPlan {
         settle_minutes: i64,
         approve_promote: bool,
@@ -48,6 +50,7 @@ fn event() -> impl Strategy<Value = Event> {
         .prop_map(Event::Trigger),
         1 => any::<bool>().prop_map(Event::ApiserverLag),
         1 => any::<bool>().prop_map(Event::TargetLag),
+        1 => any::<bool>().prop_map(Event::CrashOnRestart),
         1 => (5i64..40, any::<bool>()).prop_map(|(settle_minutes, approve_promote)| Event::EditPlan {
             settle_minutes,
             approve_promote
@@ -68,6 +71,7 @@ struct Run {
     latest: DateTime<Utc>,
     apiserver_lag: bool,
     target_lag: bool,
+    crash_on_restart: bool,
     fail_next: bool,
     stopped: Vec<Stopped>,
 }
@@ -80,6 +84,7 @@ impl Run {
             h,
             apiserver_lag: false,
             target_lag: false,
+            crash_on_restart: false,
             fail_next: false,
             stopped: Vec::new(),
         }
@@ -111,6 +116,9 @@ impl Run {
                 h.world
                     .perform(action)
                     .expect("effects of the core's own plan succeed");
+                if self.crash_on_restart && matches!(action, Action::Restart { .. }) {
+                    h.world.apiserver_up = false;
+                }
             }
             check_promotions(h, &before, &mut self.stopped);
             if is_effect && crash_after_effect {
@@ -135,6 +143,7 @@ impl Run {
             Event::Trigger(kind) => self.h.trigger(*kind),
             Event::ApiserverLag(on) => self.apiserver_lag = *on && self.h.world.probed,
             Event::TargetLag(on) => self.target_lag = *on,
+            Event::CrashOnRestart(on) => self.crash_on_restart = *on && self.h.world.probed,
             Event::EditPlan {
                 settle_minutes,
                 approve_promote,
@@ -200,6 +209,7 @@ impl Run {
     fn finish(&mut self) {
         self.apiserver_lag = false;
         self.target_lag = false;
+        self.crash_on_restart = false;
         self.fail_next = false;
         for _ in 0..2000 {
             for _ in 0..20 {

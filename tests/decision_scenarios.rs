@@ -317,3 +317,48 @@ fn abort_is_allowed_while_promotion_waits_for_approval_because_nothing_signed_ye
     assert_eq!(h.bundle_kids(), [OLD]);
     assert_eq!(role_of(&h, &new), Role::Retired);
 }
+
+#[test]
+fn an_apiserver_that_does_not_come_back_after_staging_gets_the_previous_bundle_back() {
+    let mut h = Harness::new(probed_plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    // Every restart with the new bundle crashes the apiserver.
+    let mut crashes = 0;
+    for _ in 0..50 {
+        let decision = h.step();
+        let restarted = decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, keyrot::decision::Action::Restart { .. }));
+        if restarted && h.bundle_kids().len() == 2 {
+            h.world.apiserver_up = false;
+            crashes += 1;
+        }
+        if decision.actions.is_empty() {
+            if gates(&decision) == [Gate::Backoff] {
+                break;
+            }
+            h.now = decision.wake_at.unwrap();
+        }
+    }
+    assert_eq!(crashes, 1);
+    let rotation = h.state.rotation.as_ref().unwrap();
+    assert_eq!(rotation.attempts, 1);
+    assert!(
+        rotation
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("apiserver did not answer")
+    );
+    // During the backoff the apiserver runs, with the bundle it had before.
+    assert_eq!(h.bundle_kids(), [OLD]);
+    assert!(h.world.apiserver_up);
+    assert_eq!(h.world.apiserver_bundle, [OLD]);
+
+    // The retry stages again; this time the apiserver comes back and the rotation goes on.
+    let waiting = h.sleep_until_woken();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    assert_eq!(h.bundle_kids().len(), 2);
+}

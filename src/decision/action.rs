@@ -19,10 +19,13 @@ pub enum Action {
     },
     /// Act on (or refuse) the oldest pending trigger.
     ConsumeTrigger { kind: TriggerKind, outcome: String },
+    /// Begin a rotation of `old_kid`; `bundle` is the verification bundle it starts from (what
+    /// the apiserver gets back if it does not come back after the first change).
     StartRotation {
         id: String,
         cause: Cause,
         old_kid: String,
+        bundle: Vec<String>,
     },
     /// A person released the phase held for approval.
     Approve { phase: Phase },
@@ -55,10 +58,13 @@ pub enum Action {
     /// The gate of the current phase passed: move on.
     EnterPhase { phase: Phase },
     /// A gate stayed closed past its timeout: count the attempt and retry later.
+    /// With `fall_back`, the apiserver is not answering: until the retry it gets the last key
+    /// files it passed a gate with.
     GateFailed {
         gate: Gate,
         reason: String,
         retry_at: DateTime<Utc>,
+        fall_back: bool,
     },
     /// Effect: destroy keyrot's copy of a retired key's private key.
     DestroyPrivateKey { kid: String, path: PathBuf },

@@ -38,7 +38,12 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
                 state.triggers.remove(0);
             }
         }
-        Action::StartRotation { id, cause, old_kid } => {
+        Action::StartRotation {
+            id,
+            cause,
+            old_kid,
+            bundle,
+        } => {
             state.rotation = Some(Rotation {
                 id: id.clone(),
                 started_at: now,
@@ -48,6 +53,7 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
                 phase: Phase::Generate,
                 phase_started_at: now,
                 rolled_back: false,
+                new_key_may_sign: false,
                 aborted: false,
                 approved: Vec::new(),
                 gates: Vec::new(),
@@ -55,6 +61,12 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
                 retry_at: None,
                 last_error: None,
                 apiserver_loaded: None,
+                last_good: Some(Loaded {
+                    bundle: bundle.clone(),
+                    signing: Some(old_kid.clone()),
+                    at: now,
+                }),
+                fallback: None,
                 published: None,
                 published_confirmed_at: None,
                 last_effect_at: None,
@@ -123,8 +135,12 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
             gate,
             reason,
             retry_at,
+            fall_back,
         } => {
             let r = rotation(state);
+            if *fall_back {
+                r.fallback = r.last_good.clone();
+            }
             r.attempts += 1;
             r.retry_at = Some(*retry_at);
             r.last_error = Some(format!("{gate}: {reason}"));
@@ -152,6 +168,9 @@ pub fn record_intent(state: &mut State, action: &Action, now: DateTime<Utc>) {
     };
     r.last_effect_at = Some(r.last_effect_at.map_or(now, |t| t.max(now)));
     match action {
+        Action::WriteSigningKey { kid } if r.new_kid.as_ref() == Some(kid) => {
+            r.new_key_may_sign = true
+        }
         Action::Restart { .. } => r.apiserver_loaded = None,
         Action::Publish { .. } => {
             r.published = None;
@@ -173,6 +192,10 @@ pub fn apply_failure(
         r.attempts += 1;
         r.retry_at = Some(now + backoff(plan, r.attempts - 1));
         r.last_error = Some(format!("{}: {error}", action_name(action)));
+        if matches!(action, Action::Restart { .. }) {
+            // The apiserver may be down with the new files: it gets the last good ones back.
+            r.fallback = r.last_good.clone();
+        }
     }
 }
 
@@ -207,6 +230,10 @@ fn rotation(state: &mut State) -> &mut Rotation {
 }
 
 fn enter(r: &mut Rotation, phase: Phase, now: DateTime<Utc>) {
+    if r.apiserver_loaded.is_some() {
+        r.last_good = r.apiserver_loaded.clone();
+    }
+    r.fallback = None;
     r.phase = phase;
     r.phase_started_at = now;
     r.attempts = 0;

@@ -134,6 +134,7 @@ fn on_trigger(
                         id: rotation_id(now),
                         cause: Cause::Manual,
                         old_kid: old.to_string(),
+                        bundle: observed.bundle_kids(),
                     },
                     "rotation started",
                 ),
@@ -179,12 +180,13 @@ fn on_trigger(
     }
 }
 
-/// Whether the rotation's new key can have signed a token: from the moment a signing key file
-/// names it. Until then (including a promote phase held for approval) abort is safe.
+/// Whether the rotation's new key can have signed a token: from the moment keyrot set out to write
+/// it into a signing key file. Until then (a promote phase held for approval, say) abort is safe.
 fn may_have_signed(r: &Rotation, observed: &Observed) -> bool {
     let new = r.new_kid.as_deref();
     let named = |key: &Option<crate::decision::KeyId>| key.as_ref().map(|k| k.kid.as_str()) == new;
     r.rolled_back
+        || r.new_key_may_sign
         || r.phase > Phase::Promote
         || (new.is_some()
             && (named(&observed.signing) || named(&observed.controller_manager_signing)))
@@ -214,6 +216,7 @@ fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> 
         Some(due) if due <= now => Decision::act(Action::StartRotation {
             id: rotation_id(now),
             cause: Cause::Schedule,
+            bundle: observed.bundle_kids(),
             old_kid: observed
                 .signing_kid()
                 .expect("checked by check_cluster_keys")
@@ -244,6 +247,12 @@ impl Progress<'_> {
     fn next(&self) -> Decision {
         let r = self.rotation;
         if let Some(retry_at) = r.retry_at.filter(|t| *t > self.now) {
+            let fallback = r.fallback.as_ref();
+            if let Some(step) =
+                fallback.and_then(|fb| self.converge_files(&fb.bundle, fb.signing.as_deref()))
+            {
+                return step;
+            }
             let why = r.last_error.clone().unwrap_or_else(|| "retrying".into());
             return Decision::wait(
                 Gate::Backoff,
@@ -530,6 +539,7 @@ impl Progress<'_> {
                 gate,
                 reason,
                 retry_at: self.now + backoff(self.plan, r.attempts),
+                fall_back: matches!(self.observed.apiserver, Probed::Failed(_)),
             });
         }
         let poll = (self.plan.timings.gate_timeout / 20).clamp(POLL_MIN, POLL_MAX);

@@ -125,6 +125,10 @@ pub struct Rotation {
     pub phase_started_at: DateTime<Utc>,
     /// True once a person asked to go back to the old key; the rotation then runs old <- new.
     pub rolled_back: bool,
+    /// True from the moment keyrot set out to write the new key into a signing key file (recorded
+    /// before the write): from then on the new key may have signed, and abort is refused.
+    #[serde(default)]
+    pub new_key_may_sign: bool,
     /// True once a person aborted before promotion; the new key (now `old_kid`) is being removed.
     #[serde(default)]
     pub aborted: bool,
@@ -138,6 +142,13 @@ pub struct Rotation {
     pub last_error: Option<String>,
     /// What the apiserver was last restarted with: restarts are needed only when files differ.
     pub apiserver_loaded: Option<Loaded>,
+    /// The key files the apiserver last passed a gate with: what it gets back when it does not
+    /// come back after a change.
+    #[serde(default)]
+    pub last_good: Option<Loaded>,
+    /// Set when the apiserver did not come back: until `retry_at` the files are put back to this.
+    #[serde(default)]
+    pub fallback: Option<Loaded>,
     /// What was last published to the targets, so a slow read-back does not cause republishing.
     #[serde(default)]
     pub published: Option<Published>,

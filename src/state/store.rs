@@ -325,6 +325,7 @@ mod tests {
                 phase: Phase::Generate,
                 phase_started_at: at(10),
                 rolled_back: false,
+                new_key_may_sign: false,
                 aborted: false,
                 approved: vec![],
                 gates: vec![],
