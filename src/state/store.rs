@@ -333,6 +333,8 @@ mod tests {
                 retry_at: None,
                 last_error: Some("a \"quoted\" error\nover two lines".into()),
                 apiserver_loaded: None,
+                last_good: None,
+                fallback: None,
                 published: None,
                 published_confirmed_at: None,
                 last_effect_at: Some(at(11)),
