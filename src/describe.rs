@@ -47,6 +47,9 @@ pub fn describe_action(plan: &Plan, action: &Action) -> Option<String> {
             format!("start a rotation ({cause:?})").to_lowercase()
         }
         Action::Approve { phase } => format!("phase {phase} approved"),
+        Action::ForceGate { gate } => {
+            format!("gate {gate} FORCED OPEN by a person: keyrot did not see it pass")
+        }
         Action::Abort => "abort: the new key is removed".into(),
         Action::Rollback => "roll back: the old key signs again".into(),
         Action::GenerateKey { path, spec } => format!(

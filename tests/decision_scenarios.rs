@@ -362,3 +362,38 @@ fn an_apiserver_that_does_not_come_back_after_staging_gets_the_previous_bundle_b
     assert_eq!(gates(&waiting), [Gate::PublishSettle]);
     assert_eq!(h.bundle_kids().len(), 2);
 }
+
+#[test]
+fn approve_with_force_opens_the_gate_the_rotation_waits_on_and_records_it() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    h.state.triggers.push(keyrot::state::Trigger {
+        kind: TriggerKind::Approve,
+        requested_at: h.now,
+        force: true,
+    });
+    let waiting = h.settle();
+    assert_eq!(
+        gates(&waiting),
+        [Gate::RetireAfter],
+        "promoted without waiting for the caches"
+    );
+    assert_eq!(h.world.signing.kid, h.new_kid());
+    // The forced gate applied to its phase only: retire-after still holds.
+    assert!(h.bundle_kids().contains(&OLD.to_string()));
+}
+
+#[test]
+fn approve_without_force_does_not_open_a_timed_gate() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    h.trigger(TriggerKind::Approve);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    assert_eq!(h.world.signing.kid, OLD);
+}

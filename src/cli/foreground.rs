@@ -46,11 +46,11 @@ impl<'a> Session<'a> {
         })
     }
 
-    pub fn trigger(&mut self, kind: TriggerKind) -> anyhow::Result<()> {
+    pub fn trigger(&mut self, kind: TriggerKind, force: bool) -> anyhow::Result<()> {
         self.state.triggers.push(Trigger {
             kind,
             requested_at: Utc::now(),
-            force: false,
+            force,
         });
         self.lock.save(&self.state)?;
         Ok(())

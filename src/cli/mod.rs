@@ -39,7 +39,7 @@ enum Command {
     /// Start a rotation now.
     Rotate(trigger::Args),
     /// Release the phase held for approval.
-    Approve(trigger::Args),
+    Approve(trigger::ApproveArgs),
     /// Before promotion: drop the new key; the old key keeps signing.
     Abort(trigger::Args),
     /// After promotion, before retirement: sign with the previous key again.
@@ -57,7 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args),
         Command::Init(args) => init::run(args),
         Command::Rotate(args) => trigger::run(TriggerKind::Rotate, args),
-        Command::Approve(args) => trigger::run(TriggerKind::Approve, args),
+        Command::Approve(args) => trigger::run_approve(args),
         Command::Abort(args) => trigger::run(TriggerKind::Abort, args),
         Command::Rollback(args) => trigger::run(TriggerKind::Rollback, args),
     }

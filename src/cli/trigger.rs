@@ -18,10 +18,35 @@ pub struct Args {
     foreground: bool,
 }
 
+/// `keyrot approve` also takes `--force`.
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    common: Args,
+    /// Pass the gate the rotation waits on now (publish-settle, retire-after, or a check that
+    /// keeps failing) although keyrot did not see it pass. This can lock workloads out: it is
+    /// recorded in the state and logged loudly. Use it only when you know why the gate is closed.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run_approve(args: ApproveArgs) -> anyhow::Result<ExitCode> {
+    if args.force {
+        eprintln!(
+            "WARNING: forcing the gate the rotation waits on; keyrot will not have seen it pass"
+        );
+    }
+    run_trigger(TriggerKind::Approve, args.common, args.force)
+}
+
 pub fn run(kind: TriggerKind, args: Args) -> anyhow::Result<ExitCode> {
+    run_trigger(kind, args, false)
+}
+
+fn run_trigger(kind: TriggerKind, args: Args, force: bool) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
     let mut session = foreground::Session::open(&plan)?;
-    session.trigger(kind)?;
+    session.trigger(kind, force)?;
     session.run_to_rest()?;
     Ok(ExitCode::SUCCESS)
 }

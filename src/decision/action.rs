@@ -29,6 +29,8 @@ pub enum Action {
     },
     /// A person released the phase held for approval.
     Approve { phase: Phase },
+    /// A person explicitly passed the gate the rotation waits on (`keyrot approve --force`).
+    ForceGate { gate: Gate },
     /// Before promotion: drop the new key (it never signed).
     Abort,
     /// After promotion: sign with the old key again; the new key then retires after retire_after.
@@ -98,7 +100,9 @@ pub struct AdoptedKey {
 }
 
 /// The named checks a rotation waits on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Gate {
     /// The cluster's files are usable as they are (present, signing key verifiable).

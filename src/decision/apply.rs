@@ -56,6 +56,7 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
                 new_key_may_sign: false,
                 aborted: false,
                 approved: Vec::new(),
+                forced: Vec::new(),
                 gates: Vec::new(),
                 attempts: 0,
                 retry_at: None,
@@ -79,6 +80,11 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
             r.approved.push(*phase);
             // The phase really begins now: its gate timeout counts from here.
             r.phase_started_at = now;
+        }
+        Action::ForceGate { gate } => {
+            let r = rotation(state);
+            r.forced.push(*gate);
+            record_gate(r, gate.as_str(), true, "forced open by a person", now);
         }
         Action::Abort => abort(state, now),
         Action::Rollback => {
@@ -206,6 +212,7 @@ pub fn action_name(action: &Action) -> &'static str {
         Action::ConsumeTrigger { .. } => "consume-trigger",
         Action::StartRotation { .. } => "start-rotation",
         Action::Approve { .. } => "approve",
+        Action::ForceGate { .. } => "force-gate",
         Action::Abort => "abort",
         Action::Rollback => "rollback",
         Action::GenerateKey { .. } => "generate-key",
@@ -234,6 +241,7 @@ fn enter(r: &mut Rotation, phase: Phase, now: DateTime<Utc>) {
         r.last_good = r.apiserver_loaded.clone();
     }
     r.fallback = None;
+    r.forced.clear();
     r.phase = phase;
     r.phase_started_at = now;
     r.attempts = 0;

@@ -10,7 +10,7 @@ use super::action::{Action, AdoptedKey, Decision, Gate};
 use super::observed::{Observed, Probed};
 use super::{Phase, key_path_for_adopted, key_path_for_rotation};
 use crate::plan::Plan;
-use crate::state::{Cause, Role, Rotation, State, TriggerKind};
+use crate::state::{Cause, Role, Rotation, State, Trigger, TriggerKind};
 
 /// How often a closed gate is looked at again, at most and at least.
 const POLL_MIN: TimeDelta = TimeDelta::seconds(1);
@@ -25,7 +25,7 @@ pub fn decide(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc
         return adopt(plan, observed);
     }
     if let Some(trigger) = state.triggers.first() {
-        return on_trigger(trigger.kind, state, observed, now);
+        return on_trigger(trigger, plan, state, observed, now);
     }
     match &state.rotation {
         Some(rotation) => Progress {
@@ -100,11 +100,13 @@ fn adopt(plan: &Plan, observed: &Observed) -> Decision {
 }
 
 fn on_trigger(
-    kind: TriggerKind,
+    trigger: &Trigger,
+    plan: &Plan,
     state: &State,
     observed: &Observed,
     now: DateTime<Utc>,
 ) -> Decision {
+    let kind = trigger.kind;
     let refuse = |why: String| {
         Decision::act(Action::ConsumeTrigger {
             kind,
@@ -140,6 +142,29 @@ fn on_trigger(
                 ),
                 None => refuse("no signing key".into()),
             },
+        },
+        TriggerKind::Approve if trigger.force => match rotation {
+            Some(r) => {
+                let waiting = Progress {
+                    plan,
+                    observed,
+                    rotation: r,
+                    now,
+                }
+                .next();
+                match waiting.blocked_by.first().map(|b| b.gate) {
+                    Some(Gate::Approval) => accept(
+                        Action::Approve { phase: r.phase },
+                        &format!("phase {} approved", r.phase),
+                    ),
+                    Some(gate) => accept(
+                        Action::ForceGate { gate },
+                        &format!("gate {gate} FORCED OPEN: keyrot did not see it pass"),
+                    ),
+                    None => refuse("the rotation is not waiting on a gate".into()),
+                }
+            }
+            None => refuse("no rotation is in progress".into()),
         },
         TriggerKind::Approve => match rotation {
             Some(r) if !r.approved.contains(&r.phase) => accept(
@@ -246,7 +271,10 @@ struct Progress<'a> {
 impl Progress<'_> {
     fn next(&self) -> Decision {
         let r = self.rotation;
-        if let Some(retry_at) = r.retry_at.filter(|t| *t > self.now) {
+        let backing_off = r
+            .retry_at
+            .filter(|t| *t > self.now && !self.forced(Gate::Backoff));
+        if let Some(retry_at) = backing_off {
             let fallback = r.fallback.as_ref();
             if let Some(step) =
                 fallback.and_then(|fb| self.converge_files(&fb.bundle, fb.signing.as_deref()))
@@ -330,7 +358,7 @@ impl Progress<'_> {
             return Decision::act(Action::ConfirmPublished);
         };
         let settled_at = confirmed + self.plan.timings.publish_settle;
-        if settled_at > self.now {
+        if settled_at > self.now && !self.forced(Gate::PublishSettle) {
             let reason = format!(
                 "caches may hold the previous JWKS until {}",
                 crate::describe::time(settled_at)
@@ -355,6 +383,7 @@ impl Progress<'_> {
             return self.closed(Gate::ApiserverServesBundle, reason);
         }
         match &self.observed.token_kid {
+            _ if self.forced(Gate::NewKeySigns) => {}
             Probed::NotConfigured => {}
             Probed::Seen(kid) if kid == new => {}
             Probed::Seen(kid) => {
@@ -375,7 +404,7 @@ impl Progress<'_> {
     /// After retire_after, the old key leaves the bundle and every target; its private key goes.
     fn retire(&self, new: &str) -> Decision {
         let r = self.rotation;
-        if !r.aborted {
+        if !r.aborted && !self.forced(Gate::RetireAfter) {
             let promoted = r.promoted_at.unwrap_or(r.phase_started_at);
             let retire_at = promoted + self.plan.timings.retire_after;
             if retire_at > self.now {
@@ -478,7 +507,7 @@ impl Progress<'_> {
                 Probed::NotConfigured => Some(format!("{} was not read back", t.name)),
             })
             .collect();
-        if wrong.is_empty() {
+        if wrong.is_empty() || self.forced(Gate::TargetsServeKeys) {
             return None;
         }
         let reason = format!("expected [{}]; {}", kids.join(", "), wrong.join("; "));
@@ -497,6 +526,7 @@ impl Progress<'_> {
     /// Without a probe, the recorded restart is the evidence; with one, the served keys are.
     fn apiserver_gate(&self, bundle: &[String]) -> Result<(), String> {
         match &self.observed.apiserver {
+            _ if self.forced(Gate::ApiserverServesBundle) => Ok(()),
             Probed::NotConfigured => Ok(()),
             Probed::Failed(why) => Err(format!("apiserver did not answer: {why}")),
             Probed::Seen(served) => {
@@ -515,6 +545,11 @@ impl Progress<'_> {
                 }
             }
         }
+    }
+
+    /// Whether a person forced `gate` open in the current phase.
+    fn forced(&self, gate: Gate) -> bool {
+        self.rotation.forced.contains(&gate)
     }
 
     /// When the current attempt began acting: the phase start (an approved phase starts when

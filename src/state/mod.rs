@@ -134,6 +134,9 @@ pub struct Rotation {
     pub aborted: bool,
     /// Phases a person approved (for phases the plan holds for approval).
     pub approved: Vec<Phase>,
+    /// Gates of the current phase a person forced open (`keyrot approve --force`).
+    #[serde(default)]
+    pub forced: Vec<crate::decision::Gate>,
     /// When each gate of the current phase was last evaluated, and how it went.
     pub gates: Vec<GateRecord>,
     /// Failed attempts of the current phase; drives the backoff.

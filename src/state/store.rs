@@ -328,6 +328,7 @@ mod tests {
                 new_key_may_sign: false,
                 aborted: false,
                 approved: vec![],
+                forced: vec![],
                 gates: vec![],
                 attempts: 0,
                 retry_at: None,
