@@ -3,8 +3,13 @@
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
+use keyrot::adapters::AdapterError;
+use keyrot::adapters::Prober;
+use keyrot::adapters::probe::KubeProber;
+use keyrot::decision::{Observed, Probed};
 use keyrot::dry_run::{render_text, simulate};
 use keyrot::observe::observe_files;
+use keyrot::plan::Probe;
 use keyrot::state::StateStore;
 
 use super::plan_args::{Output, PlanArg};
@@ -32,18 +37,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
     let state = StateStore::new(&plan.state_dir).read()?;
     let observed = observe_files(&plan)?;
+    let probe_note = match (&plan.probe, args.offline) {
+        (
+            Probe::Kubeconfig {
+                path,
+                namespace,
+                service_account,
+                audience,
+            },
+            false,
+        ) => Some(apiserver_note(
+            &observed,
+            KubeProber::new(path, namespace, service_account, audience),
+        )),
+        _ => None,
+    };
     let mut run = simulate(
         &plan,
         state.as_ref(),
         &observed,
         args.at.unwrap_or_else(Utc::now),
     );
-    if !args.offline && !matches!(plan.probe, keyrot::plan::Probe::None) {
-        run.notes.push(
-            "the apiserver was not probed: the plan's kubeconfig probe runs during rotations"
-                .into(),
-        );
-    }
+    run.notes.extend(probe_note);
     match args.output {
         Output::Text => print!("{}", render_text(&run)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&run)?),
@@ -53,4 +68,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What the apiserver serves compared with its files: only a read (GET /openid/v1/jwks), never
+/// the TokenRequest a rotation uses, which could create the probe ServiceAccount.
+fn apiserver_note(observed: &Observed, prober: Result<KubeProber, AdapterError>) -> String {
+    let files: Vec<String> = observed
+        .bundle_kids()
+        .into_iter()
+        .chain(observed.extra.iter().map(|k| k.kid.clone()))
+        .collect();
+    match prober.map(|mut p| p.apiserver_kids()) {
+        Err(e) => format!("the apiserver was not asked: {e}"),
+        Ok(Probed::Failed(why)) => format!("the apiserver did not answer: {why}"),
+        Ok(Probed::NotConfigured) => "the apiserver was not asked".into(),
+        Ok(Probed::Seen(served)) => {
+            let (mut a, mut b) = (served.clone(), files.clone());
+            a.sort();
+            b.sort();
+            if a == b {
+                format!(
+                    "the apiserver serves the keys of its files: [{}]",
+                    served.join(", ")
+                )
+            } else {
+                format!(
+                    "the apiserver serves [{}] but its files hold [{}]: it has not been restarted \
+                     since they changed, or it reads other files",
+                    served.join(", "),
+                    files.join(", ")
+                )
+            }
+        }
+    }
 }
