@@ -1,6 +1,6 @@
 //! `kube-apiserver-standin`: the parts of kube-apiserver keyrot relies on, for end-to-end tests.
 //!
-//! Prints `listening on https://ADDR` as its first stdout line once it accepts connections.
+//! Prints `listening on https://ADDR` as its only stdout line once it accepts connections.
 //! `kill -HUP $(cat PIDFILE)` simulates a kube-apiserver restart: connections are refused for
 //! `--restart-delay`, the key files are read again, and if they are now unusable the process
 //! exits non-zero, as a real apiserver would crash-loop. A rotation plan restarts it with a

@@ -1,6 +1,6 @@
 //! `oidc-static-server`: serves a directory over HTTPS with the test CA, for end-to-end tests.
 //!
-//! Prints `listening on https://ADDR` as its first stdout line, then serves until killed.
+//! Prints `listening on https://ADDR` as its only stdout line, then serves until killed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
