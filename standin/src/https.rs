@@ -29,7 +29,9 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, handle
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
             Err(e) => {
+                // Out of file descriptors, say: pause instead of spinning on the error.
                 eprintln!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };

@@ -20,7 +20,7 @@ use keyrot::documents::{DiscoveryDocument, JWKS_PATH, render_jwks};
 use keyrot::keys::{SigningKey, VerificationKey, load_verification_keys};
 
 pub use service_accounts::ServiceAccounts;
-pub use tokens::{KubernetesClaims, ServiceAccountRef, TokenClaims};
+pub use tokens::{KubernetesClaims, Reviewed, ServiceAccountRef, TokenClaims};
 
 /// The flags that decide what the stand-in reads and serves.
 #[derive(Debug, Clone)]
