@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 pub use pem_blocks::{PemBlock, scan_pem_blocks};
 pub use reader::{BlockReport, FileReport, KeyForm, LoadedKeys, Skip, load_verification_keys};
-pub use signing::{GenerateSpec, KeyGenError, SigningKey, SigningKeyError};
+pub use signing::{GenerateSpec, KeyGenError, SignError, SigningKey, SigningKeyError};
 
 /// A JWS algorithm kube-apiserver uses for a key (`algorithmFromPublicKey` in kube's
 /// `openidmetadata.go`): RSA is always RS256, ECDSA by curve.

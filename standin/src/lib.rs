@@ -1,0 +1,16 @@
+//! Test fixtures for keyrot's end-to-end tests; never part of the shipped daemon.
+//!
+//! - [`apiserver`]: a kube-apiserver stand-in (binary `kube-apiserver-standin`) faithful to
+//!   kube where keyrot depends on it: key files read with kube's rules at each (re)start, the
+//!   OIDC documents, TokenRequest, TokenReview and enough of ServiceAccounts for a probe.
+//! - [`sts`]: a verifier that behaves like a cloud STS: discovery, JWKS, kid, signature, claims.
+//! - [`static_server`]: a directory served over HTTPS (binary `oidc-static-server`), standing in
+//!   for the public host of the issuer documents.
+//! - [`tls`]: the test CA and server certificate they share.
+
+pub mod apiserver;
+pub mod https;
+pub mod jws;
+pub mod static_server;
+pub mod sts;
+pub mod tls;

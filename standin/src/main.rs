@@ -1,0 +1,129 @@
+//! `kube-apiserver-standin`: the parts of kube-apiserver keyrot relies on, for end-to-end tests.
+//!
+//! Prints `listening on https://ADDR` as its only stdout line once it accepts connections.
+//! `kill -HUP $(cat PIDFILE)` simulates a kube-apiserver restart: connections are refused for
+//! `--restart-delay`, the key files are read again, and if they are now unusable the process
+//! exits non-zero, as a real apiserver would crash-loop. A rotation plan restarts it with a
+//! `command` restart running exactly that.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use standin::apiserver::{Apiserver, Config, ServiceAccounts};
+use standin::https;
+use standin::tls::TestPki;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "A kube-apiserver stand-in for keyrot's tests")]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Verification key file (repeatable; keys are taken in flag order, then file order).
+    #[arg(long = "service-account-key-file", required = true)]
+    key_files: Vec<PathBuf>,
+    /// The key new tokens are signed with.
+    #[arg(long = "service-account-signing-key-file")]
+    signing_key_file: PathBuf,
+    /// Issuer (repeatable): the first issues tokens, all are accepted.
+    #[arg(long = "service-account-issuer", required = true)]
+    issuers: Vec<String>,
+    /// The discovery document's jwks_uri [default: https://LISTEN-ADDRESS/openid/v1/jwks].
+    #[arg(long = "service-account-jwks-uri")]
+    jwks_uri: Option<String>,
+    /// Directory holding the test CA (`ca.crt`) and server certificate; created if needed.
+    #[arg(long)]
+    tls_dir: PathBuf,
+    /// File to write this process's id to, for `kill -HUP`.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// How long a simulated restart refuses connections.
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    restart_delay: Duration,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kube-apiserver-standin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config {
+        key_files: args.key_files,
+        signing_key_file: args.signing_key_file,
+        issuers: args.issuers,
+        jwks_uri: args.jwks_uri,
+    };
+    let tls = TestPki::ensure(&args.tls_dir)?.server_config()?;
+    let accounts = Arc::new(ServiceAccounts::default());
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+
+    // The default jwks_uri names the bound port, so bind first; nothing is announced and no
+    // connection is accepted until the key files have been read.
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let mut apiserver = Apiserver::start(&config, address, accounts.clone())?;
+    if let Some(pid_file) = &args.pid_file {
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write {}", pid_file.display()))?;
+    }
+    println!("listening on https://{address}");
+
+    let mut listener = Some(listener);
+    loop {
+        let listening = listener.take().expect("a listener for every generation");
+        let api = Arc::new(apiserver);
+        let handler: https::Handler = Arc::new(move |request| api.handle(request));
+        let serving = tokio::spawn(https::serve(listening, tls.clone(), handler));
+        hangups.recv().await;
+
+        // Down: the listener and every open connection go away with the task.
+        serving.abort();
+        let _ = serving.await;
+        eprintln!(
+            "restarting: refusing connections for {:?}",
+            args.restart_delay
+        );
+        tokio::time::sleep(args.restart_delay).await;
+        apiserver = Apiserver::start(&config, address, accounts.clone())
+            .context("restart failed; staying down")?;
+        listener = Some(rebind(address).await?);
+        eprintln!(
+            "restarted: {} verification keys, signing with kid {}",
+            apiserver.keys().len(),
+            apiserver.signing_key().public().kid()
+        );
+    }
+}
+
+/// Listens on the same address again. Another socket may hold the port for a moment (an
+/// outgoing connection given it as its ephemeral port), so a few tries are allowed.
+async fn rebind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(address).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if tries < 20 => {
+                tries += 1;
+                eprintln!("cannot listen on {address} yet: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {address} again")),
+        }
+    }
+}
