@@ -29,4 +29,4 @@ start_helper() {
     started_pids+=("$!")
 }
 
-cargo test --all-targets "$@"
+cargo test --workspace --all-targets "$@"
