@@ -20,11 +20,10 @@ pub enum Existing {
 
 /// An error from an atomic write, naming the file it was for.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
+#[error("{path}: {error}")]
 pub struct WriteError {
     pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 /// Writes `contents` to `path` atomically with permission bits `mode`.
@@ -37,9 +36,9 @@ pub fn write(
     mode: u32,
     existing: Existing,
 ) -> Result<(), WriteError> {
-    write_inner(path, contents, mode, None, existing).map_err(|source| WriteError {
+    write_inner(path, contents, mode, None, existing).map_err(|error| WriteError {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -64,9 +63,9 @@ pub fn replace_keeping_metadata(
         }
         Err(e) => Err(e),
     };
-    result.map_err(|source| WriteError {
+    result.map_err(|error| WriteError {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -129,7 +128,7 @@ mod tests {
         let path = dir.path().join("key.pem");
         fs::write(&path, b"old").unwrap();
         let err = write(&path, b"new", 0o600, Existing::Refuse).unwrap_err();
-        assert_eq!(err.source.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(err.error.kind(), io::ErrorKind::AlreadyExists);
         assert!(err.to_string().contains("key.pem"));
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -126,11 +126,10 @@ impl FileReport {
 /// A key file that cannot be used, as kube-apiserver would refuse it.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "{path}: data does not contain any valid RSA or ECDSA public keys \
@@ -167,9 +166,9 @@ pub fn load_verification_keys(paths: &[PathBuf]) -> Result<LoadedKeys, KeyFileEr
 pub fn read_file(path: &Path) -> Result<FileReport, KeyFileError> {
     let data = std::fs::read(path)
         .map(Zeroizing::new)
-        .map_err(|source| KeyFileError::Read {
+        .map_err(|error| KeyFileError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     Ok(parse_file(path, &data))
 }

@@ -63,18 +63,17 @@ pub enum KeyGenError {
     Generate(String),
     #[error("{0} already exists; pass --force to replace it")]
     Exists(PathBuf),
-    #[error("cannot write key: {0}")]
+    #[error(transparent)]
     Write(#[from] atomic_file::WriteError),
 }
 
 /// Why a signing key file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SigningKeyError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "{path}: data does not contain a valid RSA or ECDSA private key \
@@ -230,9 +229,9 @@ impl SigningKey {
         let data =
             std::fs::read(path)
                 .map(Zeroizing::new)
-                .map_err(|source| SigningKeyError::Read {
+                .map_err(|error| SigningKeyError::Read {
                     path: path.to_path_buf(),
-                    source,
+                    error,
                 })?;
         scan_pem_blocks(&data)
             .into_iter()

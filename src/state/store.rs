@@ -23,11 +23,10 @@ const LOCK_FILE: &str = "keyrot.lock";
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Reading, creating, locking or writing a file or directory failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The file is not valid JSON, or not a valid state of a format this build reads.
     #[error(
@@ -201,7 +200,7 @@ impl StoreLock {
         atomic_file::write(&self.state_path, &bytes, 0o600, Existing::Replace).map_err(|e| {
             StateError::Io {
                 path: e.path,
-                source: e.source,
+                error: e.error,
             }
         })
     }
@@ -282,9 +281,9 @@ fn corrupt(path: &Path, e: &serde_json::Error) -> StateError {
 }
 
 fn io_error(path: &Path) -> impl Fn(io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
+    move |error| StateError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
