@@ -93,3 +93,20 @@ fn the_json_form_names_every_step() {
     assert!(steps.iter().any(|s| s["gate"] == "retire-after"));
     assert_eq!(json["after"]["signing"], "<new key 1>");
 }
+
+#[test]
+fn mid_rotation_it_shows_only_what_remains() {
+    let mut h = harness::Harness::new(plan());
+    h.settle();
+    h.trigger(keyrot::state::TriggerKind::Rotate);
+    h.settle();
+    let new = h.new_kid();
+    let run = simulate(&h.plan, Some(&h.state), &h.world.observe(), h.now);
+    assert_eq!(run.blocked, None);
+    assert!(run.notes.is_empty(), "no trigger assumed: {:?}", run.notes);
+    let phases: Vec<Phase> = run.timeline.iter().filter_map(|s| s.phase).collect();
+    assert_eq!(phases.first(), Some(&Phase::Publish));
+    assert!(!phases.contains(&Phase::Generate));
+    assert_eq!(run.after.signing, new);
+    assert_eq!(run.after.verification_bundle, [new]);
+}

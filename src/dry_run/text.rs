@@ -25,6 +25,12 @@ pub fn render_text(run: &DryRun) -> String {
     for note in &run.notes {
         let _ = writeln!(out, "Note: {note}");
     }
+    if run.timeline.is_empty() {
+        if let Some(blocked) = &run.blocked {
+            let _ = writeln!(out, "\nNothing can happen: {blocked}");
+        }
+        return out;
+    }
     section(&mut out, "Keys now", &run.before);
     let _ = writeln!(out, "\nTimeline");
     let _ = writeln!(out, "  {:<20}  {:<8}  STEP", "EARLIEST (UTC)", "PHASE");

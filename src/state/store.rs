@@ -24,10 +24,7 @@ const LOCK_FILE: &str = "keyrot.lock";
 pub enum StateError {
     /// Reading, creating, locking or writing a file or directory failed.
     #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: io::Error,
-    },
+    Io { path: PathBuf, error: io::Error },
     /// The file is not valid JSON, or not a valid state of a format this build reads.
     #[error(
         "{path}:{line}:{column}: {message}; keyrot will not overwrite it: repair it or move it away"
