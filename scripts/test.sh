@@ -29,4 +29,9 @@ start_helper() {
     started_pids+=("$!")
 }
 
+# moto, azurite and fake-gcs-server for the publishing tests (installed on first use, cached).
+# shellcheck source=scripts/storage-servers.sh
+source scripts/storage-servers.sh
+start_storage_servers
+
 cargo test --workspace --all-targets "$@"

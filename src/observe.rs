@@ -59,7 +59,7 @@ pub fn observe_files(plan: &Plan) -> Result<Observed, ObserveError> {
             .iter()
             .map(|t| TargetView {
                 name: t.name.clone(),
-                kids: targets::read_served_kids(t),
+                kids: targets::read_served_kids(&plan.issuer, t),
             })
             .collect(),
     })

@@ -66,7 +66,9 @@ fn the_sandbox_keeps_everything_next_to_the_plan() {
     assert!(plan.apiserver.verification_bundle.starts_with(&sandbox));
     assert!(plan.apiserver.signing_key_file.starts_with(&sandbox));
     assert_eq!(plan.targets.len(), 1);
-    let TargetKind::LocalDirectory { path } = &plan.targets[0].kind;
+    let TargetKind::LocalDirectory { path } = &plan.targets[0].kind else {
+        panic!("the sandbox publishes to a local directory");
+    };
     assert!(path.starts_with(&sandbox));
     assert!(plan.timings.retire_after < chrono::TimeDelta::minutes(1));
     assert!(plan.timings.publish_settle >= plan.targets[0].cache_max_age);
@@ -88,6 +90,52 @@ fn the_kubeadm_example_gets_its_paths_from_the_preset() {
     let schedule = plan.schedule.expect("a schedule");
     assert_eq!(schedule.expression(), "0 3 * * SUN");
     assert_eq!(schedule.timezone(), chrono_tz::Europe::Berlin);
+}
+
+/// The commented cloud targets of the kubeadm example, uncommented, must validate: they are the
+/// example people copy.
+#[test]
+fn the_commented_cloud_targets_of_the_kubeadm_example_validate() {
+    let path = repo_file("rotation-plans/kubeadm.yaml");
+    let text = fs::read_to_string(&path).unwrap();
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("#   ") {
+            Some(rest) if rest.starts_with(' ') || rest.starts_with('-') => format!("  {rest}"),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let plan = plan::parse(&path, &uncommented).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = plan.targets.iter().map(|t| t.kind.field_name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "localDirectory",
+            "s3",
+            "azure",
+            "gcs",
+            "gcpWorkloadIdentityProvider"
+        ]
+    );
+    let TargetKind::S3 { bucket, objects } = &plan.targets[1].kind else {
+        panic!("targets[1] is the S3 bucket");
+    };
+    assert_eq!(bucket.region, "eu-west-1");
+    assert_eq!(bucket.endpoint, None);
+    assert_eq!(objects.prefix, "");
+    assert_eq!(objects.cache_control, "public, max-age=300");
+    assert_eq!(objects.jwks_content_type, "application/jwk-set+json");
+    assert_eq!(objects.public.url, None, "read back at the issuer URL");
+    let TargetKind::Gcs { objects, .. } = &plan.targets[3].kind else {
+        panic!("targets[3] is the GCS bucket");
+    };
+    assert_eq!(objects.prefix, "prod-eu1");
+    assert_eq!(objects.jwks_content_type, "application/json");
+    let TargetKind::GcpWorkloadIdentityProvider(provider) = &plan.targets[4].kind else {
+        panic!("targets[4] is the GCP provider");
+    };
+    assert_eq!(provider.endpoint, plan::GCP_IAM_ENDPOINT);
 }
 
 /// The `# expect: ` lines a corpus file starts with.

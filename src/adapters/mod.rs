@@ -4,6 +4,7 @@
 pub mod key_files;
 pub mod probe;
 pub mod publish;
+pub mod publish_remote;
 pub mod restart;
 
 use std::path::Path;

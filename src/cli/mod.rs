@@ -8,9 +8,11 @@ mod jwks;
 mod keygen;
 mod plan;
 mod plan_args;
+mod publish;
 mod status;
 mod trigger;
 mod validate;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,8 @@ enum Command {
     Plan(plan::Args),
     Status(status::Args),
     Init(init::Args),
+    Publish(publish::Args),
+    Verify(verify::Args),
     /// Start a rotation now.
     Rotate(trigger::Args),
     /// Release the phase held for approval.
@@ -56,6 +60,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => plan::run(args),
         Command::Status(args) => status::run(args),
         Command::Init(args) => init::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Rotate(args) => trigger::run(TriggerKind::Rotate, args),
         Command::Approve(args) => trigger::run_approve(args),
         Command::Abort(args) => trigger::run(TriggerKind::Abort, args),

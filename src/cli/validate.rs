@@ -74,13 +74,12 @@ fn summary(plan: &Plan, now: DateTime<Utc>) -> String {
     line("issuer", plan.issuer.url.clone());
     line("jwks_uri", plan.issuer.jwks_uri.clone());
     for target in &plan.targets {
-        let TargetKind::LocalDirectory { path } = &target.kind;
         line(
             "target",
             format!(
-                "{}: local directory {}, max-age {}",
+                "{}: {}, max-age {}",
                 target.name,
-                path.display(),
+                destination(&target.kind),
                 format_duration(target.cache_max_age)
             ),
         );
@@ -170,6 +169,40 @@ fn schedule(plan: &Plan, now: DateTime<Utc>) -> String {
         "{:?} in {}; {next}",
         schedule.expression(),
         schedule.timezone()
+    )
+}
+
+/// Where a target publishes and, for object stores, where it is read back from outside.
+fn destination(kind: &TargetKind) -> String {
+    let under = |base: String, prefix: &str| match prefix {
+        "" => base,
+        prefix => format!("{base}/{prefix}"),
+    };
+    let stored = match kind {
+        TargetKind::LocalDirectory { path } => {
+            return format!("local directory {}", path.display());
+        }
+        TargetKind::GcpWorkloadIdentityProvider(provider) => {
+            return format!("GCP provider {} (oidc.jwksJson)", provider.name);
+        }
+        TargetKind::S3 { bucket, objects } => format!(
+            "{} in {}",
+            under(format!("s3://{}", bucket.bucket), &objects.prefix),
+            bucket.region
+        ),
+        TargetKind::Azure { container, objects } => under(
+            format!("azure://{}/{}", container.account, container.container),
+            &objects.prefix,
+        ),
+        TargetKind::Gcs { bucket, objects } => {
+            under(format!("gs://{}", bucket.bucket), &objects.prefix)
+        }
+    };
+    let objects = kind.objects().expect("object-store target");
+    let read_at = objects.public.url.as_deref().unwrap_or("the issuer URL");
+    format!(
+        "{stored}, Cache-Control {:?}, JWKS as {}, read back at {read_at}",
+        objects.cache_control, objects.jwks_content_type
     )
 }
 

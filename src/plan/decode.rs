@@ -121,10 +121,10 @@ mod tests {
 
     #[test]
     fn problems_inside_list_items_keep_their_index() {
-        let text = "targets:\n  - name: a\n  - name: b\n    s3: x\n";
+        let text = "targets:\n  - name: a\n  - name: b\n    r2: x\n";
         let found = problems(text);
         assert_eq!(found.len(), 1);
-        assert!(found[0].starts_with("p.yaml:4:5: targets[1].s3: unknown field `s3`"));
+        assert!(found[0].starts_with("p.yaml:4:5: targets[1].r2: unknown field `r2`"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod checks;
 mod components;
 mod decode;
+mod destinations;
 mod locate;
 mod presets;
 mod publishing;
@@ -21,6 +22,7 @@ use chrono::TimeDelta;
 use crate::decision::Phase;
 use crate::keys::GenerateSpec;
 
+pub use destinations::{GCP_IAM_ENDPOINT, is_loopback};
 pub use locate::{FieldPath, Position};
 pub use report::{PlanError, Problem};
 pub use schedule::Schedule;
@@ -138,6 +140,97 @@ pub struct Target {
 pub enum TargetKind {
     /// A directory a web server serves at the issuer URL.
     LocalDirectory { path: PathBuf },
+    /// An S3 bucket (or an S3-compatible store); credentials from the AWS chain, never the plan.
+    S3 { bucket: S3Bucket, objects: Objects },
+    /// An Azure Blob container; access key, SAS or managed/workload identity from the environment.
+    Azure {
+        container: AzureContainer,
+        objects: Objects,
+    },
+    /// A Google Cloud Storage bucket; a service-account file, ADC or the metadata server.
+    Gcs { bucket: GcsBucket, objects: Objects },
+    /// A GCP Workload Identity Federation provider whose `oidc.jwksJson` keyrot uploads.
+    GcpWorkloadIdentityProvider(GcpProvider),
+}
+
+impl TargetKind {
+    /// How an object-store target writes its objects and is read back; `None` for the others.
+    pub fn objects(&self) -> Option<&Objects> {
+        match self {
+            TargetKind::S3 { objects, .. }
+            | TargetKind::Azure { objects, .. }
+            | TargetKind::Gcs { objects, .. } => Some(objects),
+            TargetKind::LocalDirectory { .. } | TargetKind::GcpWorkloadIdentityProvider(_) => None,
+        }
+    }
+
+    /// The plan's word for the kind, as in the target's field name.
+    pub fn field_name(&self) -> &'static str {
+        match self {
+            TargetKind::LocalDirectory { .. } => "localDirectory",
+            TargetKind::S3 { .. } => "s3",
+            TargetKind::Azure { .. } => "azure",
+            TargetKind::Gcs { .. } => "gcs",
+            TargetKind::GcpWorkloadIdentityProvider(_) => "gcpWorkloadIdentityProvider",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Bucket {
+    pub bucket: String,
+    pub region: String,
+    /// An S3-compatible endpoint instead of AWS's (`http` only on a loopback address).
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureContainer {
+    pub account: String,
+    pub container: String,
+    /// The blob service URL instead of `https://ACCOUNT.blob.core.windows.net`.
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcsBucket {
+    pub bucket: String,
+    /// A service-account key file; without it, application default credentials or the metadata
+    /// server.
+    pub service_account_file: Option<PathBuf>,
+    /// The storage API's base URL instead of `https://storage.googleapis.com`.
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcpProvider {
+    /// `projects/P/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`.
+    pub name: String,
+    pub service_account_file: Option<PathBuf>,
+    /// The IAM API's base URL, `https://iam.googleapis.com` unless written.
+    pub endpoint: String,
+}
+
+/// How an object-store target's two objects are written, and where verifiers read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Objects {
+    /// Key prefix without leading or trailing slash; empty for the bucket's root.
+    pub prefix: String,
+    /// The Cache-Control both objects carry; its max-age never exceeds the target's cacheMaxAge.
+    pub cache_control: String,
+    /// The JWKS object's Content-Type (the discovery document's is always application/json).
+    pub jwks_content_type: String,
+    pub public: PublicRead,
+}
+
+/// Where a cloud verifier reads a target's objects, anonymously.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicRead {
+    /// The URL this target's objects are served under. `None`: the issuer URL, with the JWKS at
+    /// the `jwks_uri` the discovery document names, exactly as a cloud reads them.
+    pub url: Option<String>,
+    /// Extra root certificates (PEM) for the public URL: test servers only (test plans).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How long each phase waits.

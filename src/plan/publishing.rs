@@ -2,11 +2,14 @@
 
 use std::collections::HashMap;
 
+use chrono::TimeDelta;
+
+use super::destinations;
 use super::locate::FieldPath;
 use super::presets;
 use super::raw::{RawIssuer, RawTarget};
 use super::values::{Context, format_duration};
-use super::{Issuer, Target, TargetKind};
+use super::{Issuer, Target};
 use crate::documents::{default_jwks_uri, validate_issuer, validate_jwks_uri};
 
 pub fn issuer(cx: &mut Context, raw: Option<&RawIssuer>) -> Option<Issuer> {
@@ -39,7 +42,11 @@ pub fn issuer(cx: &mut Context, raw: Option<&RawIssuer>) -> Option<Issuer> {
 
 /// Each target as checked, `None` where it has a problem, so that indexes stay those of the
 /// file; `None` for the whole list when it is missing or empty.
-pub fn targets(cx: &mut Context, raw: Option<&Vec<RawTarget>>) -> Option<Vec<Option<Target>>> {
+pub fn targets(
+    cx: &mut Context,
+    raw: Option<&Vec<RawTarget>>,
+    test_plan: bool,
+) -> Option<Vec<Option<Target>>> {
     let at = FieldPath::root().key("targets");
     let Some(raw) = raw else {
         cx.missing(&at, "at least one place to publish the issuer documents");
@@ -56,7 +63,7 @@ pub fn targets(cx: &mut Context, raw: Option<&Vec<RawTarget>>) -> Option<Vec<Opt
     let mut targets = Vec::new();
     for (i, written) in raw.iter().enumerate() {
         let target_at = at.index(i);
-        let checked = target(cx, &target_at, written);
+        let checked = target(cx, &target_at, written, test_plan);
         let Some(name) = written.name.as_deref() else {
             targets.push(checked);
             continue;
@@ -80,7 +87,12 @@ pub fn targets(cx: &mut Context, raw: Option<&Vec<RawTarget>>) -> Option<Vec<Opt
     Some(targets)
 }
 
-fn target(cx: &mut Context, at: &FieldPath, written: &RawTarget) -> Option<Target> {
+fn target(
+    cx: &mut Context,
+    at: &FieldPath,
+    written: &RawTarget,
+    test_plan: bool,
+) -> Option<Target> {
     let name = match &written.name {
         Some(name) => cx.text(&at.key("name"), name),
         None => {
@@ -88,34 +100,26 @@ fn target(cx: &mut Context, at: &FieldPath, written: &RawTarget) -> Option<Targe
             None
         }
     };
-    let kind = match &written.local_directory {
-        Some(dir) => cx
-            .path(&at.key("localDirectory"), dir)
-            .map(|path| TargetKind::LocalDirectory { path }),
-        None => {
-            cx.error(at, "no destination: set localDirectory");
-            None
-        }
-    };
-    let age_at = at.key("cacheMaxAge");
-    let cache_max_age = cx.duration(
-        &age_at,
-        written.cache_max_age.as_ref(),
-        presets::CACHE_MAX_AGE,
-    )?;
-    if cache_max_age.subsec_nanos() != 0 {
+    let cache_max_age = cache_max_age(cx, &at.key("cacheMaxAge"), written);
+    let kind = destinations::kind(cx, at, written, test_plan, cache_max_age);
+    Some(Target {
+        name: name?,
+        kind: kind?,
+        cache_max_age: cache_max_age?,
+    })
+}
+
+fn cache_max_age(cx: &mut Context, at: &FieldPath, written: &RawTarget) -> Option<TimeDelta> {
+    let age = cx.duration(at, written.cache_max_age.as_ref(), presets::CACHE_MAX_AGE)?;
+    if age.subsec_nanos() != 0 {
         cx.error(
-            &age_at,
+            at,
             format!(
                 "{} is not a whole number of seconds, which Cache-Control max-age counts in",
-                format_duration(cache_max_age)
+                format_duration(age)
             ),
         );
         return None;
     }
-    Some(Target {
-        name: name?,
-        kind: kind?,
-        cache_max_age,
-    })
+    Some(age)
 }

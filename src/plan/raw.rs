@@ -128,8 +128,8 @@ pub struct RawIssuer {
     pub jwks_uri: Option<String>,
 }
 
-/// One destination kind per target; more kinds (object stores, a workload identity provider)
-/// become further optional fields beside `localDirectory`.
+/// One target: exactly one destination field (`validate` says so when not), the cache lifetime,
+/// and for object stores how the objects are written and where verifiers read them.
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -139,7 +139,66 @@ pub struct RawIssuer {
 pub struct RawTarget {
     pub name: Option<String>,
     pub local_directory: Option<PathBuf>,
+    pub s3: Option<RawS3>,
+    pub azure: Option<RawAzure>,
+    pub gcs: Option<RawGcs>,
+    pub gcp_workload_identity_provider: Option<RawGcpProvider>,
     pub cache_max_age: Option<RawDuration>,
+    pub cache_control: Option<String>,
+    pub jwks_content_type: Option<String>,
+    pub public_url: Option<String>,
+    pub public_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with bucket, region, prefix and endpoint"
+)]
+pub struct RawS3 {
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with account, container, prefix and endpoint"
+)]
+pub struct RawAzure {
+    pub account: Option<String>,
+    pub container: Option<String>,
+    pub prefix: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with bucket, prefix, serviceAccountFile and endpoint"
+)]
+pub struct RawGcs {
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub service_account_file: Option<PathBuf>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with name, serviceAccountFile and endpoint"
+)]
+pub struct RawGcpProvider {
+    pub name: Option<String>,
+    pub service_account_file: Option<PathBuf>,
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -80,7 +80,7 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
         components::controller_manager(cx, raw.controller_manager.as_ref(), &preset);
     let probe = components::probe(cx, raw.probe.as_ref(), &preset);
     let issuer = publishing::issuer(cx, raw.issuer.as_ref());
-    let checked_targets = publishing::targets(cx, raw.targets.as_ref());
+    let checked_targets = publishing::targets(cx, raw.targets.as_ref(), test_plan);
     let schedule = schedule(cx, raw.schedule.as_ref());
     let timings = timings(
         cx,
@@ -342,11 +342,12 @@ fn written_paths(
     }
     let targets = targets.unwrap_or_default().iter().enumerate();
     for (i, target) in targets.filter_map(|(i, target)| Some((i, target.as_ref()?))) {
-        let TargetKind::LocalDirectory { path } = &target.kind;
-        written.push((
-            root.key("targets").index(i).key("localDirectory"),
-            path.clone(),
-        ));
+        if let TargetKind::LocalDirectory { path } = &target.kind {
+            written.push((
+                root.key("targets").index(i).key("localDirectory"),
+                path.clone(),
+            ));
+        }
     }
     written
 }

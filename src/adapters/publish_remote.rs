@@ -1,0 +1,78 @@
+//! Publication to the targets outside this machine: both documents to an object store with
+//! conditional writes, or the JWKS into a GCP workload identity provider.
+
+use super::publish::{Documents, ObjectOutcome};
+use crate::documents::DISCOVERY_CONTENT_TYPE;
+use crate::gcp_provider::Iam;
+use crate::http::block_on;
+use crate::plan::{Target, TargetKind};
+use crate::stores::conditional::{self, Current, Document, Written};
+use crate::stores::{self, document_keys};
+
+/// Writes (or with `dry_run`, compares) the documents of an object-store or provider target.
+pub fn publish(
+    target: &Target,
+    documents: &Documents,
+    dry_run: bool,
+) -> Result<Vec<ObjectOutcome>, String> {
+    if let TargetKind::GcpWorkloadIdentityProvider(provider) = &target.kind {
+        return block_on(async {
+            let iam = Iam::connect(provider).await?;
+            let before = iam.jwks_json().await?;
+            let written = match before {
+                Some(stored) if stored == documents.jwks => Written::Unchanged,
+                Some(_) => Written::Replaced,
+                None => Written::Created,
+            };
+            if written != Written::Unchanged && !dry_run {
+                iam.upload(&documents.jwks).await?;
+            }
+            Ok(vec![ObjectOutcome {
+                url: format!("{}/v1/{} (oidc.jwksJson)", provider.endpoint, provider.name),
+                written,
+            }])
+        });
+    }
+    let objects = target
+        .kind
+        .objects()
+        .expect("local directories are written by the caller");
+    let store = stores::open(&target.kind).expect("an object-store target")?;
+    let [jwks_key, discovery_key] = document_keys(&objects.prefix);
+    let docs = [
+        Document {
+            key: &jwks_key,
+            body: documents.jwks.as_bytes(),
+            content_type: &objects.jwks_content_type,
+            cache_control: &objects.cache_control,
+        },
+        Document {
+            key: &discovery_key,
+            body: documents.discovery.as_bytes(),
+            content_type: DISCOVERY_CONTENT_TYPE,
+            cache_control: &objects.cache_control,
+        },
+    ];
+    block_on(async {
+        let mut outcomes = Vec::new();
+        for doc in &docs {
+            let written = if dry_run {
+                match conditional::current(&store, doc).await {
+                    Ok(Current::Absent) => Written::Created,
+                    Ok(Current::Present { same: true, .. }) => Written::Unchanged,
+                    Ok(Current::Present { .. }) => Written::Replaced,
+                    Err(e) => return Err(e.to_string()),
+                }
+            } else {
+                conditional::write(&store, doc)
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            outcomes.push(ObjectOutcome {
+                url: store.object_url(doc.key),
+                written,
+            });
+        }
+        Ok(outcomes)
+    })
+}

@@ -1,0 +1,175 @@
+//! A GCP Workload Identity Federation provider as a target: keyrot uploads the JWKS into the
+//! provider's `oidc.jwksJson` (PATCH with updateMask, then the long-running operation), and reads
+//! it back from the provider. With jwksJson set, GCP does not fetch the issuer's jwks_uri.
+
+use std::time::Duration;
+
+use object_store::gcp::GoogleCloudStorageBuilder;
+use serde_json::json;
+
+use crate::http::{self, Reach};
+use crate::plan::{GcpProvider, is_loopback};
+
+/// How long keyrot waits for the update operation; IAM usually finishes within seconds.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+const OPERATION_POLL: Duration = Duration::from_millis(500);
+
+/// An authorised client of the IAM API for one provider.
+pub struct Iam<'a> {
+    provider: &'a GcpProvider,
+    client: reqwest::Client,
+    /// `None` when the credentials say no OAuth (a test server); never printed.
+    bearer: Option<String>,
+}
+
+impl<'a> Iam<'a> {
+    /// Credentials as for GCS: the plan's service-account file, else application default
+    /// credentials, else the metadata server; the token has the cloud-platform scope.
+    pub async fn connect(provider: &'a GcpProvider) -> Result<Iam<'a>, String> {
+        let what = |e: &dyn std::error::Error| {
+            format!(
+                "{}: cannot get Google credentials: {}",
+                provider.name,
+                http::chain(e)
+            )
+        };
+        // object_store's GCS builder resolves Google's credential chain; the bucket is unused.
+        let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name("unused");
+        if let Some(path) = &provider.service_account_file {
+            builder = builder.with_service_account_path(path.to_string_lossy());
+        }
+        let store = builder.build().map_err(|e| what(&e))?;
+        let credential = store
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| what(&e))?;
+        let bearer = Some(credential.bearer.clone()).filter(|b| !b.is_empty());
+        let allow_http = url::Url::parse(&provider.endpoint).is_ok_and(|u| is_loopback(&u))
+            && provider.endpoint.starts_with("http:");
+        let client = http::client(&Reach {
+            allow_http,
+            ca_file: None,
+        })?;
+        Ok(Iam {
+            provider,
+            client,
+            bearer,
+        })
+    }
+
+    fn url(&self, resource: &str) -> String {
+        format!("{}/v1/{resource}", self.provider.endpoint)
+    }
+
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.bearer {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// The provider's `oidc.jwksJson`; `None` when it has none (GCP then fetches the jwks_uri).
+    pub async fn jwks_json(&self) -> Result<Option<String>, String> {
+        let url = self.url(&self.provider.name);
+        let answer = self
+            .json(&format!("GET {url}"), || {
+                self.authorised(self.client.get(&url))
+            })
+            .await?;
+        Ok(answer
+            .pointer("/oidc/jwksJson")
+            .and_then(|v| v.as_str())
+            .map(str::to_string))
+    }
+
+    /// PATCHes `oidc.jwksJson` only, waits for the operation, then reads the provider back.
+    pub async fn upload(&self, jwks: &str) -> Result<(), String> {
+        let url = self.url(&self.provider.name);
+        let body = json!({ "oidc": { "jwksJson": jwks } }).to_string();
+        // Only this field changes: the provider's other settings are not keyrot's.
+        let patch_url = format!("{url}?updateMask=oidc.jwksJson");
+        let what = format!("PATCH {patch_url}");
+        let mut operation = self
+            .json(&what, || {
+                self.authorised(self.client.patch(&patch_url))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+            })
+            .await?;
+        let started = tokio::time::Instant::now();
+        while operation.get("done").and_then(|d| d.as_bool()) != Some(true) {
+            let Some(name) = operation.get("name").and_then(|n| n.as_str()) else {
+                return Err(format!(
+                    "{what}: the answer is neither done nor an operation"
+                ));
+            };
+            if started.elapsed() > OPERATION_TIMEOUT {
+                return Err(format!(
+                    "{what}: operation {name} not done after {}s",
+                    OPERATION_TIMEOUT.as_secs()
+                ));
+            }
+            tokio::time::sleep(OPERATION_POLL).await;
+            let op_url = self.url(name);
+            operation = self
+                .json(&format!("GET {op_url}"), || {
+                    self.authorised(self.client.get(&op_url))
+                })
+                .await?;
+        }
+        if let Some(error) = operation.get("error") {
+            return Err(format!("{what}: the operation failed: {error}"));
+        }
+        let stored = self.jwks_json().await?;
+        if !same_json(stored.as_deref(), jwks) {
+            return Err(format!(
+                "GET {url}: after the update, oidc.jwksJson is {}, not the uploaded JWKS",
+                stored.as_deref().unwrap_or("absent")
+            ));
+        }
+        Ok(())
+    }
+
+    /// A request whose 2xx answer is a JSON object; other answers name the status and body.
+    async fn json(
+        &self,
+        what: &str,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, String> {
+        let response = http::send(what, make).await?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("{what}: {}", http::chain(&e)))?;
+        if !status.is_success() {
+            return Err(format!("{what}: answered {status}: {}", text.trim()));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{what}: the answer is not JSON: {e}"))
+    }
+}
+
+/// Equal as JSON values: IAM may store the document re-serialised.
+fn same_json(stored: Option<&str>, uploaded: &str) -> bool {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    stored
+        .and_then(parse)
+        .is_some_and(|v| Some(v) == parse(uploaded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_jwks_compares_as_json() {
+        let uploaded = r#"{"keys":[{"kid":"a"}]}"#;
+        assert!(same_json(
+            Some(r#"{ "keys": [ { "kid": "a" } ] }"#),
+            uploaded
+        ));
+        assert!(!same_json(Some(r#"{"keys":[]}"#), uploaded));
+        assert!(!same_json(None, uploaded));
+    }
+}

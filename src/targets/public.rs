@@ -1,0 +1,121 @@
+//! The read-back of an object-store target from outside: anonymous GETs of the discovery document
+//! and of the JWKS, checked the way a cloud verifier would see them.
+
+use crate::documents::{DISCOVERY_CONTENT_TYPE, DISCOVERY_PATH, JWKS_PATH};
+use crate::http::{self, Reach};
+use crate::plan::{Issuer, Objects, is_loopback};
+
+/// What a verifier finds: both URLs read and the kids of the JWKS, in order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PublicView {
+    pub discovery_url: String,
+    pub jwks_url: String,
+    pub kids: Vec<String>,
+}
+
+/// `{base}/.well-known/openid-configuration`, `base` being the target's public URL or the
+/// issuer; the document's issuer and jwks_uri must be the plan's, byte for byte. The JWKS is then
+/// read at the jwks_uri the document names (with a public URL: at `{publicUrl}/openid/v1/jwks`,
+/// this target's own copy) and must carry the configured content type.
+pub async fn read(issuer: &Issuer, objects: &Objects) -> Result<PublicView, String> {
+    let public = &objects.public;
+    let base = public.url.as_deref().unwrap_or(&issuer.url);
+    let discovery_url = join(base, DISCOVERY_PATH);
+    let allow_http = public.url.as_deref().is_some_and(|url| {
+        url.starts_with("http:") && url::Url::parse(url).is_ok_and(|u| is_loopback(&u))
+    });
+    let client = http::client(&Reach {
+        allow_http,
+        ca_file: public.ca_file.as_deref(),
+    })?;
+
+    let body = get(&client, &discovery_url, DISCOVERY_CONTENT_TYPE).await?;
+    let document: Discovery = serde_json::from_slice(&body)
+        .map_err(|e| format!("{discovery_url}: not a discovery document: {e}"))?;
+    if document.issuer != issuer.url {
+        return Err(format!(
+            "{discovery_url}: issuer is {:?}, expected {:?} (verifiers compare it with the \
+             tokens' iss byte for byte)",
+            document.issuer, issuer.url
+        ));
+    }
+    if document.jwks_uri != issuer.jwks_uri {
+        return Err(format!(
+            "{discovery_url}: jwks_uri is {:?}, expected {:?}",
+            document.jwks_uri, issuer.jwks_uri
+        ));
+    }
+    let jwks_url = match &public.url {
+        Some(url) => join(url, JWKS_PATH),
+        None => document.jwks_uri,
+    };
+    let body = get(&client, &jwks_url, &objects.jwks_content_type).await?;
+    let kids = super::jwks_kids(&body).map_err(|e| format!("{jwks_url}: {e}"))?;
+    Ok(PublicView {
+        discovery_url,
+        jwks_url,
+        kids,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// The body of an anonymous GET that answered 200 with `content_type` (parameters ignored).
+async fn get(client: &reqwest::Client, url: &str, content_type: &str) -> Result<Vec<u8>, String> {
+    let response = http::send(&format!("GET {url}"), || client.get(url)).await?;
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(|l| format!(", redirecting to {l}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "GET {url}: answered {status}{location}; verifiers read it anonymously and need 200"
+        ));
+    }
+    let served = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let media_type = served.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case(content_type) {
+        return Err(format!(
+            "{url}: Content-Type is {served:?}, expected {content_type:?}"
+        ));
+    }
+    response
+        .bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| format!("GET {url}: {}", http::chain(&e)))
+}
+
+/// `base` and `path` joined by exactly one slash, as the default jwks_uri is.
+pub fn join(base: &str, path: &str) -> String {
+    format!("{}/{path}", base.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_uses_one_slash() {
+        assert_eq!(
+            join("https://a.example/x/", DISCOVERY_PATH),
+            "https://a.example/x/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            join("https://a.example", JWKS_PATH),
+            "https://a.example/openid/v1/jwks"
+        );
+    }
+}

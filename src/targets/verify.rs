@@ -1,0 +1,109 @@
+//! `keyrot verify`'s comparison: what each target serves, read as a verifier reads it, against
+//! the kids the cluster's key files give and the kids keyrot's state last published.
+
+use serde::Serialize;
+
+use super::read_served;
+use crate::plan::{Issuer, Target};
+
+/// One target's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetCheck {
+    pub name: String,
+    pub kind: &'static str,
+    /// Where the JWKS was read (a URL, a file, a provider).
+    pub read_at: String,
+    /// The kids served, in order; `None` when they could not be read.
+    pub served: Option<Vec<String>>,
+    /// Every difference, each naming where and what; empty when the target is right.
+    pub problems: Vec<String>,
+}
+
+/// A set of kids a target should serve, and where that expectation comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub source: &'static str,
+    pub kids: Vec<String>,
+}
+
+pub fn check(issuer: &Issuer, target: &Target, expected: &[Expected]) -> TargetCheck {
+    let served = read_served(issuer, target);
+    let mut problems = Vec::new();
+    match &served.kids {
+        Err(why) => problems.push(why.clone()),
+        Ok(kids) => {
+            for want in expected {
+                if let Some(difference) = differs(kids, &want.kids) {
+                    problems.push(format!(
+                        "{} lists [{}], {} [{}]: {difference}",
+                        served.at,
+                        kids.join(", "),
+                        want.source,
+                        want.kids.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    TargetCheck {
+        name: target.name.clone(),
+        kind: target.kind.field_name(),
+        read_at: served.at,
+        served: served.kids.ok(),
+        problems,
+    }
+}
+
+/// What is missing and what is extra; the order too, since the JWKS lists keys in bundle order.
+fn differs(served: &[String], expected: &[String]) -> Option<String> {
+    if served == expected {
+        return None;
+    }
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|k| !served.contains(k))
+        .map(String::as_str)
+        .collect();
+    let extra: Vec<&str> = served
+        .iter()
+        .filter(|k| !expected.contains(k))
+        .map(String::as_str)
+        .collect();
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("missing {}", missing.join(", ")));
+    }
+    if !extra.is_empty() {
+        parts.push(format!("not expected {}", extra.join(", ")));
+    }
+    if parts.is_empty() {
+        parts.push("same keys in another order".to_string());
+    }
+    Some(parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|k| k.to_string()).collect()
+    }
+
+    #[test]
+    fn differences_name_missing_extra_and_order() {
+        assert_eq!(differs(&kids(&["a", "b"]), &kids(&["a", "b"])), None);
+        assert_eq!(
+            differs(&kids(&["a"]), &kids(&["a", "b"])).unwrap(),
+            "missing b"
+        );
+        assert_eq!(
+            differs(&kids(&["a", "c"]), &kids(&["a", "b"])).unwrap(),
+            "missing b; not expected c"
+        );
+        assert_eq!(
+            differs(&kids(&["b", "a"]), &kids(&["a", "b"])).unwrap(),
+            "same keys in another order"
+        );
+    }
+}
