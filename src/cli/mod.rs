@@ -1,13 +1,16 @@
 //! Command-line surface: one module per subcommand, each turning arguments into library calls.
 
+mod daemon;
 mod discovery;
 mod foreground;
 mod init;
 mod inspect;
 mod jwks;
 mod keygen;
+mod logging;
 mod plan;
 mod plan_args;
+mod run;
 mod status;
 mod trigger;
 mod validate;
@@ -36,6 +39,7 @@ enum Command {
     Plan(plan::Args),
     Status(status::Args),
     Init(init::Args),
+    Run(run::Args),
     /// Start a rotation now.
     Rotate(trigger::Args),
     /// Release the phase held for approval.
@@ -56,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => plan::run(args),
         Command::Status(args) => status::run(args),
         Command::Init(args) => init::run(args),
+        Command::Run(args) => run::run(args),
         Command::Rotate(args) => trigger::run(TriggerKind::Rotate, args),
         Command::Approve(args) => trigger::run(TriggerKind::Approve, args),
         Command::Abort(args) => trigger::run(TriggerKind::Abort, args),
