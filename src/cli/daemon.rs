@@ -6,6 +6,7 @@
 //! server, which reads a snapshot the loop refreshes. Sleeping is a `recv_timeout` on that
 //! channel, so an idle daemon does not wake between events.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,18 +128,39 @@ impl Daemon {
             replies,
             ..
         } = self;
-        // Both closures below use the notifier, one at a time.
-        let notifier = std::cell::RefCell::new(notifier);
+        // Both closures below use these, one at a time.
+        let notifier = RefCell::new(notifier);
+        // Outcomes of consumed requests, answered only once the step that consumed them is saved:
+        // the executor saves after each step, before asking `should_stop` again.
+        let outcomes = RefCell::new(Vec::new());
         let mut should_stop = || {
+            answer(&mut outcomes.borrow_mut());
             notifier.borrow_mut().ping_if_due();
             arrived.extend(events.try_iter());
             !arrived.is_empty()
         };
+        let mut acted = false;
         let mut report = |plan: &Plan, progress: &Progress| {
-            on_progress(plan, progress, &mut notifier.borrow_mut(), errors, replies)
+            acted = true;
+            let (mut notifier, mut outcomes) = (notifier.borrow_mut(), outcomes.borrow_mut());
+            on_progress(
+                plan,
+                progress,
+                &mut notifier,
+                errors,
+                replies,
+                &mut outcomes,
+            )
         };
         let result = session.run(&mut should_stop, &mut report);
+        // The executor saves each step before returning; only a failed save leaves an outcome
+        // unsaved, and then the error is logged and the request stays recorded as pending.
+        answer(&mut outcomes.borrow_mut());
         let stopped = matches!(result, Ok(Pause::Stopped));
+        if acted {
+            // After steps, the wait that follows is news even when it reads as before.
+            self.last_wait.clear();
+        }
         let wake_at = match result {
             Ok(Pause::Stopped) => Some(Utc::now()),
             Ok(Pause::Waiting(decision)) => {
@@ -310,6 +332,7 @@ fn on_progress(
     notifier: &mut Notifier,
     errors: &mut ErrorCounts,
     replies: &mut VecDeque<Option<Sender<String>>>,
+    outcomes: &mut Vec<(Sender<String>, String)>,
 ) {
     match progress {
         Progress::Acted { phase, action, .. } => {
@@ -322,7 +345,7 @@ fn on_progress(
                         control::request_word(*kind)
                     );
                     if let Some(Some(reply)) = replies.pop_front() {
-                        let _ = reply.send(outcome.clone());
+                        outcomes.push((reply, outcome.clone()));
                     }
                 }
                 Action::GateFailed { gate, reason, .. } => {
@@ -360,5 +383,12 @@ fn on_progress(
                 action_name(action)
             );
         }
+    }
+}
+
+/// Sends each client the outcome of its request.
+fn answer(outcomes: &mut Vec<(Sender<String>, String)>) {
+    for (reply, outcome) in outcomes.drain(..) {
+        let _ = reply.send(outcome);
     }
 }
