@@ -153,8 +153,8 @@ impl Daemon {
             )
         };
         let result = session.run(&mut should_stop, &mut report);
-        // The executor saves each step before returning; only a failed save leaves an outcome
-        // unsaved, and then the error is logged and the request stays recorded as pending.
+        // The executor saves each step before it returns; only a failed save (logged, and
+        // retried with the next pass) can leave an outcome answered before it is on disk.
         answer(&mut outcomes.borrow_mut());
         let stopped = matches!(result, Ok(Pause::Stopped));
         if acted {
