@@ -8,6 +8,7 @@
 # is one switch.
 #
 # Usage: scripts/bench-idle.sh [SECONDS] [METRICS_PORT]    (defaults: 60 and 19464)
+#        KEYROT=/usr/local/bin/keyrot scripts/bench-idle.sh   (measure that binary, build nothing)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,8 +16,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-60}
 port=${2:-19464}
 
-cargo build --release --bin keyrot
-keyrot=$PWD/target/release/keyrot
+if [ -n "${KEYROT:-}" ]; then
+    keyrot=$KEYROT
+else
+    cargo build --release --bin keyrot
+    keyrot=$PWD/target/release/keyrot
+fi
 
 work=$(mktemp -d)
 pid=
@@ -68,19 +73,24 @@ switches() {
     cat /proc/"$pid"/task/*/status |
         awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { n += $2 } END { print n }'
 }
-rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$pid/status"; }
+# Resident memory in KiB: all of it, then the part that is the process's own (heap, stacks) and
+# the part that is mapped file pages (the binary, shared and reclaimable).
+rss_kib() { awk -v field="$1" '$1 == field ":" { print $2 }' "/proc/$pid/status"; }
 
 cpu_before=$(cpu_ticks)
 switches_before=$(switches)
 sleep "$seconds"
 cpu_after=$(cpu_ticks)
 switches_after=$(switches)
-rss=$(rss_kib)
+rss=$(rss_kib VmRSS)
+rss_anon=$(rss_kib RssAnon)
+rss_file=$(rss_kib RssFile)
 threads=$(ls /proc/"$pid"/task | wc -l)
 
 cpu_ms=$(( (cpu_after - cpu_before) * 1000 / ticks ))
-printf 'keyrot run, idle for %s s (next event hours away), release build\n' "$seconds"
+printf '%s run, idle for %s s (next event hours away)\n' "$keyrot" "$seconds"
 printf '  threads            %s\n' "$threads"
-printf '  resident memory    %s KiB (%s MiB)\n' "$rss" "$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+printf '  resident memory    %s KiB (%s KiB anonymous, %s KiB file pages of the binary)\n' \
+    "$rss" "$rss_anon" "$rss_file"
 printf '  CPU time           %s ms (user + system, %s ticks per second)\n' "$cpu_ms" "$ticks"
 printf '  wake-ups           %s context switches over all threads\n' "$((switches_after - switches_before))"
