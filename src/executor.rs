@@ -54,6 +54,25 @@ pub enum ExecError {
 /// Steps one call may take before concluding the core goes round in circles.
 const MAX_STEPS: usize = 1000;
 
+/// How the executor reads and records: fresh observations, persistence, the clock, progress.
+pub struct Io<'a> {
+    /// Reads the world afresh.
+    pub observe: &'a mut dyn FnMut() -> Result<Observed, String>,
+    /// Persists the state; called before every effect and after every change.
+    pub save: &'a mut dyn FnMut(&State) -> Result<(), String>,
+    pub now: &'a dyn Fn() -> DateTime<Utc>,
+    pub report: &'a mut dyn FnMut(&Progress),
+}
+
+/// Why the executor returned without an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pause {
+    /// The core waits: nothing to do before `wake_at` or an event.
+    Waiting(Decision),
+    /// `should_stop` said so between two steps; everything done so far is saved.
+    Stopped,
+}
+
 /// Acts until the core waits; returns that waiting decision.
 ///
 /// `save` persists the state (called before every effect and after every change); `observe` reads
@@ -67,20 +86,44 @@ pub fn run_until_waiting(
     now: &dyn Fn() -> DateTime<Utc>,
     report: &mut dyn FnMut(&Progress),
 ) -> Result<Decision, ExecError> {
+    let mut io = Io {
+        observe,
+        save,
+        now,
+        report,
+    };
+    match run_until_waiting_or_stopped(plan, state, effects, &mut io, &mut || false)? {
+        Pause::Waiting(decision) => Ok(decision),
+        Pause::Stopped => unreachable!("should_stop never says stop here"),
+    }
+}
+
+/// As [`run_until_waiting`], and asks `should_stop` before each step (never inside one): a daemon
+/// uses it to finish the current atomic step and then attend to a signal or a request.
+pub fn run_until_waiting_or_stopped(
+    plan: &Plan,
+    state: &mut State,
+    effects: &mut Effects<'_>,
+    io: &mut Io<'_>,
+    should_stop: &mut dyn FnMut() -> bool,
+) -> Result<Pause, ExecError> {
     for _ in 0..MAX_STEPS {
-        let observed = observe().map_err(ExecError::Observe)?;
-        let at = now();
+        if should_stop() {
+            return Ok(Pause::Stopped);
+        }
+        let observed = (io.observe)().map_err(ExecError::Observe)?;
+        let at = (io.now)();
         let decision = decide(plan, state, &observed, at);
         if decision.actions.is_empty() {
-            return Ok(decision);
+            return Ok(Pause::Waiting(decision));
         }
         for action in &decision.actions {
             let phase = state.rotation.as_ref().map(|r| r.phase);
             if action.is_effect() {
                 record_intent(state, action, at);
-                save(state).map_err(ExecError::Save)?;
+                (io.save)(state).map_err(ExecError::Save)?;
                 if let Err(error) = perform(effects, action, at) {
-                    report(&Progress::Failed {
+                    (io.report)(&Progress::Failed {
                         at,
                         phase,
                         action: action.clone(),
@@ -93,18 +136,18 @@ pub fn run_until_waiting(
                         });
                     }
                     apply_failure(state, plan, action, &error.0, at);
-                    save(state).map_err(ExecError::Save)?;
+                    (io.save)(state).map_err(ExecError::Save)?;
                     break;
                 }
             }
             apply(state, plan, action, at);
-            report(&Progress::Acted {
+            (io.report)(&Progress::Acted {
                 at,
                 phase,
                 action: action.clone(),
             });
         }
-        save(state).map_err(ExecError::Save)?;
+        (io.save)(state).map_err(ExecError::Save)?;
     }
     Err(ExecError::Runaway(MAX_STEPS))
 }

@@ -214,3 +214,77 @@ fn a_failure_outside_a_rotation_is_returned_as_an_error() {
     assert!(err.to_string().contains("Permission denied"));
     assert!(run.state.keys.is_empty(), "nothing recorded as adopted");
 }
+
+#[test]
+fn should_stop_is_asked_between_steps_and_a_stopped_run_resumes_where_it_left_off() {
+    use keyrot::executor::{Io, Pause, run_until_waiting_or_stopped};
+
+    let mut run = Run::new();
+    let plan = plan();
+    let world = run.world.clone();
+    let (mut key_files, mut restarter, mut publisher) =
+        (world.clone(), world.clone(), world.clone());
+    let mut effects = Effects {
+        key_files: &mut key_files,
+        restarter: &mut restarter,
+        publisher: &mut publisher,
+    };
+    let observed_world = world.clone();
+    let mut observe =
+        move || -> Result<Observed, String> { Ok(observed_world.0.borrow().observe()) };
+    let saves = Cell::new(0usize);
+    let mut save = |_: &State| -> Result<(), String> {
+        saves.set(saves.get() + 1);
+        Ok(())
+    };
+    let acted = Cell::new(0usize);
+    let mut report = |p: &Progress| {
+        if matches!(p, Progress::Acted { .. }) {
+            acted.set(acted.get() + 1);
+        }
+    };
+    let clock = t0();
+    let now = || clock;
+    let mut io = Io {
+        observe: &mut observe,
+        save: &mut save,
+        now: &now,
+        report: &mut report,
+    };
+
+    // Stop before the third step: two steps were taken and saved, nothing more.
+    let mut asked = 0;
+    let pause =
+        run_until_waiting_or_stopped(&plan, &mut run.state, &mut effects, &mut io, &mut || {
+            asked += 1;
+            asked > 2
+        })
+        .unwrap();
+    assert_eq!(pause, Pause::Stopped);
+    assert_eq!(asked, 3);
+    let acted_before_stop = acted.get();
+    assert!(
+        acted_before_stop >= 2,
+        "two steps took at least two actions"
+    );
+    let state_at_stop = run.state.clone();
+
+    // Asked to stop at once: nothing happens at all.
+    let pause =
+        run_until_waiting_or_stopped(&plan, &mut run.state, &mut effects, &mut io, &mut || true)
+            .unwrap();
+    assert_eq!(pause, Pause::Stopped);
+    assert_eq!(run.state, state_at_stop);
+    assert_eq!(acted.get(), acted_before_stop);
+
+    // Without a stop the same state carries on until the core waits.
+    let pause =
+        run_until_waiting_or_stopped(&plan, &mut run.state, &mut effects, &mut io, &mut || false)
+            .unwrap();
+    let Pause::Waiting(decision) = pause else {
+        panic!("expected a wait, got {pause:?}")
+    };
+    assert!(decision.actions.is_empty());
+    assert!(acted.get() > acted_before_stop);
+    assert!(run.state.rotation.is_some(), "the rotation is under way");
+}

@@ -195,3 +195,24 @@ fn parse_and_load_agree() {
         }
     );
 }
+
+#[test]
+fn metrics_are_off_unless_asked_for_and_listen_on_localhost_by_default() {
+    assert_eq!(plan_with("kubeadm", "").metrics, None);
+    let default = plan_with("kubeadm", "metrics: {}\n").metrics.unwrap();
+    assert_eq!(default.listen.to_string(), "127.0.0.1:9464");
+    let v6 = plan_with("kubeadm", "metrics: { listen: \"[::1]:9100\" }\n")
+        .metrics
+        .unwrap();
+    assert_eq!(v6.listen.to_string(), "[::1]:9100");
+    let err = plan::parse(
+        Path::new("p.yaml"),
+        "cluster: c\nflavour: kubeadm\nissuer: { url: \"https://oidc.example.com/c\" }\n\
+         targets: [{ name: web, localDirectory: /srv/www }]\nmetrics: { listen: 127.0.0.1:0 }\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "p.yaml:5:20: metrics.listen: \"127.0.0.1:0\" has port 0: name the port Prometheus scrapes"
+    );
+}

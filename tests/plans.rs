@@ -193,6 +193,7 @@ fn the_corpus_covers_the_problems_people_make() {
         "ES256 keys are always P-256",
         "flavour custom supplies no defaults",
         "where the kubelet runs every file",
+        "is not an address",
     ] {
         assert!(all.contains(needle), "no bad plan expects {needle:?}");
     }

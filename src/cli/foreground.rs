@@ -1,49 +1,68 @@
 //! Running the executor in this process: the state lock, the real adapters, progress lines, and
-//! sleeping until the next gate can pass.
+//! sleeping until the next gate can pass. `keyrot run` drives the same session from its loop.
 
 use std::io::Write;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use keyrot::adapters::Prober;
 use keyrot::adapters::key_files::KeyFilesOnDisk;
 use keyrot::adapters::probe::KubeProber;
 use keyrot::adapters::publish::TargetsPublisher;
 use keyrot::adapters::restart::ProcessRestarter;
-use keyrot::decision::{Action, Decision, Gate};
+use keyrot::decision::{Action, Decision, Gate, Observed};
 use keyrot::describe::{describe_action, shorten_kids};
-use keyrot::executor::{Effects, Progress, run_until_waiting};
+use keyrot::executor::{Effects, Io, Pause, Progress, run_until_waiting_or_stopped};
 use keyrot::observe::observe;
 use keyrot::plan::{Plan, Probe};
 use keyrot::state::{State, StateStore, StoreLock, Trigger, TriggerKind};
+use keyrot::status::{Status, status};
 
 /// This process holds the state lock and acts.
-pub struct Session<'a> {
-    plan: &'a Plan,
+pub struct Session {
+    plan: Plan,
     lock: StoreLock,
     state: State,
     prober: Option<KubeProber>,
+    /// The last observation the executor decided on, for the status the daemon reports.
+    last_observed: Option<Observed>,
+    /// What the decision core said to each trigger consumed in this session, in order.
+    outcomes: Vec<String>,
 }
 
-impl<'a> Session<'a> {
+impl Session {
     /// Takes the lock at once, or says who holds it.
-    pub fn open(plan: &'a Plan) -> anyhow::Result<Self> {
+    pub fn open(plan: Plan) -> anyhow::Result<Self> {
         let lock = StateStore::new(&plan.state_dir).try_lock()?;
         let state = lock.load()?.unwrap_or_default();
-        let prober = match &plan.probe {
-            Probe::None => None,
-            Probe::Kubeconfig {
-                path,
-                namespace,
-                service_account,
-                audience,
-            } => Some(KubeProber::new(path, namespace, service_account, audience)?),
-        };
+        let prober = prober(&plan)?;
         Ok(Session {
             plan,
             lock,
             state,
             prober,
+            last_observed: None,
+            outcomes: Vec::new(),
         })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Acts on `plan` from now on. The state directory cannot change: this session holds the
+    /// lock of the old one.
+    pub fn replace_plan(&mut self, plan: Plan) -> anyhow::Result<()> {
+        if plan.state_dir != self.plan.state_dir {
+            anyhow::bail!(
+                "{}: stateDir changed from {} to {}; a running keyrot keeps its state directory: restart it",
+                plan.path.display(),
+                self.plan.state_dir.display(),
+                plan.state_dir.display()
+            );
+        }
+        self.prober = prober(&plan)?;
+        self.plan = plan;
+        Ok(())
     }
 
     pub fn trigger(&mut self, kind: TriggerKind, force: bool) -> anyhow::Result<()> {
@@ -56,9 +75,37 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Acts until the core waits; returns that decision.
-    pub fn run_until_waiting(&mut self) -> anyhow::Result<Decision> {
-        let plan = self.plan;
+    /// Triggers recorded and not yet acted on.
+    pub fn pending_triggers(&self) -> usize {
+        self.state.triggers.len()
+    }
+
+    /// The outcomes of the triggers consumed so far (`rotation started`, `refused: ...`).
+    pub fn outcomes(&self) -> &[String] {
+        &self.outcomes
+    }
+
+    /// Reads the world once, as the executor will; for the daemon's start.
+    pub fn observe(&mut self) -> anyhow::Result<()> {
+        let plan = &self.plan;
+        let observed = observe(plan, self.prober.as_mut().map(|p| p as &mut dyn Prober))?;
+        self.last_observed = Some(observed);
+        Ok(())
+    }
+
+    /// The status as of the last observation; `None` before the first.
+    pub fn status(&self, now: DateTime<Utc>) -> Option<Status> {
+        let observed = self.last_observed.as_ref()?;
+        Some(status(&self.plan, Some(&self.state), observed, now))
+    }
+
+    /// Acts until the core waits or `should_stop` says so between steps.
+    pub fn run(
+        &mut self,
+        should_stop: &mut dyn FnMut() -> bool,
+        report: &mut dyn FnMut(&Plan, &Progress),
+    ) -> anyhow::Result<Pause> {
+        let plan = &self.plan;
         let (mut key_files, mut restarter, mut publisher) = (
             KeyFilesOnDisk::new(plan),
             ProcessRestarter::new(plan),
@@ -71,19 +118,47 @@ impl<'a> Session<'a> {
         };
         let lock = &self.lock;
         let prober = &mut self.prober;
-        let decision = run_until_waiting(
+        let last_observed = &mut self.last_observed;
+        let outcomes = &mut self.outcomes;
+        let mut observe_now = || {
+            let observed = observe(plan, prober.as_mut().map(|p| p as &mut dyn Prober))
+                .map_err(|e| e.to_string())?;
+            *last_observed = Some(observed.clone());
+            Ok(observed)
+        };
+        let mut save = |s: &State| lock.save(s).map_err(|e| e.to_string());
+        let mut on_progress = |p: &Progress| {
+            if let Progress::Acted {
+                action: Action::ConsumeTrigger { outcome, .. },
+                ..
+            } = p
+            {
+                outcomes.push(outcome.clone());
+            }
+            report(plan, p)
+        };
+        let mut io = Io {
+            observe: &mut observe_now,
+            save: &mut save,
+            now: &Utc::now,
+            report: &mut on_progress,
+        };
+        let pause = run_until_waiting_or_stopped(
             plan,
             &mut self.state,
             &mut effects,
-            &mut || {
-                observe(plan, prober.as_mut().map(|p| p as &mut dyn Prober))
-                    .map_err(|e| e.to_string())
-            },
-            &mut |s| lock.save(s).map_err(|e| e.to_string()),
-            &Utc::now,
-            &mut |p| print_progress(plan, p),
+            &mut io,
+            should_stop,
         )?;
-        Ok(decision)
+        Ok(pause)
+    }
+
+    /// Acts until the core waits, printing progress lines; returns that decision.
+    pub fn run_until_waiting(&mut self) -> anyhow::Result<Decision> {
+        match self.run(&mut || false, &mut print_progress)? {
+            Pause::Waiting(decision) => Ok(decision),
+            Pause::Stopped => unreachable!("never asked to stop"),
+        }
     }
 
     /// Acts and sleeps through timed waits until the rotation completes or waits for a person.
@@ -111,6 +186,18 @@ impl<'a> Session<'a> {
             }
         }
     }
+}
+
+fn prober(plan: &Plan) -> anyhow::Result<Option<KubeProber>> {
+    Ok(match &plan.probe {
+        Probe::None => None,
+        Probe::Kubeconfig {
+            path,
+            namespace,
+            service_account,
+            audience,
+        } => Some(KubeProber::new(path, namespace, service_account, audience)?),
+    })
 }
 
 fn print_progress(plan: &Plan, progress: &Progress) {

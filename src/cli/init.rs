@@ -30,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let mut session = foreground::Session::open(&plan)?;
+    let mut session = foreground::Session::open(plan.clone())?;
     let key = SigningKey::generate(plan.key)?;
     for path in [&files.signing_key_file, &files.verification_bundle] {
         if let Some(dir) = path.parent() {

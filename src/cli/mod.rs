@@ -1,14 +1,17 @@
 //! Command-line surface: one module per subcommand, each turning arguments into library calls.
 
+mod daemon;
 mod discovery;
 mod foreground;
 mod init;
 mod inspect;
 mod jwks;
 mod keygen;
+mod logging;
 mod plan;
 mod plan_args;
 mod publish;
+mod run;
 mod status;
 mod trigger;
 mod validate;
@@ -40,6 +43,7 @@ enum Command {
     Init(init::Args),
     Publish(publish::Args),
     Verify(verify::Args),
+    Run(run::Args),
     /// Start a rotation now.
     Rotate(trigger::Args),
     /// Release the phase held for approval.
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Run(args) => run::run(args),
         Command::Rotate(args) => trigger::run(TriggerKind::Rotate, args),
         Command::Approve(args) => trigger::run_approve(args),
         Command::Abort(args) => trigger::run(TriggerKind::Abort, args),

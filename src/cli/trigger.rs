@@ -1,7 +1,9 @@
-//! `keyrot rotate`, `approve`, `abort`, `rollback`: record a request and carry it out.
+//! `keyrot rotate`, `approve`, `abort`, `rollback`: hand the request to a running daemon, or
+//! record it and carry it out in the foreground.
 
 use std::process::ExitCode;
 
+use keyrot::daemon::control;
 use keyrot::state::TriggerKind;
 
 use super::foreground;
@@ -12,8 +14,9 @@ use super::plan_args::PlanArg;
 pub struct Args {
     #[command(flatten)]
     plan: PlanArg,
-    /// Stay in the foreground, printing each phase and gate, until the rotation completes or
-    /// waits for a person. (Without a running daemon, triggers always run in the foreground.)
+    /// Do not hand the request to a running `keyrot run`: act in this process, printing each
+    /// phase and gate, until the rotation completes or waits for a person. Without a running
+    /// daemon, triggers always run in the foreground.
     #[arg(long)]
     foreground: bool,
 }
@@ -45,8 +48,27 @@ pub fn run(kind: TriggerKind, args: Args) -> anyhow::Result<ExitCode> {
 
 fn run_trigger(kind: TriggerKind, args: Args, force: bool) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
-    let mut session = foreground::Session::open(&plan)?;
+    if !args.foreground
+        && let Some(answer) = control::ask(&plan.state_dir, kind, force)?
+    {
+        println!(
+            "{}: {answer} (by the running keyrot daemon)",
+            control::request_word(kind)
+        );
+        return Ok(exit_code(&answer));
+    }
+    let mut session = foreground::Session::open(plan)?;
     session.trigger(kind, force)?;
     session.run_to_rest()?;
-    Ok(ExitCode::SUCCESS)
+    let outcome = session.outcomes().last().map_or("", String::as_str);
+    Ok(exit_code(outcome))
+}
+
+/// A request the core refused (or the daemon could not take) fails the command, so scripts see it.
+fn exit_code(outcome: &str) -> ExitCode {
+    if outcome.starts_with("refused") || outcome.starts_with("error") {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -107,6 +107,13 @@ fn summary(plan: &Plan, now: DateTime<Utc>) -> String {
         },
     );
     line("keepRetired", plan.keep_retired.to_string());
+    line(
+        "metrics",
+        match plan.metrics {
+            Some(m) => format!("http://{}/metrics (keyrot run)", m.listen),
+            None => "off".to_string(),
+        },
+    );
     if plan.test_plan {
         line(
             "testPlan",
@@ -234,6 +241,7 @@ approvals: [promote]
             "target               web: local directory /etc/keyrot/www, max-age 5m",
             "schedule             \"0 3 * * 0\" in Europe/Berlin; next run 2026-01-11 03:00 CET (2026-01-11 02:00 UTC)",
             "approvals            promote",
+            "metrics              off",
         ] {
             assert!(
                 summary.lines().any(|l| l == expected),

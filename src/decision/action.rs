@@ -126,6 +126,18 @@ pub enum Gate {
 }
 
 impl Gate {
+    pub const ALL: [Gate; 9] = [
+        Gate::ClusterKeys,
+        Gate::Approval,
+        Gate::Backoff,
+        Gate::ApiserverServesBundle,
+        Gate::TargetsServeKeys,
+        Gate::PublishSettle,
+        Gate::NewKeySigns,
+        Gate::RetireAfter,
+        Gate::Schedule,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Gate::ClusterKeys => "cluster-keys",

@@ -6,6 +6,7 @@ mod components;
 mod decode;
 mod destinations;
 mod locate;
+mod metrics;
 mod presets;
 mod publishing;
 mod raw;
@@ -15,6 +16,7 @@ mod validate;
 mod values;
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chrono::TimeDelta;
@@ -58,6 +60,15 @@ pub struct Plan {
     pub approvals: BTreeSet<Phase>,
     /// How many retired keys the key ring remembers.
     pub keep_retired: usize,
+    /// Where `keyrot run` serves Prometheus metrics; `None`: no metrics endpoint.
+    pub metrics: Option<Metrics>,
+}
+
+/// The daemon's Prometheus endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    /// The address `GET /metrics` is served on.
+    pub listen: SocketAddr,
 }
 
 /// Cluster presets that supply default paths and the restart method.

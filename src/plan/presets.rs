@@ -19,6 +19,9 @@ pub const CACHE_MAX_AGE: TimeDelta = TimeDelta::minutes(5);
 /// A key must stay verifiable this long after it stopped signing, unless the plan is a test:
 /// tokens copied out of pods stay in use until they expire, and 24 h is the common floor.
 pub const MIN_RETIRE_AFTER: TimeDelta = TimeDelta::hours(24);
+/// Where `metrics: {}` serves: this host only, on the port registered for keyrot's neighbours
+/// in the Prometheus exporter list's free range.
+pub const METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 pub const TIMINGS: Timings = Timings {
     publish_settle: TimeDelta::minutes(10),

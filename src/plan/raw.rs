@@ -34,6 +34,7 @@ pub struct RawPlan {
     pub timings: Option<RawTimings>,
     pub approvals: Option<Vec<Phase>>,
     pub keep_retired: Option<u32>,
+    pub metrics: Option<RawMetrics>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -224,6 +225,16 @@ pub struct RawTimings {
     pub gate_timeout: Option<RawDuration>,
     pub retry_backoff: Option<RawDuration>,
     pub retry_backoff_max: Option<RawDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with listen"
+)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
 }
 
 /// A duration as written (`30s`, `10m`, `24h`); `validate` parses it so that a bad one is

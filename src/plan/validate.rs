@@ -90,6 +90,7 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
     );
     let approvals: BTreeSet<_> = raw.approvals.iter().flatten().copied().collect();
     let keep_retired = keep_retired(cx, raw.keep_retired);
+    let metrics = super::metrics::metrics(cx, raw.metrics.as_ref());
 
     // Checks across sections, on whatever parts came out valid.
     let cm = controller_manager.as_ref().and_then(Option::as_ref);
@@ -130,6 +131,7 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
         timings: timings?,
         approvals,
         keep_retired: keep_retired? as usize,
+        metrics: metrics?,
     })
 }
 

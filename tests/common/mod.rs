@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: fixture paths, the openssl oracle, running `keyrot`.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

@@ -57,6 +57,7 @@ pub fn plan() -> Plan {
         },
         approvals: BTreeSet::new(),
         keep_retired: 2,
+        metrics: None,
     }
 }
 

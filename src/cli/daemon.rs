@@ -1,0 +1,397 @@
+//! The daemon's loop: act until the core waits, then sleep until its wake-up time, a request, a
+//! signal or a watchdog ping; and keep systemd, the metrics and the log up to date.
+//!
+//! One thread acts; the others only turn the outside world into events on one channel: the
+//! signal thread (SIGHUP, SIGTERM, SIGINT), the control socket (manual triggers) and the metrics
+//! server, which reads a snapshot the loop refreshes. Sleeping is a `recv_timeout` on that
+//! channel, so an idle daemon does not wake between events.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use keyrot::daemon::control::{self, Request};
+use keyrot::daemon::errors::{ErrorCounts, ErrorKind};
+use keyrot::daemon::metrics::Snapshot;
+use keyrot::daemon::notify::Notifier;
+use keyrot::daemon::signals::{self, Signal};
+use keyrot::daemon::status_line::{acting_line, status_line};
+use keyrot::decision::{Action, Phase, action_name, backoff};
+use keyrot::describe::{describe_action, shorten_kids};
+use keyrot::executor::{ExecError, Pause, Progress};
+use keyrot::plan::{self, Plan};
+use tracing::{error, info, warn};
+
+use super::foreground::Session;
+
+enum Event {
+    Request(Request),
+    Signal(Signal),
+}
+
+pub struct Daemon {
+    session: Session,
+    plan_path: PathBuf,
+    events: Receiver<Event>,
+    notifier: Notifier,
+    snapshot: Arc<Mutex<Snapshot>>,
+    errors: ErrorCounts,
+    /// One entry per trigger recorded in the state, oldest first: where its outcome goes (`None`
+    /// for triggers recorded before this daemon started).
+    replies: VecDeque<Option<Sender<String>>>,
+    /// Executor runs that failed in a row; spaces the next attempts out.
+    failures: u32,
+    /// The last wait logged, so a gate polled again is not logged again.
+    last_wait: String,
+}
+
+impl Daemon {
+    /// Takes the state lock, opens the control socket and the metrics endpoint, reads the
+    /// state and the cluster once, and tells systemd it is ready.
+    pub fn start(plan: Plan, plan_path: PathBuf) -> anyhow::Result<Daemon> {
+        let (sender, events) = mpsc::channel();
+        signals::forward(sender.clone(), Event::Signal)?;
+        let session = Session::open(plan)?;
+        let plan = session.plan();
+        // After the lock: only the lock holder may replace a socket file left behind.
+        control::serve(control::bind(&plan.state_dir)?, sender, Event::Request)?;
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        if let Some(metrics) = plan.metrics {
+            let bound = keyrot::daemon::metrics_http::serve(metrics.listen, snapshot.clone())?;
+            info!("metrics on http://{bound}/metrics");
+        }
+        let notifier = Notifier::from_env();
+        info!(
+            "keyrot {} running plan {} (cluster {}), state in {}{}",
+            env!("CARGO_PKG_VERSION"),
+            plan.path.display(),
+            plan.cluster,
+            plan.state_dir.display(),
+            notifier
+                .watchdog_interval()
+                .map(|w| format!(", watchdog {}ms", w.as_millis()))
+                .unwrap_or_default()
+        );
+        let mut daemon = Daemon {
+            replies: (0..session.pending_triggers()).map(|_| None).collect(),
+            session,
+            plan_path,
+            events,
+            notifier,
+            snapshot,
+            errors: ErrorCounts::default(),
+            failures: 0,
+            last_wait: String::new(),
+        };
+        if let Err(e) = daemon.session.observe() {
+            error!("{e:#}");
+            daemon.errors.count(ErrorKind::Observe);
+        }
+        daemon.publish_status();
+        daemon.notifier.ready();
+        Ok(daemon)
+    }
+
+    /// Until SIGTERM or SIGINT; then exits 0.
+    pub fn run(mut self) -> anyhow::Result<ExitCode> {
+        loop {
+            let (wake_at, mut events) = self.act();
+            if events.is_empty() {
+                match self.sleep_until(wake_at) {
+                    Some(event) => events.push(event),
+                    None => continue,
+                }
+            }
+            // Every event may change what the core decides: act again after handling them.
+            for event in events {
+                if self.handle(event) == Flow::Stop {
+                    return Ok(self.stop());
+                }
+            }
+        }
+    }
+
+    /// Runs the executor until the core waits or an event arrives between two steps. Returns when
+    /// to act again (`None`: only on an event) and the events that interrupted it.
+    fn act(&mut self) -> (Option<DateTime<Utc>>, Vec<Event>) {
+        let mut arrived = Vec::new();
+        let Daemon {
+            session,
+            events,
+            notifier,
+            errors,
+            replies,
+            ..
+        } = self;
+        // Both closures below use these, one at a time.
+        let notifier = RefCell::new(notifier);
+        // Outcomes of consumed requests, answered only once the step that consumed them is saved:
+        // the executor saves after each step, before asking `should_stop` again.
+        let outcomes = RefCell::new(Vec::new());
+        let mut should_stop = || {
+            answer(&mut outcomes.borrow_mut());
+            notifier.borrow_mut().ping_if_due();
+            arrived.extend(events.try_iter());
+            !arrived.is_empty()
+        };
+        let mut acted = false;
+        let mut report = |plan: &Plan, progress: &Progress| {
+            acted = true;
+            let (mut notifier, mut outcomes) = (notifier.borrow_mut(), outcomes.borrow_mut());
+            on_progress(
+                plan,
+                progress,
+                &mut notifier,
+                errors,
+                replies,
+                &mut outcomes,
+            )
+        };
+        let result = session.run(&mut should_stop, &mut report);
+        // The executor saves each step before it returns; only a failed save (logged, and
+        // retried with the next pass) can leave an outcome answered before it is on disk.
+        answer(&mut outcomes.borrow_mut());
+        let stopped = matches!(result, Ok(Pause::Stopped));
+        if acted {
+            // After steps, the wait that follows is news even when it reads as before.
+            self.last_wait.clear();
+        }
+        let wake_at = match result {
+            Ok(Pause::Stopped) => Some(Utc::now()),
+            Ok(Pause::Waiting(decision)) => {
+                self.failures = 0;
+                if let Some(blocked) = decision.blocked_by.first() {
+                    let line = format!("waiting [{}] {}", blocked.gate, blocked.reason);
+                    if line != self.last_wait {
+                        info!("{}", shorten_kids(&line));
+                        self.last_wait = line;
+                    }
+                }
+                decision.wake_at
+            }
+            Err(e) => {
+                error!("{e:#}");
+                let kind = match e.downcast_ref::<ExecError>() {
+                    Some(ExecError::Observe(_)) => Some(ErrorKind::Observe),
+                    Some(ExecError::Save(_)) => Some(ErrorKind::State),
+                    // Counted when reported as it happened.
+                    Some(ExecError::Effect { .. }) => None,
+                    _ => Some(ErrorKind::Internal),
+                };
+                if let Some(kind) = kind {
+                    self.errors.count(kind);
+                }
+                let delay = backoff(self.session.plan(), self.failures);
+                self.failures += 1;
+                info!("trying again in {}s", delay.num_seconds());
+                Some(Utc::now() + delay)
+            }
+        };
+        if !stopped {
+            self.answer_unconsumed();
+        }
+        self.publish_status();
+        (wake_at, arrived)
+    }
+
+    /// Waits for an event until `wake_at`, pinging the watchdog on time; `None` once it is time
+    /// to act.
+    fn sleep_until(&mut self, wake_at: Option<DateTime<Utc>>) -> Option<Event> {
+        loop {
+            let now = Utc::now();
+            if wake_at.is_some_and(|t| t <= now) {
+                return None;
+            }
+            let until_wake =
+                wake_at.map(|t| Instant::now() + (t - now).to_std().unwrap_or_default());
+            let deadline = [until_wake, self.notifier.next_ping()]
+                .into_iter()
+                .flatten()
+                .min();
+            let received = match deadline {
+                Some(deadline) => self
+                    .events
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                None => self
+                    .events
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match received {
+                Ok(event) => return Some(event),
+                Err(RecvTimeoutError::Timeout) => self.notifier.ping_if_due(),
+                // Cannot happen while the signal thread lives; stop rather than spin.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Some(Event::Signal(Signal::Shutdown));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Signal(Signal::Shutdown) => return Flow::Stop,
+            Event::Signal(Signal::Reload) => self.reload(),
+            Event::Request(Request { kind, force, reply }) => {
+                let word = control::request_word(kind);
+                if force {
+                    warn!("request: {word} --force: the gate the rotation waits on is forced open");
+                }
+                match self.session.trigger(kind, force) {
+                    Ok(()) => {
+                        info!("request: {word}");
+                        self.replies.push_back(Some(reply));
+                    }
+                    Err(e) => {
+                        error!("cannot record the request {word}: {e:#}");
+                        self.errors.count(ErrorKind::State);
+                        let _ = reply.send(format!("error: cannot record the request: {e:#}"));
+                    }
+                }
+            }
+        }
+        Flow::Go
+    }
+
+    /// SIGHUP: the plan file again. An invalid plan is reported, problem by problem, and the
+    /// running plan stays.
+    fn reload(&mut self) {
+        self.notifier.reloading();
+        let path = &self.plan_path;
+        let result = plan::load(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|new| {
+                let old_metrics = self.session.plan().metrics;
+                if new.metrics != old_metrics {
+                    warn!(
+                        "{}: metrics changed; the endpoint changes when keyrot restarts",
+                        path.display()
+                    );
+                }
+                self.session.replace_plan(new)
+            });
+        match result {
+            Ok(()) => info!("plan reloaded from {}", path.display()),
+            Err(e) => {
+                self.errors.count(ErrorKind::PlanReload);
+                error!("plan not reloaded, keeping the running plan: {e:#}");
+            }
+        }
+        self.notifier.ready();
+        self.publish_status();
+    }
+
+    fn stop(mut self) -> ExitCode {
+        self.notifier.stopping();
+        control::unlink(&self.session.plan().state_dir);
+        info!("stopping: state saved after the last step");
+        ExitCode::SUCCESS
+    }
+
+    /// Requests the core could not act on yet (a closed gate before them) are told so; they stay
+    /// recorded and are acted on later.
+    fn answer_unconsumed(&mut self) {
+        let why = self
+            .session
+            .status(Utc::now())
+            .map(|s| status_line(&s))
+            .unwrap_or_default();
+        for reply in self.replies.iter_mut() {
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(format!("queued: recorded, not acted on yet ({why})"));
+            }
+        }
+    }
+
+    /// The metrics snapshot and systemd's status line, from the last observation.
+    fn publish_status(&mut self) {
+        let status = self.session.status(Utc::now());
+        if let Some(status) = &status {
+            self.notifier.status(&status_line(status));
+        }
+        let mut snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        *snapshot = Snapshot {
+            status,
+            errors: self.errors.clone(),
+        };
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// Logs each step, answers consumed requests, counts failures, and moves the status line along.
+fn on_progress(
+    plan: &Plan,
+    progress: &Progress,
+    notifier: &mut Notifier,
+    errors: &mut ErrorCounts,
+    replies: &mut VecDeque<Option<Sender<String>>>,
+    outcomes: &mut Vec<(Sender<String>, String)>,
+) {
+    match progress {
+        Progress::Acted { phase, action, .. } => {
+            let phase_name = phase.map_or("-", |p| p.as_str());
+            match action {
+                Action::ConsumeTrigger { kind, outcome } => {
+                    info!(
+                        phase = phase_name,
+                        "{}: {outcome}",
+                        control::request_word(*kind)
+                    );
+                    if let Some(Some(reply)) = replies.pop_front() {
+                        outcomes.push((reply, outcome.clone()));
+                    }
+                }
+                Action::GateFailed { gate, reason, .. } => {
+                    errors.count(ErrorKind::GateTimeout);
+                    warn!(
+                        phase = phase_name,
+                        "gate {gate} timed out: {}",
+                        shorten_kids(reason)
+                    );
+                }
+                _ => {
+                    if let Some(text) = describe_action(plan, action) {
+                        info!(phase = phase_name, "{}", shorten_kids(&text));
+                    }
+                }
+            }
+            match action {
+                Action::StartRotation { .. } => {
+                    notifier.status(&acting_line(Some(Phase::Generate)))
+                }
+                Action::EnterPhase { phase } => notifier.status(&acting_line(Some(*phase))),
+                _ => {}
+            }
+        }
+        Progress::Failed {
+            phase,
+            action,
+            error: message,
+            ..
+        } => {
+            errors.count(ErrorKind::Effect);
+            error!(
+                phase = phase.map_or("-", |p| p.as_str()),
+                "{} failed: {message}",
+                action_name(action)
+            );
+        }
+    }
+}
+
+/// Sends each client the outcome of its request.
+fn answer(outcomes: &mut Vec<(Sender<String>, String)>) {
+    for (reply, outcome) in outcomes.drain(..) {
+        let _ = reply.send(outcome);
+    }
+}

@@ -1,0 +1,30 @@
+//! `keyrot run`: start the daemon: logging, the plan, the lock, then the loop in `daemon`.
+
+use std::process::ExitCode;
+
+use super::daemon::Daemon;
+use super::logging::{self, LogFormat};
+use super::plan_args::PlanArg;
+
+/// Run as a service: rotate on the plan's schedule, resume a rotation in progress, act on
+/// `keyrot rotate|approve|abort|rollback` at once, serve metrics, talk to systemd.
+///
+/// Sleeps until the next scheduled rotation, gate check or retry, waking early only for a
+/// request, a signal or the systemd watchdog. SIGHUP reloads the plan (an invalid plan is
+/// reported and the running one kept); SIGTERM or SIGINT finishes the current step and exits 0.
+/// One `keyrot run` per state directory: a second one is refused.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    plan: PlanArg,
+    /// Log lines as text (readable in journald) or as JSON objects.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    logging::init(args.log_format);
+    let plan = args.plan.load()?;
+    let daemon = Daemon::start(plan, args.plan.path.clone())?;
+    daemon.run()
+}

@@ -1,0 +1,249 @@
+//! The control socket `<stateDir>/keyrot.sock`: how `keyrot rotate|approve|abort|rollback`
+//! reach a running daemon.
+//!
+//! The client writes one line naming the trigger (`rotate`, `approve`, `abort`, `rollback`); the
+//! daemon records it in its state, acts on it, and answers one line: the outcome the decision
+//! core gave (`rotation started`, `refused: ...`), or `queued: ...` when it could not act on the
+//! request yet. The socket is created only by the process that holds the state lock, mode 0600
+//! inside the 0700 state directory, so only its owner (root on a node) can send requests. A socket
+//! file nobody listens on (left by a killed daemon) reads as "no daemon": the client then runs the
+//! request in the foreground, where the state lock decides.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+
+use crate::state::TriggerKind;
+
+const SOCKET_FILE: &str = "keyrot.sock";
+/// How long the daemon waits for the main loop to act on a request before answering `queued`:
+/// the main loop acts between two steps, and one step (a restart) can take a while.
+const REPLY_WAIT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its line; a stuck client must not hold a thread forever.
+const REQUEST_WAIT: Duration = Duration::from_secs(5);
+/// Longer than [`REPLY_WAIT`], so the daemon's `queued` arrives before the client gives up.
+const CLIENT_WAIT: Duration = Duration::from_secs(20);
+/// A request is one short word; anything longer is not one.
+const MAX_REQUEST: u64 = 64;
+
+/// `<state_dir>/keyrot.sock`.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_FILE)
+}
+
+/// A trigger request from a client, and where its answer goes.
+#[derive(Debug)]
+pub struct Request {
+    pub kind: TriggerKind,
+    /// `approve --force`: pass the gate the rotation waits on.
+    pub force: bool,
+    pub reply: Sender<String>,
+}
+
+/// The word a client sends for each trigger.
+pub fn request_word(kind: TriggerKind) -> &'static str {
+    match kind {
+        TriggerKind::Rotate => "rotate",
+        TriggerKind::Approve => "approve",
+        TriggerKind::Abort => "abort",
+        TriggerKind::Rollback => "rollback",
+    }
+}
+
+/// The word `keyrot approve --force` sends.
+const FORCE_APPROVE: &str = "approve --force";
+
+fn parse_request(line: &str) -> Option<(TriggerKind, bool)> {
+    if line.trim() == FORCE_APPROVE {
+        return Some((TriggerKind::Approve, true));
+    }
+    [
+        TriggerKind::Rotate,
+        TriggerKind::Approve,
+        TriggerKind::Abort,
+        TriggerKind::Rollback,
+    ]
+    .into_iter()
+    .find(|kind| request_word(*kind) == line.trim())
+    .map(|kind| (kind, false))
+}
+
+/// Sends `kind` to the daemon of `state_dir`. `Ok(None)` when no daemon listens (no socket, or a
+/// stale one); otherwise the daemon's one-line answer.
+pub fn ask(state_dir: &Path, kind: TriggerKind, force: bool) -> io::Result<Option<String>> {
+    let path = socket_path(state_dir);
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(named(e)),
+    };
+    stream.set_read_timeout(Some(CLIENT_WAIT)).map_err(named)?;
+    let word = if force {
+        FORCE_APPROVE
+    } else {
+        request_word(kind)
+    };
+    writeln!(stream, "{word}").map_err(named)?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(named)?;
+    if answer.is_empty() {
+        return Err(named(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without answering (is it shutting down?)",
+        )));
+    }
+    Ok(Some(answer.trim_end().to_string()))
+}
+
+/// Creates the socket (mode 0600), replacing a stale one. Call only while holding the state
+/// lock: the lock guarantees no other daemon owns the file being replaced.
+pub fn bind(state_dir: &Path) -> io::Result<UnixListener> {
+    let path = socket_path(state_dir);
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(&path).map_err(named)?,
+        Ok(_) => {
+            return Err(named(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "exists and is not a socket; keyrot will not remove it",
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(named(e)),
+    }
+    let listener = UnixListener::bind(&path).map_err(named)?;
+    // The state directory is 0700 already; the mode says the same on the socket itself.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(named)?;
+    Ok(listener)
+}
+
+/// Removes the socket file on shutdown, so clients fall back to the foreground at once.
+pub fn unlink(state_dir: &Path) {
+    let _ = std::fs::remove_file(socket_path(state_dir));
+}
+
+/// Accepts clients for as long as the process lives, on a thread of its own; each request is
+/// handed to the main loop through `events` (wrapped by `wrap`) and answered on its own thread.
+pub fn serve<E: Send + 'static>(
+    listener: UnixListener,
+    events: Sender<E>,
+    wrap: fn(Request) -> E,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let events = events.clone();
+                let _ = std::thread::Builder::new()
+                    .name("control-client".into())
+                    .spawn(move || answer(stream, &events, wrap));
+            }
+        })?;
+    Ok(())
+}
+
+fn answer<E>(stream: UnixStream, events: &Sender<E>, wrap: fn(Request) -> E) {
+    let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
+    let mut line = String::new();
+    let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
+    let reply = match (read, parse_request(&line)) {
+        (Err(e), _) => format!("error: cannot read the request: {e}"),
+        (Ok(_), None) => format!(
+            "error: unknown request {:?}: send rotate, approve, abort or rollback",
+            line.trim()
+        ),
+        (Ok(_), Some((kind, force))) => {
+            let (reply, outcome) = mpsc::channel();
+            if events.send(wrap(Request { kind, force, reply })).is_err() {
+                "error: the daemon is shutting down".to_string()
+            } else {
+                outcome.recv_timeout(REPLY_WAIT).unwrap_or_else(|_| {
+                    "queued: the daemon is busy with a step and acts on the request after it; \
+                     `keyrot status` shows the outcome"
+                        .to_string()
+                })
+            }
+        }
+    };
+    let _ = writeln!(&stream, "{reply}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_reaches_the_main_loop_and_its_answer_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind(dir.path()).unwrap();
+        let mode = std::fs::metadata(socket_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (events, requests) = mpsc::channel::<Request>();
+        serve(listener, events, |r| r).unwrap();
+        let main_loop = std::thread::spawn(move || {
+            let request = requests.recv().unwrap();
+            assert_eq!(request.kind, TriggerKind::Approve);
+            request.reply.send("phase promote approved".into()).unwrap();
+        });
+        let answer = ask(dir.path(), TriggerKind::Approve, false).unwrap();
+        assert_eq!(answer.as_deref(), Some("phase promote approved"));
+        main_loop.join().unwrap();
+    }
+
+    #[test]
+    fn no_socket_or_a_stale_one_means_no_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(ask(dir.path(), TriggerKind::Rotate, false).unwrap(), None);
+        drop(bind(dir.path()).unwrap());
+        assert!(socket_path(dir.path()).exists(), "the stale file stays");
+        assert_eq!(ask(dir.path(), TriggerKind::Rotate, false).unwrap(), None);
+        // A new daemon replaces the stale socket.
+        drop(bind(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_socket_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(socket_path(dir.path()), b"mine").unwrap();
+        let err = bind(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("keyrot.sock"), "{err}");
+        assert_eq!(std::fs::read(socket_path(dir.path())).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn request_words_round_trip_and_nothing_else_parses() {
+        for kind in [
+            TriggerKind::Rotate,
+            TriggerKind::Approve,
+            TriggerKind::Abort,
+            TriggerKind::Rollback,
+        ] {
+            assert_eq!(
+                parse_request(&format!("{}\n", request_word(kind))),
+                Some((kind, false))
+            );
+        }
+        assert_eq!(
+            parse_request("approve --force\n"),
+            Some((TriggerKind::Approve, true))
+        );
+        assert_eq!(parse_request("status\n"), None);
+        assert_eq!(parse_request(""), None);
+    }
+}
