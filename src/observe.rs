@@ -7,7 +7,7 @@ use crate::adapters::Prober;
 use crate::decision::{KeyId, Observed, Probed, TargetView};
 use crate::keys::reader::{KeyFileError, read_file};
 use crate::keys::{SigningKey, SigningKeyError, VerificationKey};
-use crate::plan::Plan;
+use crate::plan::{Plan, TargetKind};
 use crate::targets;
 
 /// A file keyrot must read is there but unusable; nothing can be decided until it is fixed.
@@ -36,6 +36,16 @@ pub fn observe(plan: &Plan, prober: Option<&mut dyn Prober>) -> Result<Observed,
 
 /// Everything but the apiserver probes, which need the network (`Probed::NotConfigured` here).
 pub fn observe_files(plan: &Plan) -> Result<Observed, ObserveError> {
+    observe_without_apiserver(plan, true)
+}
+
+/// The files only: local-directory targets are read, targets behind the network are not
+/// (`Probed::NotConfigured`). What `keyrot plan --offline` sees.
+pub fn observe_offline(plan: &Plan) -> Result<Observed, ObserveError> {
+    observe_without_apiserver(plan, false)
+}
+
+fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observed, ObserveError> {
     let files = &plan.apiserver;
     let controller_manager_signing = match &plan.controller_manager {
         Some(cm) => signing_key(&cm.private_key_file)?,
@@ -59,7 +69,12 @@ pub fn observe_files(plan: &Plan) -> Result<Observed, ObserveError> {
             .iter()
             .map(|t| TargetView {
                 name: t.name.clone(),
-                kids: targets::read_served_kids(&plan.issuer, t),
+                kids: match (&t.kind, remote_targets) {
+                    (TargetKind::LocalDirectory { .. }, _) | (_, true) => {
+                        targets::read_served_kids(&plan.issuer, t)
+                    }
+                    (_, false) => Probed::NotConfigured,
+                },
             })
             .collect(),
     })

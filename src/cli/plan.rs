@@ -8,7 +8,7 @@ use keyrot::adapters::Prober;
 use keyrot::adapters::probe::KubeProber;
 use keyrot::decision::{Observed, Probed};
 use keyrot::dry_run::{render_text, simulate};
-use keyrot::observe::observe_files;
+use keyrot::observe::{observe_files, observe_offline};
 use keyrot::plan::Probe;
 use keyrot::state::StateStore;
 
@@ -28,7 +28,8 @@ pub struct Args {
     at: Option<DateTime<Utc>>,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
-    /// Do not contact the apiserver; the simulation assumes it serves what its files hold.
+    /// Do not contact the apiserver or the publication targets behind the network: the
+    /// simulation assumes the apiserver serves what its files hold and such targets serve nothing.
     #[arg(long)]
     offline: bool,
 }
@@ -36,7 +37,11 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
     let state = StateStore::new(&plan.state_dir).read()?;
-    let observed = observe_files(&plan)?;
+    let observed = if args.offline {
+        observe_offline(&plan)?
+    } else {
+        observe_files(&plan)?
+    };
     let probe_note = match (&plan.probe, args.offline) {
         (
             Probe::Kubeconfig {
