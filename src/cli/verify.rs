@@ -3,6 +3,10 @@
 
 use std::process::ExitCode;
 
+use keyrot::adapters::Prober;
+use keyrot::adapters::probe::KubeProber;
+use keyrot::decision::Probed;
+use keyrot::plan::Probe;
 use keyrot::state::StateStore;
 use keyrot::targets::verify::{Expected, TargetCheck, check};
 use serde::Serialize;
@@ -12,8 +16,9 @@ use super::publish::verification_kids;
 
 /// Read each target's documents from outside (anonymous GETs of the discovery document and its
 /// jwks_uri for object stores, the provider for GCP, the files for a local directory) and
-/// compare its kids with the cluster's key files and with keyrot's last publication. Exits 1 on
-/// any difference or unreadable target. Reads only.
+/// compare its kids with the cluster's key files, with what the apiserver serves (when the plan
+/// has a probe) and with keyrot's last publication. Exits 1 on any difference, an unreadable
+/// target or an apiserver that does not answer. Reads only.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -25,6 +30,8 @@ pub struct Args {
 #[derive(Serialize)]
 struct Report {
     ok: bool,
+    /// Why the apiserver could not be asked, when the plan has a probe and it failed.
+    apiserver_error: Option<String>,
     expected: Vec<ExpectedKids>,
     targets: Vec<TargetCheck>,
 }
@@ -52,13 +59,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             kids: published.kids.clone(),
         });
     }
+    let mut apiserver_error = None;
+    if let Probe::Kubeconfig {
+        path,
+        namespace,
+        service_account,
+        audience,
+    } = &plan.probe
+    {
+        let served = KubeProber::new(path, namespace, service_account, audience)
+            .map(|mut prober| prober.apiserver_kids());
+        match served {
+            Ok(Probed::Seen(kids)) => expected.push(Expected {
+                source: "the apiserver serves",
+                kids,
+            }),
+            Ok(Probed::Failed(why)) => {
+                apiserver_error = Some(format!("the apiserver did not answer: {why}"))
+            }
+            Ok(Probed::NotConfigured) => {}
+            Err(e) => apiserver_error = Some(format!("the apiserver was not asked: {e}")),
+        }
+    }
     let targets: Vec<TargetCheck> = plan
         .targets
         .iter()
         .map(|target| check(&plan.issuer, target, &expected))
         .collect();
     let report = Report {
-        ok: targets.iter().all(|t| t.problems.is_empty()),
+        ok: apiserver_error.is_none() && targets.iter().all(|t| t.problems.is_empty()),
+        apiserver_error,
         expected: expected
             .into_iter()
             .map(|e| ExpectedKids {
@@ -81,6 +111,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn text(report: &Report) -> String {
     let mut out = String::new();
+    if let Some(error) = &report.apiserver_error {
+        out.push_str(&format!("apiserver: {error}\n"));
+    }
     for expected in &report.expected {
         out.push_str(&format!(
             "expected: {} [{}]\n",
