@@ -7,6 +7,7 @@ pub mod describe;
 pub mod documents;
 pub mod dry_run;
 pub mod executor;
+pub mod issuer;
 pub mod keys;
 pub mod observe;
 pub mod plan;
