@@ -14,7 +14,7 @@ use serde_yaml::Value;
 
 use super::arglist::{self, Entry, Found};
 use super::yaml_list::{self, Item};
-use super::{IssuerFlags, MigrationStep, TextEdit, TextError, next_flags};
+use super::{Flag, IssuerFlags, MigrationStep, TextEdit, TextError, next_flags};
 
 /// The issuer flags the manifest gives kube-apiserver.
 pub fn read_flags(text: &str) -> Result<IssuerFlags, TextError> {
@@ -40,8 +40,9 @@ pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError
     let anchor = list
         .found
         .iter()
-        .position(|f| matches!(f, Some((super::Flag::Issuer, _))))
-        .map_or(&list.items[0], |i| &list.items[i]);
+        .position(|f| matches!(f, Some((Flag::Issuer, _))))
+        .unwrap_or(0);
+    let anchor = &list.items[anchor];
     let lines: Vec<&str> = text.lines().collect();
     let arg_lines: Vec<usize> = list.items.iter().map(|item| item.line).collect();
     let last = *arg_lines
