@@ -1,4 +1,4 @@
-//! The issuer flag editors on realistic files (tests/data/issuer): exact results, idempotence, order, rollback, refusals.
+//! Issuer flag editors on realistic files: exact results, idempotence, order, rollback, refusals.
 
 mod common;
 

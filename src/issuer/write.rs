@@ -1,4 +1,4 @@
-//! Applying a computed edit and rolling it back, with the original bytes kept outside the file's directory.
+//! Applying a computed edit, with a backup outside the file's directory, and rolling it back.
 //!
 //! The backup is written (and synced) before the file is replaced, so a crash at any instant
 //! leaves a way back. It never lives in the edited file's directory: the kubelet runs every file
