@@ -10,6 +10,7 @@ pub mod dry_run;
 pub mod executor;
 pub mod gcp_provider;
 pub mod http;
+pub mod issuer;
 pub mod keys;
 pub mod observe;
 pub mod plan;

@@ -1,0 +1,219 @@
+//! The kubeadm editor: the issuer flags in the static pod manifest's kube-apiserver command list.
+//!
+//! serde_yaml checks that the manifest parses and finds the kube-apiserver container's command
+//! list; the edit itself is made on the text, so comments and formatting survive and only the
+//! lines of the three flags change. New lines copy the style of the issuer line kubeadm wrote
+//! (`    - --flag=value`) and go next to it. The text-level list must hold exactly what
+//! serde_yaml parsed, otherwise the manifest is refused and left alone.
+//!
+//! The kubelet restarts the static pod when the manifest's content changes. Note that
+//! `kubeadm upgrade` regenerates the manifest from the cluster's ClusterConfiguration: the
+//! same flags belong in its `apiServer.extraArgs` too, or an upgrade reverts them.
+
+use serde_yaml::Value;
+
+use super::arglist::{self, Entry, Found};
+use super::yaml_list::{self, Item};
+use super::{Flag, IssuerFlags, MigrationStep, TextEdit, TextError, next_flags};
+
+/// The issuer flags the manifest gives kube-apiserver.
+pub fn read_flags(text: &str) -> Result<IssuerFlags, TextError> {
+    let list = command_list(text)?;
+    Ok(arglist::flags_from(&list.found, &IssuerFlags::default()))
+}
+
+/// The manifest after `step`; the text is unchanged when the step was applied already.
+pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError> {
+    let list = command_list(text)?;
+    let before = arglist::flags_from(&list.found, &IssuerFlags::default());
+    let after = next_flags(&before, step)?;
+    if after == before {
+        return Ok(TextEdit {
+            flags_before: before,
+            flags_after: after,
+            text: text.to_string(),
+        });
+    }
+    let rewrite = arglist::rewrite(&list.found, &before, &after);
+    // New lines look like the issuer line kubeadm wrote (there is always one: `next_flags`
+    // refuses a manifest without it).
+    let anchor = list
+        .found
+        .iter()
+        .position(|f| matches!(f, Some((Flag::Issuer, _))))
+        .unwrap_or(0);
+    let anchor = &list.items[anchor];
+    let lines: Vec<&str> = text.lines().collect();
+    let arg_lines: Vec<usize> = list.items.iter().map(|item| item.line).collect();
+    let last = *arg_lines
+        .last()
+        .expect("a command list with an issuer is not empty");
+    let edited = arglist::replace_lines(text, &arg_lines, &rewrite, last, |entry| match entry {
+        Entry::Keep(k) => lines[list.items[*k].line].to_string(),
+        Entry::New(flag, value) => {
+            format!("{}{}", anchor.prefix, anchor.style.render(&flag.arg(value)))
+        }
+    });
+    arglist::check_result(read_flags(&edited)?, &after)?;
+    Ok(TextEdit {
+        flags_before: before,
+        flags_after: after,
+        text: edited,
+    })
+}
+
+/// The kube-apiserver container's command list, as items of the text.
+struct CommandList {
+    items: Vec<Item>,
+    found: Vec<Found>,
+}
+
+fn command_list(text: &str) -> Result<CommandList, TextError> {
+    arglist::refuse_carriage_returns(text)?;
+    let command = parsed_command(text)?;
+    let lines: Vec<&str> = text.lines().collect();
+    // Every `command:` key whose block list holds exactly the parsed command.
+    let mut candidates: Vec<Vec<Item>> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| {
+            let key = line.trim_start();
+            let key = key.strip_prefix("- ").unwrap_or(key).trim_start();
+            key.trim_end() == "command:"
+        })
+        .filter_map(|(i, _)| yaml_list::block_items(&lines, i))
+        .filter(|items| items.iter().map(|item| &item.value).eq(command.iter()))
+        .collect();
+    let items = match candidates.len() {
+        1 => candidates.remove(0),
+        0 => {
+            return Err(unsupported(
+                "kube-apiserver's command list is not written as kubeadm writes it (a block \
+                 list under `command:`, one `- --flag=value` per line); edit it by hand",
+            ));
+        }
+        _ => {
+            return Err(unsupported(
+                "several command lists in the file match kube-apiserver's; edit it by hand",
+            ));
+        }
+    };
+    let found = items
+        .iter()
+        .map(|item| match item.value.strip_prefix("--") {
+            Some(arg) => arglist::classify(arg),
+            None => Ok(None),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(CommandList { items, found })
+}
+
+/// The kube-apiserver container's command as serde_yaml parses it.
+fn parsed_command(text: &str) -> Result<Vec<String>, TextError> {
+    let doc: Value = serde_yaml::from_str(text)
+        .map_err(|e| TextError::Unsupported(format!("the manifest does not parse as YAML: {e}")))?;
+    let containers = doc
+        .get("spec")
+        .and_then(|spec| spec.get("containers"))
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| unsupported("no spec.containers list: not a static pod manifest"))?;
+    let mut apiservers = containers
+        .iter()
+        .filter(|c| c.get("name").and_then(Value::as_str) == Some("kube-apiserver"));
+    let container = match (apiservers.next(), apiservers.next()) {
+        (Some(container), None) => container,
+        (None, _) => return Err(unsupported("no container named kube-apiserver")),
+        (Some(_), Some(_)) => return Err(unsupported("several containers named kube-apiserver")),
+    };
+    if container.get("args").is_some() {
+        return Err(unsupported(
+            "the kube-apiserver container has `args:`; keyrot edits manifests whose flags are \
+             all in `command:`, as kubeadm writes them",
+        ));
+    }
+    let command = container
+        .get("command")
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| unsupported("the kube-apiserver container has no `command:` list"))?;
+    command
+        .iter()
+        .map(|arg| {
+            arg.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| unsupported("kube-apiserver's command list holds a non-string"))
+        })
+        .collect()
+}
+
+fn unsupported(reason: &str) -> TextError {
+    TextError::Unsupported(reason.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = "\
+apiVersion: v1
+kind: Pod
+spec:
+  containers:
+  - command:
+    - kube-apiserver
+    - --secure-port=6443
+    # kubeadm writes no comments; people do
+    - --service-account-issuer=https://kubernetes.default.svc.cluster.local
+    - --service-account-key-file=/etc/kubernetes/pki/sa.pub
+    image: registry.k8s.io/kube-apiserver:v1.33.2
+    name: kube-apiserver
+";
+
+    fn add() -> MigrationStep {
+        MigrationStep::AddNewIssuerFirst {
+            new_issuer: "https://oidc.example.com/c1".into(),
+            new_jwks_uri: "https://oidc.example.com/c1/openid/v1/jwks".into(),
+        }
+    }
+
+    #[test]
+    fn inserts_next_to_the_issuer_line_and_keeps_comments() {
+        let edit = edit_text(SMALL, &add()).unwrap();
+        assert_eq!(
+            edit.text,
+            "\
+apiVersion: v1
+kind: Pod
+spec:
+  containers:
+  - command:
+    - kube-apiserver
+    - --secure-port=6443
+    # kubeadm writes no comments; people do
+    - --service-account-issuer=https://oidc.example.com/c1
+    - --service-account-issuer=https://kubernetes.default.svc.cluster.local
+    - --service-account-jwks-uri=https://oidc.example.com/c1/openid/v1/jwks
+    - --api-audiences=https://oidc.example.com/c1,https://kubernetes.default.svc.cluster.local
+    - --service-account-key-file=/etc/kubernetes/pki/sa.pub
+    image: registry.k8s.io/kube-apiserver:v1.33.2
+    name: kube-apiserver
+"
+        );
+    }
+
+    #[test]
+    fn a_flow_style_command_is_refused() {
+        let manifest = "spec:\n  containers:\n  - name: kube-apiserver\n    command: [kube-apiserver, --service-account-issuer=https://a]\n";
+        let err = edit_text(manifest, &add()).unwrap_err();
+        assert!(
+            err.to_string().contains("not written as kubeadm writes it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flags_in_args_are_refused() {
+        let manifest = "spec:\n  containers:\n  - name: kube-apiserver\n    command:\n    - kube-apiserver\n    args:\n    - --service-account-issuer=https://a\n";
+        let err = edit_text(manifest, &add()).unwrap_err();
+        assert!(err.to_string().contains("has `args:`"), "{err}");
+    }
+}
