@@ -129,6 +129,28 @@ fn print_progress(plan: &Plan, progress: &Progress) {
             if let Action::ConsumeTrigger { kind, outcome } = action {
                 println!("{}  {:<8} {kind:?}: {outcome}", at.format("%H:%M:%S"), "-");
             }
+            // A timed-out gate is a failed attempt: say so, and why the files change next.
+            if let Action::GateFailed {
+                gate,
+                reason,
+                retry_at,
+                fall_back,
+            } = action
+            {
+                let fallback = if *fall_back {
+                    "; until then the apiserver gets its last good key files back"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "{}  {:<8} FAILED gate {gate} (closed for longer than gateTimeout): {}; \
+                     retry at {}{fallback}",
+                    at.format("%H:%M:%S"),
+                    phase.map_or("-", |p| p.as_str()),
+                    shorten_kids(reason),
+                    keyrot::describe::time(*retry_at)
+                );
+            }
         }
         Progress::Failed {
             at,
