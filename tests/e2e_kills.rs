@@ -10,6 +10,7 @@
 mod e2e;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e::{Settings, World};
@@ -28,6 +29,21 @@ fn seed() -> u64 {
             .unwrap()
             .as_nanos() as u64,
     }
+}
+
+/// keyrot's temp files (`.keyrot-*.tmp`) anywhere under `dir`.
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if path.is_dir() {
+            found.extend(temp_files(&path));
+        } else if name.starts_with(".keyrot-") && name.ends_with(".tmp") {
+            found.push(path);
+        }
+    }
+    found
 }
 
 /// Where the recorded state says the rotation is: its phase, or `idle`.
@@ -52,6 +68,7 @@ fn rotations_killed_at_random_points_converge_without_rejecting_a_token() {
     let mut kills_per_phase: BTreeMap<String, usize> = BTreeMap::new();
     let mut kills = 0;
     let mut runs = 0;
+    let mut swept = 0; // temp files of cut-short writes that a later run removed
     let mut completed_at = world.status()["last_rotation_completed_at"].clone();
     // The last run is never killed: whatever the kills left in progress must then complete.
     let mut last_run = false;
@@ -68,6 +85,13 @@ fn rotations_killed_at_random_points_converge_without_rejecting_a_token() {
         let exit = run.wait(timeout);
         let run = run.finish();
         runs += 1;
+        swept += run
+            .stdout()
+            .matches("an interrupted keyrot never finished")
+            .count();
+        // Whenever keyrot stops, the key that signs is verifiable in the cluster's files and in
+        // what the issuer publishes (invariants 1 and 2, as the files show them).
+        world.assert_signing_key_verifiable();
         let status = world.status();
         if run.killed {
             assert!(!last_run, "the uninterrupted run did not end: {run:?}");
@@ -86,12 +110,17 @@ fn rotations_killed_at_random_points_converge_without_rejecting_a_token() {
         }
     }
     let took = started.elapsed();
+    // Kills inside a write leave its temp file behind (one may hold a private key); the next
+    // run removes them, so after the last one none is left.
+    let left = temp_files(&world.path(""));
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
     let log = world.stop_traffic(traffic);
     let failures = log.failures();
     println!(
         "{kills} kills over {runs} runs and {} completed rotations in {took:.1?}; kills per \
          phase: {kills_per_phase:?}; {} tokens minted and verified twice each, {} failures; \
-         refused while the stand-in restarted: {} TokenRequests, {} TokenReviews (sent again)",
+         refused while the stand-in restarted: {} TokenRequests, {} TokenReviews (sent again); \
+         {swept} temp files of cut-short writes removed by the next run",
         active.len() - 1,
         log.minted.len(),
         failures.len(),
