@@ -2,7 +2,9 @@
 //!
 //! Every file keyrot changes goes through here, so a crash at any instant leaves either the old
 //! bytes or the new bytes on disk, never a torn file. Temp files start with a dot: the kubelet
-//! ignores dot-files in the static-pod manifests directory, and they never outlive the call.
+//! ignores dot-files in the static-pod manifests directory. They never outlive the call, unless
+//! the process dies in it; the next keyrot to take the lock removes those
+//! ([`remove_stale_temp_files`]).
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
@@ -69,6 +71,34 @@ pub fn replace_keeping_metadata(
     })
 }
 
+/// The names of keyrot's temp files: `.keyrot-XXXXXX.tmp`.
+const TEMP_PREFIX: &str = ".keyrot-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Removes the temp files of writes that never finished (keyrot killed between creating its
+/// temp file and renaming it) from `dir`, and returns their paths. A temp file can hold a private
+/// key, which must not linger after keyrot destroyed the key. Only for a process holding the
+/// state lock: a write in progress has a temp file of the same form. A missing `dir` has none.
+pub fn remove_stale_temp_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_temp = name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX);
+        if is_temp && entry.file_type()?.is_file() {
+            fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
 fn write_inner(
     path: &Path,
     contents: &[u8],
@@ -78,8 +108,8 @@ fn write_inner(
 ) -> io::Result<()> {
     let dir = parent_dir(path);
     let mut temp = tempfile::Builder::new()
-        .prefix(".keyrot-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .permissions(Permissions::from_mode(0o600))
         .tempfile_in(dir)?;
     temp.write_all(contents)?;
@@ -132,6 +162,32 @@ mod tests {
         assert!(err.to_string().contains("key.pem"));
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn removes_only_the_temp_files_of_interrupted_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a keyrot killed inside `write` leaves: a temp file of its own form.
+        let temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
+            .tempfile_in(dir.path())
+            .unwrap();
+        let (_, stale) = temp.keep().unwrap();
+        for other in ["sa.key", ".keyrot-notes", ".other.tmp", "keyrot.lock"] {
+            fs::write(dir.path().join(other), b"kept").unwrap();
+        }
+        fs::create_dir(dir.path().join(".keyrot-dir.tmp")).unwrap();
+
+        assert_eq!(
+            remove_stale_temp_files(dir.path()).unwrap(),
+            std::slice::from_ref(&stale)
+        );
+        assert!(!stale.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 5);
+        assert!(remove_stale_temp_files(dir.path()).unwrap().is_empty());
+        let missing = dir.path().join("missing");
+        assert!(remove_stale_temp_files(&missing).unwrap().is_empty());
     }
 
     #[test]

@@ -232,3 +232,29 @@ fn a_bad_plan_is_refused_with_its_location_and_nothing_is_written() {
     );
     assert_eq!(snapshot(dir.path()), before);
 }
+
+#[test]
+fn temp_files_that_interrupted_writes_left_are_removed_by_the_next_run() {
+    let (dir, plan_path) = sandbox("");
+    let plan = plan_path.to_str().unwrap();
+    keyrot_ok(["init", "-c", plan]);
+    // What a keyrot killed inside an atomic write leaves, in each directory keyrot writes to.
+    let stale: Vec<PathBuf> = ["state", "keys", "pki", "www/openid/v1", "www/.well-known"]
+        .iter()
+        .map(|d| dir.path().join(d).join(".keyrot-AbC123.tmp"))
+        .collect();
+    for path in &stale {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "cut short").unwrap();
+    }
+    let unrelated = dir.path().join("pki/.keep");
+    std::fs::write(&unrelated, "not keyrot's").unwrap();
+
+    let run = keyrot_ok(["rotate", "-c", plan]);
+    for path in &stale {
+        assert!(!path.exists(), "{} is still there", path.display());
+        let said = format!("removed {}", path.display());
+        assert!(run.stdout.contains(&said), "{}", run.stdout);
+    }
+    assert!(unrelated.exists());
+}

@@ -245,7 +245,7 @@ fn rollback_after_promotion_signs_with_the_old_key_and_retires_the_new_one_later
 }
 
 #[test]
-fn a_second_rotate_during_a_rotation_is_refused() {
+fn a_second_rotate_during_a_rotation_continues_it_and_starts_nothing_new() {
     let mut h = Harness::new(plan());
     h.settle();
     h.trigger(TriggerKind::Rotate);

@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::path::Path;
 
 use harness::{OLD, fresh_world, plan, t0};
-use keyrot::adapters::{AdapterError, KeyFiles};
+use keyrot::adapters::{AdapterError, KeyFiles, Restarter};
 use keyrot::decision::{Action, Observed};
 use keyrot::executor::{Effects, ExecError, Progress, run_until_waiting};
 use keyrot::keys::GenerateSpec;
@@ -73,11 +73,21 @@ impl Run {
         &mut self,
         key_files: &mut dyn KeyFiles,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ExecError> {
+        let mut restarter = self.world.clone();
+        self.run_with(key_files, &mut restarter)
+    }
+
+    /// [`Run::run`] with a restarter of the test's own.
+    fn run_with(
+        &mut self,
+        key_files: &mut dyn KeyFiles,
+        restarter: &mut dyn Restarter,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ExecError> {
         let plan = plan();
-        let (mut restarter, mut publisher) = (self.world.clone(), self.world.clone());
+        let mut publisher = self.world.clone();
         let mut effects = Effects {
             key_files,
-            restarter: &mut restarter,
+            restarter,
             publisher: &mut publisher,
         };
         let world = self.world.clone();
@@ -173,6 +183,58 @@ fn a_failed_effect_is_reported_counted_and_retried_after_backoff() {
     )));
     assert_eq!(run.world.0.borrow().bundle.len(), 1, "nothing was staged");
 
+    run.clock.set(wake);
+    run.run_to_completion(&mut key_files);
+    assert!(run.state.last_rotation_completed_at.is_some());
+}
+
+/// A restart command that always fails, as `kill $(cat PIDFILE)` does once the apiserver is gone.
+#[derive(Default)]
+struct BrokenRestart {
+    calls: u32,
+}
+
+impl Restarter for BrokenRestart {
+    fn restart(&mut self, _tag: &str) -> Result<(), AdapterError> {
+        self.calls += 1;
+        Err(AdapterError::new("kill: No such process"))
+    }
+}
+
+/// Regression: after a failed restart the fallback puts the previous bundle back and restarts;
+/// when that restart failed as well, the core asked for it again at once, and the executor ran
+/// the restart command a thousand times in a row before giving up with a runaway error.
+#[test]
+fn a_fallback_whose_restart_fails_waits_for_the_retry_instead_of_restarting_again_at_once() {
+    let mut run = Run::new();
+    let mut key_files = run.world.clone();
+    let mut restarter = BrokenRestart::default();
+    let wake = run
+        .run_with(&mut key_files, &mut restarter)
+        .expect("waits instead of running away")
+        .expect("a retry time");
+
+    // The stage's restart, then the fallback's: once each.
+    assert_eq!(restarter.calls, 2);
+    let rotation = run.state.rotation.clone().unwrap();
+    assert_eq!(rotation.attempts, 2);
+    assert_eq!(rotation.retry_at, Some(wake));
+    assert!(
+        rotation
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("No such process")
+    );
+    let world = run.world.0.borrow();
+    let bundle: Vec<&str> = world.bundle.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(bundle, [OLD], "the previous bundle is back");
+    drop(world);
+
+    // Until the retry nothing more is tried; once restarts work again the rotation completes.
+    run.clock.set(wake - chrono::TimeDelta::milliseconds(1));
+    run.run_with(&mut key_files, &mut restarter).unwrap();
+    assert_eq!(restarter.calls, 2);
     run.clock.set(wake);
     run.run_to_completion(&mut key_files);
     assert!(run.state.last_rotation_completed_at.is_some());

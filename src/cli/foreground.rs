@@ -2,6 +2,7 @@
 //! sleeping until the next gate can pass. `keyrot run` drives the same session from its loop.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use keyrot::adapters::Prober;
@@ -9,11 +10,13 @@ use keyrot::adapters::key_files::KeyFilesOnDisk;
 use keyrot::adapters::probe::KubeProber;
 use keyrot::adapters::publish::TargetsPublisher;
 use keyrot::adapters::restart::ProcessRestarter;
+use keyrot::atomic_file;
 use keyrot::decision::{Action, Decision, Gate, Observed};
 use keyrot::describe::{describe_action, shorten_kids};
+use keyrot::documents::{DISCOVERY_PATH, JWKS_PATH};
 use keyrot::executor::{Effects, Io, Pause, Progress, run_until_waiting_or_stopped};
 use keyrot::observe::observe;
-use keyrot::plan::{Plan, Probe};
+use keyrot::plan::{Plan, Probe, Restart, TargetKind};
 use keyrot::state::{State, StateStore, StoreLock, Trigger, TriggerKind};
 use keyrot::status::{Status, status};
 
@@ -33,6 +36,7 @@ impl Session {
     /// Takes the lock at once, or says who holds it.
     pub fn open(plan: Plan) -> anyhow::Result<Self> {
         let lock = StateStore::new(&plan.state_dir).try_lock()?;
+        remove_stale_temp_files(&plan);
         let state = lock.load()?.unwrap_or_default();
         let prober = prober(&plan)?;
         Ok(Session {
@@ -200,6 +204,57 @@ fn prober(plan: &Plan) -> anyhow::Result<Option<KubeProber>> {
     })
 }
 
+/// Every directory keyrot writes files into.
+fn written_directories(plan: &Plan) -> Vec<PathBuf> {
+    let parent = |path: &Path| path.parent().map(Path::to_path_buf);
+    let mut files = vec![
+        plan.apiserver.verification_bundle.clone(),
+        plan.apiserver.signing_key_file.clone(),
+    ];
+    let mut restarts = vec![&plan.apiserver.restart];
+    if let Some(cm) = &plan.controller_manager {
+        files.push(cm.private_key_file.clone());
+        restarts.push(&cm.restart);
+    }
+    for restart in restarts {
+        if let Restart::StaticPod { manifest } = restart {
+            files.push(manifest.clone());
+        }
+    }
+    for target in &plan.targets {
+        if let TargetKind::LocalDirectory { path } = &target.kind {
+            files.extend([path.join(JWKS_PATH), path.join(DISCOVERY_PATH)]);
+        }
+    }
+    let mut dirs = vec![plan.state_dir.clone(), plan.private_key_dir.clone()];
+    dirs.extend(files.iter().filter_map(|f| parent(f)));
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Removes what writes cut short by a killed keyrot left behind: this process holds the lock, so
+/// no write of keyrot's is in progress. Housekeeping only: a failure is a warning.
+fn remove_stale_temp_files(plan: &Plan) {
+    for dir in written_directories(plan) {
+        match atomic_file::remove_stale_temp_files(&dir) {
+            Ok(removed) => {
+                for path in removed {
+                    println!(
+                        "{}  -        removed {}, left by a write that an interrupted keyrot never finished",
+                        Utc::now().format("%H:%M:%S"),
+                        path.display()
+                    );
+                }
+            }
+            Err(e) => eprintln!(
+                "warning: cannot remove stale temp files in {}: {e}",
+                dir.display()
+            ),
+        }
+    }
+}
+
 fn print_progress(plan: &Plan, progress: &Progress) {
     match progress {
         Progress::Acted { at, phase, action } => {
@@ -215,6 +270,28 @@ fn print_progress(plan: &Plan, progress: &Progress) {
             }
             if let Action::ConsumeTrigger { kind, outcome } = action {
                 println!("{}  {:<8} {kind:?}: {outcome}", at.format("%H:%M:%S"), "-");
+            }
+            // A timed-out gate is a failed attempt: say so, and why the files change next.
+            if let Action::GateFailed {
+                gate,
+                reason,
+                retry_at,
+                fall_back,
+            } = action
+            {
+                let fallback = if *fall_back {
+                    "; until then the apiserver gets its last good key files back"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "{}  {:<8} FAILED gate {gate} (closed for longer than gateTimeout): {}; \
+                     retry at {}{fallback}",
+                    at.format("%H:%M:%S"),
+                    phase.map_or("-", |p| p.as_str()),
+                    shorten_kids(reason),
+                    keyrot::describe::time(*retry_at)
+                );
             }
         }
         Progress::Failed {

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Phase;
-use super::action::Action;
+use super::action::{Action, Gate};
 use super::decide::backoff;
 use crate::plan::Plan;
 use crate::state::{GateRecord, KeyRecord, Loaded, Published, Role, RoleChange, Rotation, State};
@@ -195,10 +195,18 @@ pub fn apply_failure(
     now: DateTime<Utc>,
 ) {
     if let Some(r) = state.rotation.as_mut() {
+        // While backing off, the only effects are the fallback's (see `decide`).
+        let falling_back = r.fallback.is_some()
+            && r.retry_at.is_some_and(|t| t > now)
+            && !r.forced.contains(&Gate::Backoff);
         r.attempts += 1;
         r.retry_at = Some(now + backoff(plan, r.attempts - 1));
         r.last_error = Some(format!("{}: {error}", action_name(action)));
-        if matches!(action, Action::Restart { .. }) {
+        if falling_back {
+            // The fallback failed too (a restart command that cannot reach a dead apiserver):
+            // it was tried once; the next attempt comes at `retry_at`, not at once and forever.
+            r.fallback = None;
+        } else if matches!(action, Action::Restart { .. }) {
             // The apiserver may be down with the new files: it gets the last good ones back.
             r.fallback = r.last_good.clone();
         }

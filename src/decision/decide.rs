@@ -125,11 +125,16 @@ fn on_trigger(
     };
     let rotation = state.rotation.as_ref();
     match kind {
+        // A second rotate continues the rotation in progress: how a person resumes one in the
+        // foreground after keyrot was stopped. It starts nothing new, and is not an error.
         TriggerKind::Rotate => match rotation {
-            Some(r) => refuse(format!(
-                "rotation {} is already in progress (phase {})",
-                r.id, r.phase
-            )),
+            Some(r) => Decision::act(Action::ConsumeTrigger {
+                kind,
+                outcome: format!(
+                    "rotation {} is already in progress (phase {}): continuing it",
+                    r.id, r.phase
+                ),
+            }),
             None => match observed.signing_kid() {
                 Some(old) => accept(
                     Action::StartRotation {
