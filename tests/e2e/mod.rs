@@ -48,6 +48,8 @@ pub struct Settings {
     pub retry_backoff_max: &'static str,
     /// The restart, run as `sh -c RESTART`; `{pid}` stands for the stand-in's PID file.
     pub restart: &'static str,
+    /// More `targets:` list items (YAML, indented two spaces), after the local directory.
+    pub extra_targets: String,
 }
 
 /// What kube-apiserver's restart is here: the stand-in re-reads its key files on SIGHUP.
@@ -64,6 +66,7 @@ impl Default for Settings {
             retry_backoff: "1s",
             retry_backoff_max: "4s",
             restart: RESTART_BY_HANGUP,
+            extra_targets: String::new(),
         }
     }
 }
@@ -155,7 +158,7 @@ targets:
   - name: e2e
     localDirectory: www/e2e
     cacheMaxAge: 1s
-timings:
+{extra_targets}timings:
   publishSettle: {settle}
   retireAfter: {retire}
   gateTimeout: {gate}
@@ -171,6 +174,7 @@ approvals: {approvals}
             backoff = s.retry_backoff,
             backoff_max = s.retry_backoff_max,
             approvals = s.approvals,
+            extra_targets = s.extra_targets,
         )
     }
 
