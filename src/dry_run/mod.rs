@@ -84,8 +84,8 @@ pub fn simulate(
         cluster: plan.cluster.clone(),
         starts_at: at,
         notes: Vec::new(),
-        before: Keys::default_from(observed),
-        after: Keys::default_from(observed),
+        before: Keys::from_observed(observed),
+        after: Keys::from_observed(observed),
         timeline: Vec::new(),
         blocked: None,
     };
@@ -189,7 +189,7 @@ impl DryRun {
 }
 
 impl Keys {
-    fn default_from(observed: &Observed) -> Keys {
+    fn from_observed(observed: &Observed) -> Keys {
         Keys {
             verification_bundle: observed.bundle_kids(),
             signing: observed.signing_kid().unwrap_or_default().to_string(),
