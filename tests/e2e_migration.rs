@@ -18,8 +18,15 @@ use e2e::{KUBEADM_ISSUER, Run, Settings, World};
 const WAITING: i32 = 3;
 const GRACE: Duration = Duration::from_secs(5);
 
-/// A cluster on the kubeadm manifest, its plan migrating to `{static server}/{path}`.
+const KUBEADM_FLAGS: &str = "{ kubeadmManifest: manifests/kube-apiserver.yaml }";
+
+/// A cluster on the kubeadm manifest, its plan migrating to `{static server}/{path}` with the
+/// editor `flags` and dropping the old issuer after the grace period.
 fn migrating_world(path: &str) -> (World, String) {
+    migrating_world_with(path, KUBEADM_FLAGS, true)
+}
+
+fn migrating_world_with(path: &str, flags: &str, drop_old: bool) -> (World, String) {
     let world = World::start(Settings {
         kubeadm_manifest: true,
         ..Settings::default()
@@ -29,9 +36,9 @@ fn migrating_world(path: &str) -> (World, String) {
     let section = format!(
         "issuerMigration:
   newIssuer: {new_issuer}
-  flags: {{ kubeadmManifest: manifests/kube-apiserver.yaml }}
+  flags: {flags}
   gracePeriod: {}s
-  dropOldIssuer: true
+  dropOldIssuer: {drop_old}
   publicCaFile: tls/ca.crt
 ",
         GRACE.as_secs()
@@ -228,4 +235,73 @@ fn documents_that_are_not_publicly_served_stop_the_migration_before_the_flags() 
     assert_code(&again, 1);
     assert!(!again.stdout.contains("step 1:"), "{again:?}");
     assert_eq!(manifest(&world), FIXTURE);
+}
+
+#[test]
+fn a_manifest_the_editor_cannot_read_stops_the_migration_at_step_3_unchanged() {
+    let (world, _) = migrating_world("e2e");
+    let broken = include_str!("data/issuer/kubeadm-not-parseable.yaml");
+    std::fs::write(world.path("manifests/kube-apiserver.yaml"), broken).unwrap();
+    let run = world.keyrot(&["migrate-issuer"]);
+    assert_code(&run, 1);
+    assert!(run.stdout.contains("step 2:"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("step 3 (change the flags and restart) failed"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("nothing was changed"), "{run:?}");
+    assert_eq!(manifest(&world), broken);
+    assert!(!world.path("state/issuer-backups").exists());
+    let token = world.block_on(world.api().token()).unwrap();
+    assert_eq!(token_iss(&token), KUBEADM_ISSUER);
+}
+
+#[test]
+fn with_manual_flags_keyrot_prints_the_change_and_goes_on_once_it_is_made() {
+    let (world, new_issuer) = migrating_world_with("e2e", "manual", false);
+    let first = world.keyrot(&["migrate-issuer"]);
+    assert_code(&first, WAITING);
+    let jwks_uri = format!("{new_issuer}/openid/v1/jwks");
+    assert!(
+        first.stdout.contains(&format!(
+            "+--service-account-issuer={new_issuer}\n --service-account-issuer={KUBEADM_ISSUER}\n\
+             +--service-account-jwks-uri={jwks_uri}\n"
+        )),
+        "{first:?}"
+    );
+    assert!(first.stdout.contains("run `keyrot migrate-issuer` again"));
+    assert_eq!(manifest(&world), FIXTURE);
+
+    // The person makes the change and restarts kube-apiserver.
+    let old_line = format!("    - --service-account-issuer={KUBEADM_ISSUER}\n");
+    let new_lines = format!(
+        "    - --service-account-issuer={new_issuer}\n{old_line}    \
+         - --service-account-jwks-uri={jwks_uri}\n    \
+         - --api-audiences={new_issuer},{KUBEADM_ISSUER}\n"
+    );
+    std::fs::write(
+        world.path("manifests/kube-apiserver.yaml"),
+        FIXTURE.replace(&old_line, &new_lines),
+    )
+    .unwrap();
+    let pid = std::fs::read_to_string(world.path("standin.pid")).unwrap();
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    let restarted = format!("issuing as {new_issuer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !world.standin_log().contains(&restarted) {
+        assert!(Instant::now() < deadline, "{}", world.standin_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let second = world.keyrot(&["migrate-issuer"]);
+    assert_code(&second, 0);
+    assert!(second.stdout.contains("step 4:"), "{second:?}");
+    assert!(second.stdout.contains("step 5: skipped"), "{second:?}");
+    let token = world.block_on(world.api().token()).unwrap();
+    assert_eq!(token_iss(&token), new_issuer);
 }

@@ -260,7 +260,7 @@ pub fn run(
                 // keyrot cannot see the flags: the apiserver naming the new issuer is the sign
                 // that the person made the change.
                 let mut prober = prober(plan, 3)?;
-                if !apiserver_names(&mut prober, migration.new_issuer()) {
+                if !apiserver_names(plan, &mut prober, migration.new_issuer()) {
                     let change =
                         ManualChange::new(&migration.assumed_flags(), &migration.add_step())
                             .map_err(|e| failed(3, e.to_string()))?;
@@ -420,10 +420,19 @@ fn prober(plan: &Plan, step: u8) -> Result<KubeProber, StepError> {
     }
 }
 
-fn apiserver_names(prober: &mut KubeProber, issuer: &Issuer) -> bool {
-    prober
-        .discovery()
-        .is_ok_and(|d| d.issuer == issuer.url && d.jwks_uri == issuer.jwks_uri)
+/// Whether the apiserver's discovery document names `issuer` and its jwks_uri. An apiserver
+/// that does not answer (restarting) is asked again until `timings.gateTimeout`; one that
+/// answers with other values is taken at its word at once.
+fn apiserver_names(plan: &Plan, prober: &mut KubeProber, issuer: &Issuer) -> bool {
+    let timeout = plan.timings.gate_timeout.to_std().unwrap_or(Duration::ZERO);
+    let deadline = Instant::now() + timeout;
+    loop {
+        match prober.discovery() {
+            Ok(d) => return d.issuer == issuer.url && d.jwks_uri == issuer.jwks_uri,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Steps 4 and 5: asks until `timings.gateTimeout` (the apiserver is restarting) for the
