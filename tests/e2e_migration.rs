@@ -205,6 +205,17 @@ fn a_dry_run_prints_the_documents_and_the_flag_diff_and_writes_nothing() {
     assert!(run.stdout.contains(&format!(
         "-    - --service-account-issuer={KUBEADM_ISSUER}\n"
     )));
+    // `keyrot plan` shows the same preview after the rotation's.
+    let plan = world.keyrot(&["plan"]);
+    assert!(
+        plan.stdout
+            .contains("issuer migration (keyrot migrate-issuer):"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains(&format!("+    - --service-account-issuer={new_issuer}\n"))
+    );
     assert_eq!(snapshot(&world.path("")), before);
     assert_eq!(manifest(&world), FIXTURE);
 }
