@@ -12,6 +12,7 @@ pub mod gcp_provider;
 pub mod http;
 pub mod issuer;
 pub mod keys;
+pub mod migration;
 pub mod observe;
 pub mod plan;
 pub mod simulation;

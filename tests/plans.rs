@@ -261,3 +261,40 @@ fn validate_command_reports_an_unreadable_plan() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_issuer_migration_section_gets_its_defaults() {
+    let text = "cluster: test
+flavour: kubeadm
+issuer: { url: \"https://kubernetes.default.svc.cluster.local\" }
+targets: [{ name: web, localDirectory: /var/www/oidc }]
+issuerMigration:
+  newIssuer: https://oidc.example.com/test
+  flags: { rke2Config: /etc/rancher/rke2/config.yaml }
+";
+    let plan = plan::parse(Path::new("/etc/keyrot/plan.yaml"), text).unwrap();
+    let migration = plan.issuer_migration.expect("a migration");
+    assert_eq!(migration.new_issuer.url, "https://oidc.example.com/test");
+    assert_eq!(
+        migration.new_issuer.jwks_uri,
+        "https://oidc.example.com/test/openid/v1/jwks"
+    );
+    assert_eq!(migration.grace_period, chrono::TimeDelta::hours(24));
+    assert!(!migration.drop_old_issuer);
+    assert_eq!(
+        migration.flags,
+        plan::FlagSource::File {
+            path: PathBuf::from("/etc/rancher/rke2/config.yaml"),
+            file: keyrot::issuer::FlagFile::K3sConfig(keyrot::issuer::K3sDefaults::rke2(
+                "cluster.local"
+            )),
+        }
+    );
+    let without = "cluster: test
+flavour: kubeadm
+issuer: { url: \"https://oidc.example.com/test\" }
+targets: [{ name: web, localDirectory: /var/www/oidc }]
+";
+    let plan = plan::parse(Path::new("/etc/keyrot/plan.yaml"), without).unwrap();
+    assert_eq!(plan.issuer_migration, None);
+}

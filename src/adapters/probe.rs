@@ -71,9 +71,37 @@ impl KubeProber {
         jwks_kids(body.as_bytes())
     }
 
-    /// Requests a token for the probe ServiceAccount (created if missing), checks the cluster
-    /// accepts it through TokenReview, and returns the kid in its header.
+    /// The `issuer` and `jwks_uri` of the apiserver's own discovery document.
+    async fn served_discovery(&self) -> Result<ServedDiscovery, String> {
+        let request = http::Request::get("/.well-known/openid-configuration")
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let body = self
+            .client
+            .request_text(request)
+            .await
+            .map_err(|e| chain(&e))?;
+        serde_json::from_str(&body).map_err(|e| format!("not a discovery document: {e}"))
+    }
+
+    /// The apiserver's discovery document, now.
+    pub fn discovery(&mut self) -> Result<ServedDiscovery, String> {
+        self.runtime.block_on(self.served_discovery())
+    }
+
+    /// The `iss` of a token the apiserver issues now (and accepts through TokenReview).
+    pub fn token_issuer(&mut self) -> Result<String, String> {
+        let token = self.runtime.block_on(self.reviewed_token())?;
+        token_issuer(&token)
+    }
+
     async fn signing_kid(&self) -> Result<String, String> {
+        token_kid(&self.reviewed_token().await?)
+    }
+
+    /// Requests a token for the probe ServiceAccount (created if missing), checks the cluster
+    /// accepts it through TokenReview, and returns it.
+    async fn reviewed_token(&self) -> Result<String, String> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
         if accounts
             .get_opt(&self.service_account)
@@ -128,7 +156,7 @@ impl KubeProber {
                 status.error.unwrap_or_else(|| "no reason given".into())
             ));
         }
-        token_kid(&token)
+        Ok(token)
     }
 }
 
@@ -164,6 +192,28 @@ pub fn token_kid(token: &str) -> Result<String, String> {
     header.kid.ok_or_else(|| "token header has no kid".into())
 }
 
+/// What the apiserver's discovery document says about its issuer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ServedDiscovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+}
+
+/// The `iss` claim of a JWT (read, not verified: the apiserver reviewed the token already).
+pub fn token_issuer(token: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iss: Option<String>,
+    }
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    let json = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|e| format!("token payload is not base64url: {e}"))?;
+    let claims: Claims =
+        serde_json::from_slice(&json).map_err(|e| format!("token payload is not JSON: {e}"))?;
+    claims.iss.ok_or_else(|| "token has no iss".into())
+}
+
 /// kube's transport errors say only "client error (Connect)"; the causes say what happened.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -190,5 +240,15 @@ mod tests {
             "token header has no kid"
         );
         assert!(token_kid("%%%.e30.sig").unwrap_err().contains("base64url"));
+    }
+
+    #[test]
+    fn reads_the_issuer_from_a_token_payload() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"iss":"https://new.example","sub":"x"}"#);
+        assert_eq!(
+            token_issuer(&format!("e30.{payload}.sig")).unwrap(),
+            "https://new.example"
+        );
+        assert_eq!(token_issuer("e30.e30.sig").unwrap_err(), "token has no iss");
     }
 }

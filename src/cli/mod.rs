@@ -8,6 +8,7 @@ mod inspect;
 mod jwks;
 mod keygen;
 mod logging;
+mod migrate_issuer;
 mod plan;
 mod plan_args;
 mod publish;
@@ -43,6 +44,7 @@ enum Command {
     Init(init::Args),
     Publish(publish::Args),
     Verify(verify::Args),
+    MigrateIssuer(migrate_issuer::Args),
     Run(run::Args),
     /// Start a rotation now.
     Rotate(trigger::Args),
@@ -66,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::MigrateIssuer(args) => migrate_issuer::run(args),
         Command::Run(args) => run::run(args),
         Command::Rotate(args) => trigger::run(TriggerKind::Rotate, args),
         Command::Approve(args) => trigger::run_approve(args),

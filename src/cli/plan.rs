@@ -17,8 +17,10 @@ use super::plan_args::{Output, PlanArg};
 /// Show the coming rotation as a timeline without changing anything.
 ///
 /// Every phase and action with its earliest time and the gate it waits for, the verification
-/// bundle and the JWKS before and after, the file writes and restarts it would make. Nothing is
-/// written anywhere: not the state, not a lock file, not a key.
+/// bundle and the JWKS before and after, the file writes and restarts it would make. With an
+/// `issuerMigration` section, also the documents `keyrot migrate-issuer` would publish and its
+/// flag diffs (text output, not `--offline`). Nothing is written anywhere: not the state, not a
+/// lock file, not a key.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -67,6 +69,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.output {
         Output::Text => print!("{}", render_text(&run)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&run)?),
+    }
+    // The migration's preview reads the targets (object stores over the network) and the flag
+    // file; text only, and not offline.
+    if plan.issuer_migration.is_some() && args.output == Output::Text && !args.offline {
+        println!("\nissuer migration (keyrot migrate-issuer):");
+        match keyrot::migration::dry_run(&plan) {
+            Ok(preview) => print!("{preview}"),
+            Err(e) => println!("cannot preview: {e}"),
+        }
     }
     Ok(if run.blocked.is_some() {
         ExitCode::FAILURE

@@ -32,6 +32,11 @@ impl ManualChange {
 
     /// The instruction and the change as a diff of the flags, one per line.
     pub fn render(&self) -> String {
+        self.render_then("run `keyrot approve` so keyrot checks the apiserver and goes on")
+    }
+
+    /// `render`, ending with `then`: what the person does once kube-apiserver restarted.
+    pub fn render_then(&self, then: &str) -> String {
         let tag = self.step.tag();
         if self.changes_nothing() {
             return format!(
@@ -56,8 +61,7 @@ impl ManualChange {
         format!(
             "keyrot does not edit kube-apiserver's flags on this cluster: make step {tag} by \
              hand.\nOn every control-plane node, change the flags as below, in this order, \
-             leaving every other flag as it is; restart kube-apiserver; then run `keyrot \
-             approve` so keyrot checks the apiserver and goes on.\n\n{change}"
+             leaving every other flag as it is; restart kube-apiserver; then {then}.\n\n{change}"
         )
     }
 }

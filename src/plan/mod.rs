@@ -7,6 +7,7 @@ mod decode;
 mod destinations;
 mod locate;
 mod metrics;
+mod migration;
 mod presets;
 mod publishing;
 mod raw;
@@ -62,6 +63,33 @@ pub struct Plan {
     pub keep_retired: usize,
     /// Where `keyrot run` serves Prometheus metrics; `None`: no metrics endpoint.
     pub metrics: Option<Metrics>,
+    /// A move to a new, public issuer (docs/issuer-migration.md); `None`: no migration planned.
+    pub issuer_migration: Option<IssuerMigration>,
+}
+
+/// The `issuerMigration` section: where the cluster's issuer moves, and how its flags change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerMigration {
+    /// The new issuer and the jwks_uri its discovery document names.
+    pub new_issuer: Issuer,
+    pub flags: FlagSource,
+    /// The least time between the flag change and dropping the old issuer.
+    pub grace_period: TimeDelta,
+    /// Whether the old issuer is dropped from the flags once the grace period is over.
+    pub drop_old_issuer: bool,
+    /// Extra root certificates (PEM) for reading the new issuer's documents: test plans only.
+    pub public_ca_file: Option<PathBuf>,
+}
+
+/// Where kube-apiserver's issuer flags live, and so which editor changes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagSource {
+    File {
+        path: PathBuf,
+        file: crate::issuer::FlagFile,
+    },
+    /// keyrot edits no file: it prints the change for a person to make.
+    Manual,
 }
 
 /// The daemon's Prometheus endpoint.

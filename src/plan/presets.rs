@@ -19,6 +19,11 @@ pub const CACHE_MAX_AGE: TimeDelta = TimeDelta::minutes(5);
 /// A key must stay verifiable this long after it stopped signing, unless the plan is a test:
 /// tokens copied out of pods stay in use until they expire, and 24 h is the common floor.
 pub const MIN_RETIRE_AFTER: TimeDelta = TimeDelta::hours(24);
+/// Tokens minted before an issuer change carry the old issuer until they expire: it stays
+/// accepted at least this long unless the plan is a test.
+pub const MIN_ISSUER_GRACE: TimeDelta = TimeDelta::hours(24);
+/// k3s and RKE2 derive their default issuer from the cluster domain; keyrot assumes kube's default.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// Where `metrics: {}` serves: this host only, on the port registered for keyrot's neighbours
 /// in the Prometheus exporter list's free range.
 pub const METRICS_LISTEN: &str = "127.0.0.1:9464";

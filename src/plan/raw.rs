@@ -35,6 +35,7 @@ pub struct RawPlan {
     pub approvals: Option<Vec<Phase>>,
     pub keep_retired: Option<u32>,
     pub metrics: Option<RawMetrics>,
+    pub issuer_migration: Option<RawIssuerMigration>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -237,6 +238,35 @@ pub struct RawMetrics {
     pub listen: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of issuerMigration fields"
+)]
+pub struct RawIssuerMigration {
+    pub new_issuer: Option<String>,
+    pub new_jwks_uri: Option<String>,
+    pub flags: Option<OrManual<RawFlagFiles>>,
+    pub grace_period: Option<RawDuration>,
+    pub drop_old_issuer: Option<bool>,
+    pub public_ca_file: Option<PathBuf>,
+}
+
+/// Exactly one of the four is meant to be set; `validate` says so when not.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with one of kubeadmManifest, k3sConfig, rke2Config or systemdUnit"
+)]
+pub struct RawFlagFiles {
+    pub kubeadm_manifest: Option<PathBuf>,
+    pub k3s_config: Option<PathBuf>,
+    pub rke2_config: Option<PathBuf>,
+    pub systemd_unit: Option<PathBuf>,
+}
+
 /// A duration as written (`30s`, `10m`, `24h`); `validate` parses it so that a bad one is
 /// reported with the others instead of stopping the whole parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +286,35 @@ impl<'de> Deserialize<'de> for RawDuration {
             }
         }
         deserializer.deserialize_str(DurationText)
+    }
+}
+
+/// The word `manual` (`flags: manual`: keyrot edits no file), or else a mapping.
+#[derive(Debug)]
+pub enum OrManual<T> {
+    Manual,
+    Some(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrManual<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ManualOrMapping<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ManualOrMapping<T> {
+            type Value = OrManual<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`manual` or a mapping")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<OrManual<T>, E> {
+                match text {
+                    "manual" => Ok(OrManual::Manual),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
+                }
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<OrManual<T>, M::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(OrManual::Some)
+            }
+        }
+        deserializer.deserialize_any(ManualOrMapping(PhantomData))
     }
 }
 

@@ -91,6 +91,12 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
     let approvals: BTreeSet<_> = raw.approvals.iter().flatten().copied().collect();
     let keep_retired = keep_retired(cx, raw.keep_retired);
     let metrics = super::metrics::metrics(cx, raw.metrics.as_ref());
+    let issuer_migration = super::migration::issuer_migration(
+        cx,
+        raw.issuer_migration.as_ref(),
+        issuer.as_ref(),
+        test_plan,
+    );
 
     // Checks across sections, on whatever parts came out valid.
     let cm = controller_manager.as_ref().and_then(Option::as_ref);
@@ -132,6 +138,7 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
         approvals,
         keep_retired: keep_retired? as usize,
         metrics: metrics?,
+        issuer_migration: issuer_migration?,
     })
 }
 

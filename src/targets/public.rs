@@ -3,7 +3,7 @@
 
 use crate::documents::{DISCOVERY_CONTENT_TYPE, DISCOVERY_PATH, JWKS_PATH};
 use crate::http::{self, Reach};
-use crate::plan::{Issuer, Objects, is_loopback};
+use crate::plan::{Issuer, Objects, PublicRead, is_loopback};
 
 /// What a verifier finds: both URLs read and the kids of the JWKS, in order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -18,7 +18,16 @@ pub struct PublicView {
 /// read at the jwks_uri the document names (with a public URL: at `{publicUrl}/openid/v1/jwks`,
 /// this target's own copy) and must carry the configured content type.
 pub async fn read(issuer: &Issuer, objects: &Objects) -> Result<PublicView, String> {
-    let public = &objects.public;
+    read_public(issuer, &objects.public, &objects.jwks_content_type).await
+}
+
+/// `read` for any place the documents are served from: `public` says where and which roots to
+/// trust, `jwks_content_type` what the JWKS must be served as.
+pub async fn read_public(
+    issuer: &Issuer,
+    public: &PublicRead,
+    jwks_content_type: &str,
+) -> Result<PublicView, String> {
     let base = public.url.as_deref().unwrap_or(&issuer.url);
     let discovery_url = join(base, DISCOVERY_PATH);
     let allow_http = public.url.as_deref().is_some_and(|url| {
@@ -49,7 +58,7 @@ pub async fn read(issuer: &Issuer, objects: &Objects) -> Result<PublicView, Stri
         Some(url) => join(url, JWKS_PATH),
         None => document.jwks_uri,
     };
-    let body = get(&client, &jwks_url, &objects.jwks_content_type).await?;
+    let body = get(&client, &jwks_url, jwks_content_type).await?;
     let kids = super::jwks_kids(&body).map_err(|e| format!("{jwks_url}: {e}"))?;
     Ok(PublicView {
         discovery_url,

@@ -6,11 +6,13 @@
 //! - [`sts`]: a verifier that behaves like a cloud STS: discovery, JWKS, kid, signature, claims.
 //! - [`static_server`]: a directory served over HTTPS (binary `oidc-static-server`), standing in
 //!   for the public host of the issuer documents.
+//! - [`manifest`]: the issuer flags of a kubeadm-style manifest, for restarts with new flags.
 //! - [`tls`]: the test CA and server certificate they share.
 
 pub mod apiserver;
 pub mod https;
 pub mod jws;
+pub mod manifest;
 pub mod static_server;
 pub mod sts;
 pub mod tls;

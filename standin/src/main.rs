@@ -4,7 +4,9 @@
 //! `kill -HUP $(cat PIDFILE)` simulates a kube-apiserver restart: connections are refused for
 //! `--restart-delay`, the key files are read again, and if they are now unusable the process
 //! exits non-zero, as a real apiserver would crash-loop. A rotation plan restarts it with a
-//! `command` restart running exactly that.
+//! `command` restart running exactly that. With `--issuer-flags-manifest`, the issuer flags
+//! come from that kubeadm-style manifest, read again at every restart, as a kubelet restarts a
+//! static pod with its manifest's command; ServiceAccounts survive, as they do in etcd.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,11 +35,21 @@ struct Args {
     #[arg(long = "service-account-signing-key-file")]
     signing_key_file: PathBuf,
     /// Issuer (repeatable): the first issues tokens, all are accepted.
-    #[arg(long = "service-account-issuer", required = true)]
+    #[arg(
+        long = "service-account-issuer",
+        required_unless_present = "issuer_flags_manifest"
+    )]
     issuers: Vec<String>,
     /// The discovery document's jwks_uri [default: https://LISTEN-ADDRESS/openid/v1/jwks].
     #[arg(long = "service-account-jwks-uri")]
     jwks_uri: Option<String>,
+    /// Comma-separated audiences the API accepts [default: the issuers].
+    #[arg(long = "api-audiences", value_delimiter = ',')]
+    api_audiences: Option<Vec<String>>,
+    /// Take the three issuer flags from this kubeadm-style manifest's kube-apiserver command
+    /// instead, at start and at every restart.
+    #[arg(long, conflicts_with_all = ["issuers", "jwks_uri", "api_audiences"])]
+    issuer_flags_manifest: Option<PathBuf>,
     /// Directory holding the test CA (`ca.crt`) and server certificate; created if needed.
     #[arg(long)]
     tls_dir: PathBuf,
@@ -61,12 +73,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config {
-        key_files: args.key_files,
-        signing_key_file: args.signing_key_file,
-        issuers: args.issuers,
-        jwks_uri: args.jwks_uri,
-    };
+    let mut config = config_now(&args)?;
     let tls = TestPki::ensure(&args.tls_dir)?.server_config()?;
     let accounts = Arc::new(ServiceAccounts::default());
     let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -100,15 +107,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.restart_delay
         );
         tokio::time::sleep(args.restart_delay).await;
+        config = config_now(&args).context("restart failed; staying down")?;
         apiserver = Apiserver::start(&config, address, accounts.clone())
             .context("restart failed; staying down")?;
         listener = Some(rebind(address).await?);
         eprintln!(
-            "restarted: {} verification keys, signing with kid {}",
+            "restarted: {} verification keys, signing with kid {}, issuing as {}",
             apiserver.keys().len(),
-            apiserver.signing_key().public().kid()
+            apiserver.signing_key().public().kid(),
+            apiserver.issuer()
         );
     }
+}
+
+/// The flags for this (re)start: from the command line, or the issuer flags from the manifest.
+fn config_now(args: &Args) -> anyhow::Result<Config> {
+    let mut config = Config {
+        key_files: args.key_files.clone(),
+        signing_key_file: args.signing_key_file.clone(),
+        issuers: args.issuers.clone(),
+        jwks_uri: args.jwks_uri.clone(),
+        api_audiences: args.api_audiences.clone(),
+    };
+    if let Some(path) = &args.issuer_flags_manifest {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let flags = standin::manifest::issuer_flags(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config.issuers = flags.issuers;
+        config.jwks_uri = flags.jwks_uri;
+        config.api_audiences = flags.api_audiences;
+    }
+    Ok(config)
 }
 
 /// Listens on the same address again. Another socket may hold the port for a moment (an

@@ -50,7 +50,14 @@ pub struct Settings {
     pub restart: &'static str,
     /// More `targets:` list items (YAML, indented two spaces), after the local directory.
     pub extra_targets: String,
+    /// The cluster runs from a kubeadm manifest (`manifests/kube-apiserver.yaml`, a copy of the
+    /// kubeadm fixture): its issuer is the manifest's, not the public URL, nothing is published
+    /// for it, and the stand-in takes its issuer flags from the manifest at every restart.
+    pub kubeadm_manifest: bool,
 }
+
+/// The issuer of the kubeadm manifest fixture, as kubeadm sets it.
+pub const KUBEADM_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// What kube-apiserver's restart is here: the stand-in re-reads its key files on SIGHUP.
 pub const RESTART_BY_HANGUP: &str = "kill -HUP $(cat {pid})";
@@ -67,6 +74,7 @@ impl Default for Settings {
             retry_backoff_max: "4s",
             restart: RESTART_BY_HANGUP,
             extra_targets: String::new(),
+            kubeadm_manifest: false,
         }
     }
 }
@@ -113,10 +121,20 @@ impl World {
         // stand-in can start only on the key files init creates: until then the kubeconfig
         // names a port where nothing listens, and init's probes fail harmlessly.
         world.write_kubeconfig("https://127.0.0.1:1");
+        if world.settings.kubeadm_manifest {
+            std::fs::create_dir_all(world.path("manifests")).unwrap();
+            let fixture = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/issuer/kubeadm-kube-apiserver.yaml"
+            );
+            std::fs::copy(fixture, world.path("manifests/kube-apiserver.yaml")).unwrap();
+        }
         world.write_plan();
         let init = world.keyrot(&["init"]);
         assert!(init.success, "keyrot init failed: {init:?}");
-        world.publish_current_documents();
+        if !world.settings.kubeadm_manifest {
+            world.publish_current_documents();
+        }
         world.start_standin(listen);
         let url = world.standin_url();
         world.write_kubeconfig(&url);
@@ -129,6 +147,14 @@ impl World {
 
     pub fn plan_path(&self) -> PathBuf {
         self.path("plan.yaml")
+    }
+
+    /// The issuer the cluster runs with at the start: the public URL, or the manifest's.
+    pub fn cluster_issuer(&self) -> &str {
+        match self.settings.kubeadm_manifest {
+            true => KUBEADM_ISSUER,
+            false => &self.issuer,
+        }
     }
 
     /// The plan for the current settings.
@@ -167,7 +193,7 @@ targets:
 approvals: {approvals}
 ",
             key = s.key,
-            issuer = self.issuer,
+            issuer = self.cluster_issuer(),
             settle = s.publish_settle,
             retire = s.retire_after,
             gate = s.gate_timeout,
@@ -239,10 +265,17 @@ current-context: standin
             .open(self.path("standin.log"))
             .unwrap();
         let arg = |rel: &str| self.path(rel).display().to_string();
+        let issuer_flags = match self.settings.kubeadm_manifest {
+            true => [
+                "--issuer-flags-manifest".to_string(),
+                arg("manifests/kube-apiserver.yaml"),
+            ],
+            false => ["--service-account-issuer".to_string(), self.issuer.clone()],
+        };
         let mut child = Command::new(standin_binary())
             .args(["--service-account-key-file", &arg("pki/sa.pub")])
             .args(["--service-account-signing-key-file", &arg("pki/sa.key")])
-            .args(["--service-account-issuer", &self.issuer])
+            .args(issuer_flags)
             .args(["--tls-dir", &arg("tls")])
             .args(["--pid-file", &arg("standin.pid")])
             .args(["--listen", &listen.to_string()])

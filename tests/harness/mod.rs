@@ -58,6 +58,7 @@ pub fn plan() -> Plan {
         approvals: BTreeSet::new(),
         keep_retired: 2,
         metrics: None,
+        issuer_migration: None,
     }
 }
 

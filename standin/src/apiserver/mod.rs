@@ -33,6 +33,8 @@ pub struct Config {
     pub issuers: Vec<String>,
     /// `--service-account-jwks-uri`.
     pub jwks_uri: Option<String>,
+    /// `--api-audiences`; `None`: kube defaults it to the issuers.
+    pub api_audiences: Option<Vec<String>>,
 }
 
 /// Why kube-apiserver would not start with these flags and files.
@@ -53,6 +55,7 @@ pub enum StartError {
 /// One run of the stand-in, between two restarts.
 pub struct Apiserver {
     issuers: Vec<String>,
+    api_audiences: Vec<String>,
     keys: Vec<VerificationKey>,
     signing: SigningKey,
     /// The two discovery bodies, or None when kube would not serve them (invalid issuer URL).
@@ -96,6 +99,10 @@ impl Apiserver {
         };
         Ok(Self {
             issuers: config.issuers.clone(),
+            api_audiences: config
+                .api_audiences
+                .clone()
+                .unwrap_or_else(|| config.issuers.clone()),
             keys: loaded.keys,
             signing,
             documents,
@@ -118,9 +125,9 @@ impl Apiserver {
         &self.issuers[0]
     }
 
-    /// `--api-audiences` is not a flag here; kube defaults it to the issuers.
+    /// `--api-audiences`, or the issuers when it is not set, as kube defaults it.
     fn api_audiences(&self) -> &[String] {
-        &self.issuers
+        &self.api_audiences
     }
 }
 

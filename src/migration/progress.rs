@@ -1,0 +1,83 @@
+//! The record of an issuer migration's steps: which are done and when, in the state directory.
+//!
+//! Written atomically, and only by a keyrot holding the state lock, so a migration stopped at
+//! any point (a failure, a crash, a grace period) continues where it stopped when run again.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file::{self, Existing};
+
+/// The file under the state directory.
+pub const FILE_NAME: &str = "issuer-migration.json";
+
+/// When each step was done; `None`: not yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub old_issuer: String,
+    pub new_issuer: String,
+    pub published_at: Option<DateTime<Utc>>,
+    pub verified_at: Option<DateTime<Utc>>,
+    /// The flags name the new issuer first and kube-apiserver was restarted.
+    pub flags_changed_at: Option<DateTime<Utc>>,
+    pub cluster_verified_at: Option<DateTime<Utc>>,
+    pub old_issuer_dropped_at: Option<DateTime<Utc>>,
+}
+
+impl Progress {
+    pub fn new(old_issuer: &str, new_issuer: &str) -> Self {
+        Progress {
+            old_issuer: old_issuer.to_string(),
+            new_issuer: new_issuer.to_string(),
+            published_at: None,
+            verified_at: None,
+            flags_changed_at: None,
+            cluster_verified_at: None,
+            old_issuer_dropped_at: None,
+        }
+    }
+}
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
+
+/// The record, or `None` when no migration was started.
+pub fn read(state_dir: &Path) -> Result<Option<Progress>, String> {
+    let path = path(state_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Replaces the record atomically (0600). The caller holds the state lock.
+pub fn write(state_dir: &Path, progress: &Progress) -> Result<(), String> {
+    let mut json = serde_json::to_string_pretty(progress).map_err(|e| e.to_string())?;
+    json.push('\n');
+    atomic_file::write(&path(state_dir), json.as_bytes(), 0o600, Existing::Replace)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_record_reads_back_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read(dir.path()).unwrap(), None);
+        let mut progress = Progress::new("https://old.example", "https://new.example");
+        progress.published_at = Some(DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+        write(dir.path(), &progress).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(progress));
+        std::fs::write(path(dir.path()), "{").unwrap();
+        assert!(read(dir.path()).unwrap_err().contains(FILE_NAME));
+    }
+}
