@@ -16,6 +16,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 
 use super::{AdapterError, Prober};
 use crate::decision::Probed;
+use crate::http::chain;
 use crate::targets::jwks_kids;
 
 /// Probe tokens live ten minutes, the shortest TokenRequest allows.
@@ -212,18 +213,6 @@ pub fn token_issuer(token: &str) -> Result<String, String> {
     let claims: Claims =
         serde_json::from_slice(&json).map_err(|e| format!("token payload is not JSON: {e}"))?;
     claims.iss.ok_or_else(|| "token has no iss".into())
-}
-
-/// kube's transport errors say only "client error (Connect)"; the causes say what happened.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ struct Jwk {
 impl Sts {
     /// Trusts only the CA certificates in `ca_pem` (the test CA), as an STS trusts public CAs.
     pub fn new(issuer: &str, audience: &str, ca_pem: &[u8]) -> Result<Self, StsError> {
-        let client_error = |e: reqwest::Error| StsError::Client(error_chain(&e));
+        let client_error = |e: reqwest::Error| StsError::Client(keyrot::http::chain(&e));
         let ca = reqwest::Certificate::from_pem(ca_pem).map_err(client_error)?;
         let http = reqwest::Client::builder()
             .tls_certs_only([ca])
@@ -210,14 +210,14 @@ impl Sts {
             .get(url)
             .send()
             .await
-            .map_err(|e| fetch_error(error_chain(&e)))?;
+            .map_err(|e| fetch_error(keyrot::http::chain(&e)))?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(fetch_error(format!("status {}", response.status())));
         }
         response
             .bytes()
             .await
-            .map_err(|e| fetch_error(error_chain(&e)))
+            .map_err(|e| fetch_error(keyrot::http::chain(&e)))
     }
 
     fn check_claims(&self, parsed: &jws::Parsed, now: i64) -> Result<(), StsError> {
@@ -281,18 +281,6 @@ fn key_of(jwk: &Jwk) -> Result<(Alg, PublicParams), String> {
         Some(named) if named != alg.as_str() => Err(format!("alg {named:?} but the key is {alg}")),
         _ => Ok((alg, params)),
     }
-}
-
-/// reqwest's Display says only "error sending request"; the cause is further down.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -748,7 +748,7 @@ impl Api {
         request: reqwest::RequestBuilder,
         expected: u16,
     ) -> Result<String, CallError> {
-        let refused = |e: reqwest::Error| CallError::Refused(error_chain(&e));
+        let refused = |e: reqwest::Error| CallError::Refused(keyrot::http::chain(&e));
         let response = request
             .bearer_auth("any-token")
             .send()
@@ -832,17 +832,6 @@ fn https_client(ca_pem: &[u8]) -> reqwest::Client {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A token minted during the run, and how both verifiers judged it right after.
