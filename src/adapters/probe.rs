@@ -60,28 +60,24 @@ impl KubeProber {
         })
     }
 
-    async fn served_kids(&self) -> Result<Vec<String>, String> {
-        let request = http::Request::get("/openid/v1/jwks")
+    /// The body of a GET of `path` on the apiserver.
+    async fn get_text(&self, path: &str) -> Result<String, String> {
+        let request = http::Request::get(path)
             .body(Vec::new())
             .map_err(|e| e.to_string())?;
-        let body = self
-            .client
+        self.client
             .request_text(request)
             .await
-            .map_err(|e| chain(&e))?;
-        jwks_kids(body.as_bytes())
+            .map_err(|e| chain(&e))
+    }
+
+    async fn served_kids(&self) -> Result<Vec<String>, String> {
+        jwks_kids(self.get_text("/openid/v1/jwks").await?.as_bytes())
     }
 
     /// The `issuer` and `jwks_uri` of the apiserver's own discovery document.
     async fn served_discovery(&self) -> Result<ServedDiscovery, String> {
-        let request = http::Request::get("/.well-known/openid-configuration")
-            .body(Vec::new())
-            .map_err(|e| e.to_string())?;
-        let body = self
-            .client
-            .request_text(request)
-            .await
-            .map_err(|e| chain(&e))?;
+        let body = self.get_text("/.well-known/openid-configuration").await?;
         serde_json::from_str(&body).map_err(|e| format!("not a discovery document: {e}"))
     }
 
