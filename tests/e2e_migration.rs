@@ -8,96 +8,16 @@
 
 mod e2e;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use e2e::{KUBEADM_ISSUER, Run, Settings, World};
+use e2e::KUBEADM_ISSUER;
+use e2e::migration::{
+    FIXTURE, GRACE, KUBEADM_FLAGS, WAITING, assert_code, issuer_flags, manifest, snapshot,
+    token_iss,
+};
 
-/// Exit status of a run that waits (grace period).
-const WAITING: i32 = 3;
-const GRACE: Duration = Duration::from_secs(5);
-
-const KUBEADM_FLAGS: &str = "{ kubeadmManifest: manifests/kube-apiserver.yaml }";
-
-/// A cluster on the kubeadm manifest, its plan migrating to `{static server}/{path}` with the
-/// editor `flags` and dropping the old issuer after the grace period.
-fn migrating_world(path: &str) -> (World, String) {
-    migrating_world_with(path, KUBEADM_FLAGS, true)
-}
-
-fn migrating_world_with(path: &str, flags: &str, drop_old: bool) -> (World, String) {
-    let world = World::start(Settings {
-        kubeadm_manifest: true,
-        ..Settings::default()
-    });
-    let public = world.issuer.rsplit_once('/').unwrap().0.to_string();
-    let new_issuer = format!("{public}/{path}");
-    let section = format!(
-        "issuerMigration:
-  newIssuer: {new_issuer}
-  flags: {flags}
-  gracePeriod: {}s
-  dropOldIssuer: {drop_old}
-  publicCaFile: tls/ca.crt
-",
-        GRACE.as_secs()
-    );
-    let mut plan = world.plan_yaml();
-    plan.push_str(&section);
-    std::fs::write(world.plan_path(), plan).unwrap();
-    (world, new_issuer)
-}
-
-fn manifest(world: &World) -> String {
-    std::fs::read_to_string(world.path("manifests/kube-apiserver.yaml")).unwrap()
-}
-
-const FIXTURE: &str = include_str!("data/issuer/kubeadm-kube-apiserver.yaml");
-
-/// The issuer flags of the manifest's command list, in order.
-fn issuer_flags(world: &World) -> Vec<String> {
-    manifest(world)
-        .lines()
-        .map(str::trim)
-        .filter_map(|l| l.strip_prefix("- --"))
-        .filter(|f| {
-            [
-                "service-account-issuer=",
-                "service-account-jwks-uri=",
-                "api-audiences=",
-            ]
-            .iter()
-            .any(|p| f.starts_with(p))
-        })
-        .map(str::to_string)
-        .collect()
-}
-
-fn token_iss(token: &str) -> String {
-    keyrot::adapters::probe::token_issuer(token).unwrap()
-}
-
-/// Every file under the world's directory (the stand-in's log aside), with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        for entry in std::fs::read_dir(&next).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if !path.ends_with("standin.log") {
-                let name = path.strip_prefix(dir).unwrap().display().to_string();
-                files.insert(name, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
-}
-
-fn assert_code(run: &Run, code: i32) {
-    assert_eq!(run.code, Some(code), "{run:?}");
+fn migrating_world(path: &str) -> (e2e::World, String) {
+    e2e::migration::migrating_world(path, KUBEADM_FLAGS, true, "")
 }
 
 #[test]
@@ -269,50 +189,46 @@ fn a_manifest_the_editor_cannot_read_stops_the_migration_at_step_3_unchanged() {
 }
 
 #[test]
-fn with_manual_flags_keyrot_prints_the_change_and_goes_on_once_it_is_made() {
-    let (world, new_issuer) = migrating_world_with("e2e", "manual", false);
-    let first = world.keyrot(&["migrate-issuer"]);
-    assert_code(&first, WAITING);
-    let jwks_uri = format!("{new_issuer}/openid/v1/jwks");
+fn tokens_that_may_live_longer_lengthen_the_grace_period_before_the_drop() {
+    let (world, _) = e2e::migration::migrating_world(
+        "e2e",
+        KUBEADM_FLAGS,
+        true,
+        "  longestTokenLifetime: 48h\n",
+    );
+    // The plan names tokens living 48 h: longer than the 5 s grace period it asks for.
+    let planned = world.keyrot(&["migrate-issuer", "--dry-run"]);
+    assert_code(&planned, 0);
     assert!(
-        first.stdout.contains(&format!(
-            "+--service-account-issuer={new_issuer}\n --service-account-issuer={KUBEADM_ISSUER}\n\
-             +--service-account-jwks-uri={jwks_uri}\n"
-        )),
-        "{first:?}"
+        planned.stdout.contains(
+            "step 5: after 48h (longestTokenLifetime 48h, longer than gracePeriod 5s), drop"
+        ),
+        "{planned:?}"
     );
-    assert!(first.stdout.contains("run `keyrot migrate-issuer` again"));
-    assert_eq!(manifest(&world), FIXTURE);
-
-    // The person makes the change and restarts kube-apiserver.
-    let old_line = format!("    - --service-account-issuer={KUBEADM_ISSUER}\n");
-    let new_lines = format!(
-        "    - --service-account-issuer={new_issuer}\n{old_line}    \
-         - --service-account-jwks-uri={jwks_uri}\n    \
-         - --api-audiences={new_issuer},{KUBEADM_ISSUER}\n"
+    // kube-apiserver may issue tokens living 30 days: that wins.
+    let capped = manifest(&world).replace(
+        "    - --secure-port=6443\n",
+        "    - --secure-port=6443\n    - --service-account-max-token-expiration=720h\n",
     );
-    std::fs::write(
-        world.path("manifests/kube-apiserver.yaml"),
-        FIXTURE.replace(&old_line, &new_lines),
-    )
-    .unwrap();
-    let pid = std::fs::read_to_string(world.path("standin.pid")).unwrap();
-    let hangup = std::process::Command::new("kill")
-        .args(["-HUP", pid.trim()])
-        .status()
+    std::fs::write(world.path("manifests/kube-apiserver.yaml"), capped).unwrap();
+    let run = world.keyrot(&["migrate-issuer"]);
+    assert_code(&run, WAITING);
+    let waiting = run.stdout.lines().last().unwrap();
+    assert!(
+        waiting.starts_with(
+            "step 5 waits for the grace period (--service-account-max-token-expiration=720h in "
+        ),
+        "{run:?}"
+    );
+    // The drop is due 30 days after the flag change, not 5 seconds.
+    let due = waiting
+        .split(" after ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
         .unwrap();
-    assert!(hangup.success());
-    let restarted = format!("issuing as {new_issuer}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !world.standin_log().contains(&restarted) {
-        assert!(Instant::now() < deadline, "{}", world.standin_log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-
-    let second = world.keyrot(&["migrate-issuer"]);
-    assert_code(&second, 0);
-    assert!(second.stdout.contains("step 4:"), "{second:?}");
-    assert!(second.stdout.contains("step 5: skipped"), "{second:?}");
-    let token = world.block_on(world.api().token()).unwrap();
-    assert_eq!(token_iss(&token), new_issuer);
+    let due = chrono::DateTime::parse_from_rfc3339(due).unwrap();
+    let days = (due.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours();
+    assert!((719..=720).contains(&days), "{waiting}");
 }

@@ -1,8 +1,11 @@
-//! `keyrot migrate-issuer`: runs the issuer migration of the plan's `issuerMigration` section.
+//! `keyrot migrate-issuer`: runs the issuer migration of the plan's `issuerMigration` section,
+//! or rolls it back; `keyrot approve` continues one that waits for a person.
 
 use std::process::ExitCode;
 
-use keyrot::migration::{self, Outcome};
+use keyrot::migration::progress::{Awaiting, ManualStep};
+use keyrot::migration::{self, Outcome, StepError};
+use keyrot::plan::Plan;
 use keyrot::state::StateStore;
 
 use super::plan_args::PlanArg;
@@ -15,14 +18,20 @@ use super::plan_args::PlanArg;
 ///
 /// Stops at the first failure, changing nothing after it. Finished steps are recorded in the
 /// state directory: run the command again to continue (after a fix, or once the grace period is
-/// over). Exit status: 0 done, 1 a step failed, 3 waiting (grace period, or a manual change).
+/// over). A step a person must make (`flags: manual`) waits for `keyrot approve`. Exit status:
+/// 0 done, 1 a step failed, 3 waiting (grace period, or a person).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     plan: PlanArg,
-    /// Print the documents that would be published and the flag changes; write nothing.
+    /// Print what would be done (documents, targets, flag diffs); write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Put kube-apiserver's flags back to their bytes from before the migration, restart it,
+    /// check it issues tokens with the old issuer again, and remove the migration's record.
+    /// Tokens issued with the new issuer meanwhile are rejected afterwards.
+    #[arg(long)]
+    rollback: bool,
 }
 
 /// Nothing failed, but the migration is not finished yet.
@@ -31,23 +40,55 @@ const WAITING: u8 = 3;
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
     if args.dry_run {
-        print!("{}", migration::dry_run(&plan)?);
+        let preview = if args.rollback {
+            migration::preview_rollback(&plan)?
+        } else {
+            migration::dry_run(&plan)?
+        };
+        print!("{preview}");
         return Ok(ExitCode::SUCCESS);
     }
     let _lock = StateStore::new(&plan.state_dir).try_lock()?;
-    let outcome = migration::run(&plan, chrono::Utc::now, &mut |line| println!("{line}"));
+    let say = &mut |line: String| println!("{line}");
+    let outcome = if args.rollback {
+        migration::rollback(&plan, chrono::Utc::now, false, say)
+    } else {
+        migration::run(&plan, chrono::Utc::now, false, say)
+    };
+    Ok(report(outcome, args.rollback))
+}
+
+/// `keyrot approve` when the plan's migration waits for a person: the step goes on.
+pub fn approve(plan: Plan, awaiting: Awaiting) -> anyhow::Result<ExitCode> {
+    let _lock = StateStore::new(&plan.state_dir).try_lock()?;
+    let say = &mut |line: String| println!("{line}");
+    let rolling_back = awaiting
+        == Awaiting::ManualChange {
+            step: ManualStep::Rollback,
+        };
+    let outcome = if rolling_back {
+        migration::rollback(&plan, chrono::Utc::now, true, say)
+    } else {
+        migration::run(&plan, chrono::Utc::now, true, say)
+    };
+    Ok(report(outcome, rolling_back))
+}
+
+fn report(outcome: Result<Outcome, StepError>, rollback: bool) -> ExitCode {
     match outcome {
         Ok(Outcome::Done) => {
-            println!("issuer migration done");
-            Ok(ExitCode::SUCCESS)
+            if !rollback {
+                println!("issuer migration done");
+            }
+            ExitCode::SUCCESS
         }
         Ok(Outcome::Waiting(what)) => {
             println!("{what}");
-            Ok(ExitCode::from(WAITING))
+            ExitCode::from(WAITING)
         }
         Err(e) => {
             eprintln!("error: {e}; nothing after it was changed");
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
     }
 }

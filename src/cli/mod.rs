@@ -48,7 +48,7 @@ enum Command {
     Run(run::Args),
     /// Start a rotation now.
     Rotate(trigger::Args),
-    /// Release the phase held for approval.
+    /// Release the phase held for approval, or the issuer migration step waiting for a person.
     Approve(trigger::ApproveArgs),
     /// Before promotion: drop the new key; the old key keeps signing.
     Abort(trigger::Args),

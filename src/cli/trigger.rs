@@ -1,13 +1,16 @@
 //! `keyrot rotate`, `approve`, `abort`, `rollback`: hand the request to a running daemon, or
-//! record it and carry it out in the foreground.
+//! record it and carry it out in the foreground. `approve` goes to the issuer migration instead
+//! when it waits for a person.
 
 use std::process::ExitCode;
 
 use keyrot::daemon::control;
+use keyrot::migration;
+use keyrot::plan::Plan;
 use keyrot::state::TriggerKind;
 
-use super::foreground;
 use super::plan_args::PlanArg;
+use super::{foreground, migrate_issuer};
 
 /// Arguments shared by the four triggers.
 #[derive(Debug, clap::Args)]
@@ -34,23 +37,39 @@ pub struct ApproveArgs {
 }
 
 pub fn run_approve(args: ApproveArgs) -> anyhow::Result<ExitCode> {
+    let plan = args.common.plan.load()?;
+    if let Some(awaiting) = migration::awaiting(&plan).map_err(anyhow::Error::msg)? {
+        anyhow::ensure!(
+            !args.force,
+            "the issuer migration waits for a person, not for a gate: --force does not apply; \
+             approve without it once the change is made"
+        );
+        return migrate_issuer::approve(plan, awaiting);
+    }
     if args.force {
         eprintln!(
             "WARNING: forcing the gate the rotation waits on; keyrot will not have seen it pass"
         );
     }
-    run_trigger(TriggerKind::Approve, args.common, args.force)
+    run_trigger(
+        TriggerKind::Approve,
+        plan,
+        args.common.foreground,
+        args.force,
+    )
 }
 
 pub fn run(kind: TriggerKind, args: Args) -> anyhow::Result<ExitCode> {
-    run_trigger(kind, args, false)
+    run_trigger(kind, args.plan.load()?, args.foreground, false)
 }
 
-fn run_trigger(kind: TriggerKind, args: Args, force: bool) -> anyhow::Result<ExitCode> {
-    let plan = args.plan.load()?;
-    if !args.foreground
-        && let Some(answer) = control::ask(&plan.state_dir, kind, force)?
-    {
+fn run_trigger(
+    kind: TriggerKind,
+    plan: Plan,
+    foreground: bool,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    if !foreground && let Some(answer) = control::ask(&plan.state_dir, kind, force)? {
         println!(
             "{}: {answer} (by the running keyrot daemon)",
             control::request_word(kind)

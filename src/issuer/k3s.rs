@@ -62,6 +62,15 @@ pub fn read_flags(text: &str, defaults: &K3sDefaults) -> Result<IssuerFlags, Tex
     Ok(arglist::flags_from(&list.found, &defaults.implicit()))
 }
 
+/// Every entry of `kube-apiserver-arg`, as `name=value` (k3s passes each as `--name=value`).
+pub(crate) fn arguments(text: &str) -> Result<Vec<String>, TextError> {
+    Ok(parsed_args(text)?
+        .unwrap_or_default()
+        .iter()
+        .map(|arg| arg.strip_prefix("--").unwrap_or(arg).to_string())
+        .collect())
+}
+
 /// The config after `step`; the text is unchanged when the step was applied already.
 pub fn edit_text(
     text: &str,

@@ -22,6 +22,15 @@ pub fn read_flags(text: &str) -> Result<IssuerFlags, TextError> {
     Ok(arglist::flags_from(&list.found, &IssuerFlags::default()))
 }
 
+/// Every `--name=value` argument of kube-apiserver's command, as `name=value`.
+pub(crate) fn arguments(text: &str) -> Result<Vec<String>, TextError> {
+    Ok(parsed_command(text)?
+        .iter()
+        .filter_map(|arg| arg.strip_prefix("--"))
+        .map(str::to_string)
+        .collect())
+}
+
 /// The manifest after `step`; the text is unchanged when the step was applied already.
 pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError> {
     let list = command_list(text)?;

@@ -128,6 +128,20 @@ impl FlagFile {
         }
     }
 
+    /// The values the file gives kube-apiserver's flag `--name`, in order; empty when unset.
+    pub fn values_of(&self, text: &str, name: &str) -> Result<Vec<String>, TextError> {
+        let arguments = match self {
+            FlagFile::KubeadmManifest => kubeadm::arguments(text)?,
+            FlagFile::K3sConfig(_) => k3s::arguments(text)?,
+            FlagFile::SystemdUnit => systemd::arguments(text)?,
+        };
+        Ok(arguments
+            .iter()
+            .filter_map(|arg| arg.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_string)
+            .collect())
+    }
+
     /// The file's text after `step`, computed without writing anything.
     pub fn edit_text(&self, text: &str, step: &MigrationStep) -> Result<TextEdit, TextError> {
         match self {

@@ -16,6 +16,18 @@ pub fn read_flags(text: &str) -> Result<IssuerFlags, TextError> {
     Ok(arglist::flags_from(&exec.found, &IssuerFlags::default()))
 }
 
+/// Every `--name=value` argument on `ExecStart=`'s continuation lines, as `name=value`.
+pub(crate) fn arguments(text: &str) -> Result<Vec<String>, TextError> {
+    let exec = exec_start(text)?;
+    Ok(exec
+        .lines
+        .iter()
+        .flat_map(|line| line.body.split_whitespace())
+        .filter_map(|token| token.strip_prefix("--"))
+        .map(str::to_string)
+        .collect())
+}
+
 /// The unit after `step`; the text is unchanged when the step was applied already.
 pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError> {
     let exec = exec_start(text)?;

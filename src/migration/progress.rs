@@ -25,6 +25,39 @@ pub struct Progress {
     pub flags_changed_at: Option<DateTime<Utc>>,
     pub cluster_verified_at: Option<DateTime<Utc>>,
     pub old_issuer_dropped_at: Option<DateTime<Utc>>,
+    /// Every apiserver accepts the new issuer while still issuing with the old one
+    /// (`acceptFirst`): the node's flags were changed, then `keyrot approve` said every other
+    /// node's were too.
+    #[serde(default)]
+    pub accepted_at: Option<DateTime<Utc>>,
+    /// The rollback started: the flags go back to their bytes from before the migration.
+    #[serde(default)]
+    pub rollback_started_at: Option<DateTime<Utc>>,
+    /// What a person was asked to do before the migration goes on; `keyrot approve` says it is
+    /// done. Cleared when the step it belongs to is recorded.
+    #[serde(default)]
+    pub awaiting: Option<Awaiting>,
+}
+
+/// A step that waits for `keyrot approve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Awaiting {
+    /// This node accepts the new issuer; every other apiserver must too before any issues it.
+    AcceptEverywhere,
+    /// The manual editor printed the flag change of a step (`accept-issuer`, `add-issuer`,
+    /// `drop-issuer`, `rollback`) for a person to make.
+    ManualChange { step: ManualStep },
+}
+
+/// The flag change a person makes when keyrot edits no file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManualStep {
+    Accept,
+    Add,
+    Drop,
+    Rollback,
 }
 
 impl Progress {
@@ -37,6 +70,9 @@ impl Progress {
             flags_changed_at: None,
             cluster_verified_at: None,
             old_issuer_dropped_at: None,
+            accepted_at: None,
+            rollback_started_at: None,
+            awaiting: None,
         }
     }
 }
@@ -53,6 +89,16 @@ pub fn read(state_dir: &Path) -> Result<Option<Progress>, String> {
             .map(Some)
             .map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Removes the record (a rollback finished); a missing one is fine.
+pub fn remove(state_dir: &Path) -> Result<(), String> {
+    let path = path(state_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
@@ -75,9 +121,44 @@ mod tests {
         assert_eq!(read(dir.path()).unwrap(), None);
         let mut progress = Progress::new("https://old.example", "https://new.example");
         progress.published_at = Some(DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+        progress.awaiting = Some(Awaiting::ManualChange {
+            step: ManualStep::Add,
+        });
         write(dir.path(), &progress).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(progress));
+        remove(dir.path()).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), None);
+        remove(dir.path()).unwrap();
         std::fs::write(path(dir.path()), "{").unwrap();
         assert!(read(dir.path()).unwrap_err().contains(FILE_NAME));
+    }
+
+    #[test]
+    fn a_record_from_before_approvals_and_rollbacks_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"oldIssuer":"https://old.example","newIssuer":"https://new.example",
+            "publishedAt":null,"verifiedAt":null,"flagsChangedAt":null,
+            "clusterVerifiedAt":null,"oldIssuerDroppedAt":null}"#;
+        std::fs::write(path(dir.path()), old).unwrap();
+        let read = read(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            read,
+            Progress::new("https://old.example", "https://new.example")
+        );
+    }
+
+    #[test]
+    fn what_waits_for_approval_is_written_in_words() {
+        let awaiting = Awaiting::ManualChange {
+            step: ManualStep::Rollback,
+        };
+        assert_eq!(
+            serde_json::to_string(&awaiting).unwrap(),
+            r#"{"manual-change":{"step":"rollback"}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Awaiting::AcceptEverywhere).unwrap(),
+            r#""accept-everywhere""#
+        );
     }
 }

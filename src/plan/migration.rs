@@ -1,5 +1,7 @@
 //! The `issuerMigration` section: the new issuer, the flag editor, the grace period.
 
+use chrono::TimeDelta;
+
 use super::locate::FieldPath;
 use super::presets;
 use super::raw::{OrManual, RawFlagFiles, RawIssuerMigration};
@@ -40,6 +42,17 @@ pub fn issuer_migration(
         );
         grace_period = None;
     }
+    let lifetime_at = at.key("longestTokenLifetime");
+    let longest_token_lifetime = match &raw.longest_token_lifetime {
+        None => Some(None),
+        Some(written) => match cx.duration(&lifetime_at, Some(written), TimeDelta::zero()) {
+            Some(lifetime) if lifetime <= TimeDelta::zero() => {
+                cx.error(&lifetime_at, "must be more than zero");
+                None
+            }
+            other => other.map(Some),
+        },
+    };
     let public_ca_file = match &raw.public_ca_file {
         None => Some(None),
         Some(_) if !test_plan => {
@@ -56,6 +69,8 @@ pub fn issuer_migration(
         new_issuer: new_issuer?,
         flags: flags?,
         grace_period: grace_period?,
+        longest_token_lifetime: longest_token_lifetime?,
+        accept_first: raw.accept_first.unwrap_or(false),
         drop_old_issuer: raw.drop_old_issuer.unwrap_or(false),
         public_ca_file: public_ca_file?,
     }))

@@ -75,6 +75,12 @@ pub struct IssuerMigration {
     pub flags: FlagSource,
     /// The least time between the flag change and dropping the old issuer.
     pub grace_period: TimeDelta,
+    /// The longest lifetime of the tokens requested in the cluster, when the plan names it: the
+    /// old issuer stays accepted at least this long.
+    pub longest_token_lifetime: Option<TimeDelta>,
+    /// Several apiservers: every one accepts the new issuer (`keyrot approve` says so) before
+    /// any issues tokens with it.
+    pub accept_first: bool,
     /// Whether the old issuer is dropped from the flags once the grace period is over.
     pub drop_old_issuer: bool,
     /// Extra root certificates (PEM) for reading the new issuer's documents: test plans only.

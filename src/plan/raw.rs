@@ -249,6 +249,8 @@ pub struct RawIssuerMigration {
     pub new_jwks_uri: Option<String>,
     pub flags: Option<OrManual<RawFlagFiles>>,
     pub grace_period: Option<RawDuration>,
+    pub longest_token_lifetime: Option<RawDuration>,
+    pub accept_first: Option<bool>,
     pub drop_old_issuer: Option<bool>,
     pub public_ca_file: Option<PathBuf>,
 }

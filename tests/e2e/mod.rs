@@ -14,6 +14,8 @@
 //!   `standin.log`: what the restart command signals and what the stand-in said.
 #![allow(dead_code)] // Each e2e test binary uses a different subset.
 
+pub mod migration;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

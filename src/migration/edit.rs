@@ -1,0 +1,78 @@
+//! A migration's flag changes: an editor's edit, applied with its backup, then the restart; or,
+//! with `flags: manual`, the change a person makes.
+
+use chrono::Utc;
+
+use super::{StepError, failed};
+use crate::adapters::Restarter;
+use crate::adapters::restart::ProcessRestarter;
+use crate::issuer::{self, Applied, FlagFile, IssuerFlags, ManualChange, MigrationStep};
+use crate::plan::Plan;
+
+/// Where the editors keep the bytes a flag file had before each step.
+pub fn backup_dir(plan: &Plan) -> std::path::PathBuf {
+    plan.state_dir.join("issuer-backups")
+}
+
+/// The edit (shown as a diff), applied with its backup in the state directory, then the
+/// restart. An edit that changes nothing (a run that stopped after writing) still restarts, so
+/// the apiserver surely runs with the file's flags.
+pub fn change_flags(
+    plan: &Plan,
+    path: &std::path::Path,
+    file: &FlagFile,
+    step: &MigrationStep,
+    number: u8,
+    say: &mut dyn FnMut(String),
+) -> Result<(), StepError> {
+    let edit = issuer::compute_edit(file, path, step).map_err(|e| failed(number, e.to_string()))?;
+    match issuer::apply(&edit, &backup_dir(plan)).map_err(|e| failed(number, e.to_string()))? {
+        Applied::Unchanged => say(format!(
+            "step {number}: {} already holds the {} flags",
+            path.display(),
+            step.tag()
+        )),
+        Applied::Written { backup } => say(format!(
+            "step {number}: {} edited (the previous bytes are in {}):\n{}",
+            path.display(),
+            backup.display(),
+            edit.diff()
+        )),
+    }
+    restart(plan, step.tag(), number)?;
+    say(format!("step {number}: kube-apiserver restarted"));
+    Ok(())
+}
+
+/// Restarts kube-apiserver the plan's way, naming the cause `tag`.
+pub fn restart(plan: &Plan, tag: &str, number: u8) -> Result<(), StepError> {
+    let tag = format!("{tag}-{}", Utc::now().timestamp());
+    ProcessRestarter::new(plan).restart(&tag).map_err(|e| {
+        failed(
+            number,
+            format!(
+                "the flag file holds the new flags but the restart failed: {e}; run again to \
+                 restart"
+            ),
+        )
+    })
+}
+
+/// The flags a person is asked to change with `flags: manual`, and to what.
+///
+/// keyrot cannot read them, so it assumes kube-apiserver runs with only the plan's issuer and
+/// neither `--service-account-jwks-uri` nor `--api-audiences`, then applies the steps it asked
+/// for before this one.
+pub fn manual_change(
+    original: &IssuerFlags,
+    done: &[MigrationStep],
+    step: &MigrationStep,
+    number: u8,
+) -> Result<ManualChange, StepError> {
+    let mut current = original.clone();
+    for earlier in done {
+        current =
+            issuer::next_flags(&current, earlier).map_err(|e| failed(number, e.to_string()))?;
+    }
+    ManualChange::new(&current, step).map_err(|e| failed(number, e.to_string()))
+}

@@ -1,0 +1,99 @@
+//! What `keyrot migrate-issuer --dry-run` and `keyrot plan` show: the documents, what each
+//! target would get, the flag changes as diffs. Writes nothing.
+
+use super::{APPROVE, Migration, StepError, edit, failed, grace};
+use crate::issuer::{FlagEdit, compute_edit};
+use crate::plan::{FlagSource, Plan};
+use crate::targets::public;
+
+/// What `--dry-run` prints: the documents, what each target would get, the flag changes.
+pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
+    let migration = Migration::new(plan)?;
+    let documents = migration.documents()?;
+    let mut out = format!(
+        "step 1: publish for {} the discovery document\n{}\nand the JWKS (kids [{}])\n{}\n",
+        migration.new_issuer().url,
+        documents.discovery,
+        migration.kids.join(", "),
+        documents.jwks
+    );
+    for target in &plan.targets {
+        let outcome = crate::adapters::publish::preview_target(target, &documents);
+        match outcome {
+            Ok(objects) => {
+                for object in objects {
+                    out.push_str(&format!(
+                        "  target {}: {}: {:?}\n",
+                        target.name, object.url, object.written
+                    ));
+                }
+            }
+            Err(e) => out.push_str(&format!("  target {}: cannot tell: {e}\n", target.name)),
+        }
+    }
+    out.push_str(&format!(
+        "step 2: read {} anonymously and compare\n",
+        public::join(
+            &migration.new_issuer().url,
+            crate::documents::DISCOVERY_PATH
+        )
+    ));
+    out.push_str("step 3: change kube-apiserver's flags, then restart it\n");
+    match &migration.section.flags {
+        FlagSource::File { path, file } => {
+            let add = compute_edit(file, path, &migration.add_step())
+                .map_err(|e| failed(3, e.to_string()))?;
+            out.push_str(&add.diff());
+            out.push_str("step 4: check the apiserver's discovery document and a new token\n");
+            if migration.section.drop_old_issuer {
+                let dropped = file
+                    .edit_text(&add.after, &migration.drop_step())
+                    .map_err(|e| failed(5, format!("{}: {e}", path.display())))?;
+                let drop_edit = FlagEdit {
+                    path: path.clone(),
+                    step: migration.drop_step(),
+                    flags_before: add.flags_after.clone(),
+                    flags_after: dropped.flags_after,
+                    before: add.after.clone(),
+                    after: dropped.text,
+                };
+                out.push_str(&format!(
+                    "step 5: after {}, drop the old issuer\n{}",
+                    grace_text(&migration)?,
+                    drop_edit.diff()
+                ));
+            }
+        }
+        FlagSource::Manual => {
+            let assumed = migration.assumed_flags();
+            let steps = migration.steps_to_add();
+            for (i, step) in steps.iter().enumerate() {
+                let change = edit::manual_change(&assumed, &steps[..i], step, 3)?;
+                out.push_str(&change.render_then(APPROVE));
+            }
+            out.push_str("step 4: check the apiserver's discovery document and a new token\n");
+            if migration.section.drop_old_issuer {
+                let change = edit::manual_change(&assumed, &steps, &migration.drop_step(), 5)?;
+                out.push_str(&format!(
+                    "step 5: after {}, drop the old issuer\n{}",
+                    grace_text(&migration)?,
+                    change.render_then(APPROVE)
+                ));
+            }
+        }
+    }
+    if !migration.section.drop_old_issuer {
+        out.push_str("step 5: none: the old issuer stays accepted (dropOldIssuer: false)\n");
+    }
+    Ok(out)
+}
+
+/// The grace period and what decided it, for the preview.
+fn grace_text(migration: &Migration) -> Result<String, StepError> {
+    let grace = grace::for_section(migration.section).map_err(|e| failed(5, e))?;
+    Ok(format!(
+        "{} ({})",
+        crate::plan::format_duration(grace.period),
+        grace.why
+    ))
+}

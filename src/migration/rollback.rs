@@ -1,0 +1,266 @@
+//! `keyrot migrate-issuer --rollback`: kube-apiserver's flags back to what they were before the
+//! migration, the apiserver restarted and checked, the record removed.
+//!
+//! The editors' backups hold the flag file's bytes from before each step; the earliest one is
+//! the original. The later ones are removed first, so a rollback stopped at any point (a
+//! crash, a failed restart) finds the same original when run again. The documents published
+//! for the new issuer stay where they are: they expose nothing, and a cloud trusting the new
+//! issuer only stops being useful.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use super::checks::{self, Expected};
+use super::progress::{self, Awaiting, ManualStep, Progress};
+use super::{APPROVE, Migration, Outcome, ROLLBACK, StepError, edit, failed};
+use crate::issuer::{self, IssuerFlags, MigrationStep, RolledBack, diff};
+use crate::plan::{FlagSource, Plan};
+
+/// What a rollback would do, for `--rollback --dry-run`. Writes nothing.
+pub fn preview_rollback(plan: &Plan) -> Result<String, StepError> {
+    let migration = Migration::new(plan)?;
+    let Some(progress) = recorded(&migration)? else {
+        return Ok(nothing_recorded(plan));
+    };
+    match &migration.section.flags {
+        FlagSource::File { path, .. } => Ok(match original(&migration, path) {
+            Some((_, backup)) => format!(
+                "{}then restart kube-apiserver and check that it issues as {} again\n",
+                restore_diff(path, &backup)?,
+                migration.old_issuer()
+            ),
+            None if touched(&progress) => format!(
+                "{} has no backup left: restart kube-apiserver and check that it issues as {}\n",
+                path.display(),
+                migration.old_issuer()
+            ),
+            None => "the flags were not changed: only the record is removed\n".to_string(),
+        }),
+        FlagSource::Manual => Ok(match manual_restore(&migration, &progress) {
+            Some(text) => text,
+            None => "no flag change was asked for: only the record is removed\n".to_string(),
+        }),
+    }
+}
+
+/// Puts the flags back. The caller holds the state lock. With `approved` (`keyrot approve`), a
+/// manual rollback the person made is checked and finished.
+pub fn rollback(
+    plan: &Plan,
+    now: impl Fn() -> DateTime<Utc>,
+    approved: bool,
+    say: &mut dyn FnMut(String),
+) -> Result<Outcome, StepError> {
+    let migration = Migration::new(plan)?;
+    let Some(mut progress) = recorded(&migration)? else {
+        return Err(failed(ROLLBACK, nothing_recorded(plan).trim_end()));
+    };
+    if progress.rollback_started_at.is_none() && progress.flags_changed_at.is_some() {
+        say(format!(
+            "warning: tokens issued since {} name {}; once the flags are back the apiserver \
+             rejects them until the kubelet replaces them (within about an hour for pods' \
+             projected tokens; copies taken out of pods stop working)",
+            progress
+                .flags_changed_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default(),
+            migration.new_issuer().url
+        ));
+    }
+    let old = Expected {
+        issuer: migration.old_issuer(),
+        jwks_uri: None,
+    };
+    match &migration.section.flags {
+        FlagSource::File { path, .. } => {
+            let restart = touched(&progress);
+            progress.rollback_started_at.get_or_insert_with(&now);
+            migration.save(&progress, ROLLBACK)?;
+            restore_file(&migration, path, say)?;
+            if restart {
+                edit::restart(plan, "rollback", ROLLBACK)?;
+                checks::cluster(plan, old, ROLLBACK)?;
+                say(format!(
+                    "rollback: kube-apiserver restarted and issues as {} again",
+                    migration.old_issuer()
+                ));
+            }
+        }
+        FlagSource::Manual => {
+            let waiting = progress.awaiting
+                == Some(Awaiting::ManualChange {
+                    step: ManualStep::Rollback,
+                });
+            if approved && waiting {
+                checks::cluster(plan, old, ROLLBACK)?;
+                say(format!(
+                    "rollback: approved: the apiserver issues as {} again",
+                    migration.old_issuer()
+                ));
+            } else if let Some(text) = manual_restore(&migration, &progress) {
+                progress.rollback_started_at.get_or_insert_with(&now);
+                progress.awaiting = Some(Awaiting::ManualChange {
+                    step: ManualStep::Rollback,
+                });
+                migration.save(&progress, ROLLBACK)?;
+                return Ok(Outcome::Waiting(text));
+            }
+        }
+    }
+    progress::remove(&plan.state_dir).map_err(|e| failed(ROLLBACK, e))?;
+    say(format!(
+        "rollback: done; the record is removed. The documents published for {} stay on the \
+         targets: remove them by hand if nothing uses them",
+        migration.new_issuer().url
+    ));
+    Ok(Outcome::Done)
+}
+
+fn recorded(migration: &Migration) -> Result<Option<Progress>, StepError> {
+    progress::read(&migration.plan.state_dir)
+        .map_err(|e| failed(ROLLBACK, e))?
+        .map(|_| migration.progress())
+        .transpose()
+}
+
+fn nothing_recorded(plan: &Plan) -> String {
+    format!(
+        "no issuer migration is recorded in {}: nothing to roll back\n",
+        progress::path(&plan.state_dir).display()
+    )
+}
+
+/// Whether the flags may differ from the original: a step changed them, or a rollback started.
+fn touched(progress: &Progress) -> bool {
+    progress.flags_changed_at.is_some()
+        || progress.accepted_at.is_some()
+        || progress.awaiting == Some(Awaiting::AcceptEverywhere)
+        || progress.rollback_started_at.is_some()
+}
+
+/// Every flag step of the plan, in order.
+fn flag_steps(migration: &Migration) -> Vec<MigrationStep> {
+    let mut steps = migration.steps_to_add();
+    steps.push(migration.drop_step());
+    steps
+}
+
+/// The earliest step with a backup, and the backup: the bytes from before the migration.
+fn original(migration: &Migration, path: &Path) -> Option<(usize, PathBuf)> {
+    let dir = edit::backup_dir(migration.plan);
+    flag_steps(migration)
+        .iter()
+        .map(|step| issuer::backup_path(&dir, path, step))
+        .enumerate()
+        .find(|(_, backup)| backup.exists())
+}
+
+fn restore_diff(path: &Path, backup: &Path) -> Result<String, StepError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| failed(ROLLBACK, format!("{}: {e}", p.display())))
+    };
+    let label = path.display();
+    Ok(diff::unified(
+        &format!("{label} (now)"),
+        &format!("{label} (after rollback)"),
+        &read(path)?,
+        &read(backup)?,
+        3,
+    ))
+}
+
+/// Removes the backups of the steps after the earliest, then puts the earliest back.
+fn restore_file(
+    migration: &Migration,
+    path: &Path,
+    say: &mut dyn FnMut(String),
+) -> Result<(), StepError> {
+    let Some((earliest, backup)) = original(migration, path) else {
+        return Ok(());
+    };
+    say(format!(
+        "rollback: {} gets its bytes from before the migration back:\n{}",
+        path.display(),
+        restore_diff(path, &backup)?
+    ));
+    let steps = flag_steps(migration);
+    let dir = edit::backup_dir(migration.plan);
+    for later in &steps[earliest + 1..] {
+        let later = issuer::backup_path(&dir, path, later);
+        match std::fs::remove_file(&later) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(ROLLBACK, format!("{}: {e}", later.display()))),
+        }
+    }
+    match issuer::rollback(path, &steps[earliest], &dir)
+        .map_err(|e| failed(ROLLBACK, e.to_string()))?
+    {
+        RolledBack::Restored { backup } => say(format!(
+            "rollback: {} restored from {}",
+            path.display(),
+            backup.display()
+        )),
+        RolledBack::NoBackup => {}
+    }
+    Ok(())
+}
+
+/// The change a person makes to put the flags back, when keyrot asked for any.
+fn manual_restore(migration: &Migration, progress: &Progress) -> Option<String> {
+    let asked_add = progress.flags_changed_at.is_some()
+        || progress.awaiting
+            == Some(Awaiting::ManualChange {
+                step: ManualStep::Add,
+            });
+    let asked_drop = progress.old_issuer_dropped_at.is_some()
+        || progress.awaiting
+            == Some(Awaiting::ManualChange {
+                step: ManualStep::Drop,
+            });
+    let rolling_back = progress.awaiting
+        == Some(Awaiting::ManualChange {
+            step: ManualStep::Rollback,
+        });
+    let mut asked = Vec::new();
+    if asked_add || asked_drop || rolling_back {
+        asked.extend(migration.steps_to_add());
+    }
+    if asked_drop {
+        asked.push(migration.drop_step());
+    }
+    if asked.is_empty() {
+        return None;
+    }
+    let original = migration.assumed_flags();
+    let now = asked
+        .iter()
+        .try_fold(original.clone(), |flags, step| {
+            issuer::next_flags(&flags, step)
+        })
+        .ok()?;
+    Some(render_manual_restore(&now, &original))
+}
+
+fn render_manual_restore(now: &IssuerFlags, original: &IssuerFlags) -> String {
+    let lines = |flags: &IssuerFlags| {
+        flags
+            .to_args()
+            .iter()
+            .map(|arg| format!("{arg}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "keyrot does not edit kube-apiserver's flags on this cluster: put them back by hand.\nOn \
+         every control-plane node, change the flags as below, leaving every other flag as it \
+         is; restart kube-apiserver; then {APPROVE}.\n\n{}",
+        diff::unified(
+            "kube-apiserver flags (now)",
+            "kube-apiserver flags (after rollback)",
+            &lines(now),
+            &lines(original),
+            3,
+        )
+    )
+}
