@@ -27,6 +27,8 @@ pub struct World {
     pub apiserver_up: bool,
     /// Whether the plan probes the apiserver (otherwise probes report NotConfigured).
     pub probed: bool,
+    /// Why rotations wait for an issuer migration, if one is recorded.
+    pub issuer_migration: Option<String>,
     generated: u32,
 }
 
@@ -55,6 +57,7 @@ impl World {
                 .collect(),
             apiserver_up: true,
             probed: !matches!(plan.probe, Probe::None),
+            issuer_migration: observed.issuer_migration.clone(),
             generated: 0,
         })
     }
@@ -83,6 +86,7 @@ impl World {
                     kids: Probed::Seen(kids.clone()),
                 })
                 .collect(),
+            issuer_migration: self.issuer_migration.clone(),
         }
     }
 

@@ -4,7 +4,7 @@ mod harness;
 
 use chrono::TimeDelta;
 use harness::{Harness, OLD, plan, probed_plan};
-use keyrot::decision::{Gate, Phase};
+use keyrot::decision::{Action, Gate, Phase};
 use keyrot::state::{Role, TriggerKind};
 
 fn role_of(h: &Harness, kid: &str) -> Role {
@@ -178,6 +178,38 @@ fn a_phase_held_for_approval_waits_for_keyrot_approve() {
     let waiting = h.settle();
     assert_eq!(gates(&waiting), [Gate::RetireAfter]);
     assert_eq!(h.world.signing.kid, h.new_kid());
+}
+
+#[test]
+fn no_rotation_starts_while_an_issuer_migration_is_recorded_for_the_plans_issuer() {
+    let mut p = plan();
+    p.schedule = Some(keyrot::plan::Schedule::parse("@daily", chrono_tz::UTC).unwrap());
+    let mut h = Harness::new(p);
+    h.settle();
+    let why = "the issuer migration from A to B is under way";
+    h.world.issuer_migration = Some(why.to_string());
+    h.advance(TimeDelta::days(2));
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::IssuerMigration], "{waiting:?}");
+    assert_eq!(waiting.wake_at, None);
+    h.trigger(TriggerKind::Rotate);
+    let refused = h.step();
+    assert_eq!(
+        refused.actions,
+        [Action::ConsumeTrigger {
+            kind: TriggerKind::Rotate,
+            outcome: format!("refused: {why}"),
+        }]
+    );
+    assert_eq!(gates(&h.settle()), [Gate::IssuerMigration]);
+    assert_eq!(h.world.signing.kid, OLD);
+    assert!(h.state.rotation.is_none());
+
+    // Once the plan names the new issuer the record no longer concerns it: the overdue
+    // scheduled rotation starts.
+    h.world.issuer_migration = None;
+    h.step();
+    assert!(h.state.rotation.is_some());
 }
 
 #[test]

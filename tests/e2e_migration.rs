@@ -232,3 +232,42 @@ fn tokens_that_may_live_longer_lengthen_the_grace_period_before_the_drop() {
     let days = (due.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours();
     assert!((719..=720).contains(&days), "{waiting}");
 }
+
+#[test]
+fn keys_rotate_only_once_the_plan_names_the_new_issuer_and_then_publish_for_it() {
+    let (world, new_issuer) = e2e::migration::migrating_world("e2e", KUBEADM_FLAGS, false, "");
+    assert_code(&world.keyrot(&["migrate-issuer"]), 0);
+    let published = world.published_jwks();
+
+    // The plan still names the old issuer: a rotation would publish its discovery document over
+    // the new one's, so none starts.
+    let refused = world.keyrot(&["rotate"]);
+    assert_code(&refused, 1);
+    let said = format!("{refused:?}");
+    assert!(
+        said.contains(&format!("the issuer migration to {new_issuer} is done"))
+            && said.contains("set issuer.url to it"),
+        "{refused:?}"
+    );
+    assert_eq!(world.published_jwks(), published);
+
+    // With the plan updated as the migration's docs say, keys rotate and the documents stay
+    // the new issuer's.
+    let updated = world.plan_yaml().replace(
+        &format!("url: {KUBEADM_ISSUER}"),
+        &format!("url: {new_issuer}"),
+    );
+    std::fs::write(world.plan_path(), updated).unwrap();
+    let rotate = world.keyrot(&["rotate"]);
+    assert_code(&rotate, 0);
+    assert!(rotate.stdout.contains("rotation complete"), "{rotate:?}");
+    let discovery: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(world.path("www/e2e/.well-known/openid-configuration")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(discovery["issuer"], new_issuer.as_str());
+    let token = world.block_on(world.api().token()).unwrap();
+    assert_eq!(token_iss(&token), new_issuer);
+    world.block_on(world.sts().verify(&token)).unwrap();
+    assert_ne!(world.published_jwks(), published);
+}

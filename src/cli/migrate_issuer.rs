@@ -48,7 +48,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{preview}");
         return Ok(ExitCode::SUCCESS);
     }
-    let _lock = StateStore::new(&plan.state_dir).try_lock()?;
+    let lock = StateStore::new(&plan.state_dir).try_lock()?;
+    if let Some(state) = lock.load()?
+        && let Some(rotation) = &state.rotation
+    {
+        anyhow::bail!(
+            "key rotation {} is in progress (phase {}): let it finish (or abort it) before \
+             changing the issuer",
+            rotation.id,
+            rotation.phase
+        );
+    }
     let say = &mut |line: String| println!("{line}");
     let outcome = if args.rollback {
         migration::rollback(&plan, chrono::Utc::now, false, say)

@@ -123,10 +123,12 @@ pub enum Gate {
     RetireAfter,
     /// The next scheduled rotation is not due yet.
     Schedule,
+    /// An issuer migration is recorded for the plan's issuer: no rotation starts.
+    IssuerMigration,
 }
 
 impl Gate {
-    pub const ALL: [Gate; 9] = [
+    pub const ALL: [Gate; 10] = [
         Gate::ClusterKeys,
         Gate::Approval,
         Gate::Backoff,
@@ -136,6 +138,7 @@ impl Gate {
         Gate::NewKeySigns,
         Gate::RetireAfter,
         Gate::Schedule,
+        Gate::IssuerMigration,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -149,6 +152,7 @@ impl Gate {
             Gate::NewKeySigns => "new-key-signs",
             Gate::RetireAfter => "retire-after",
             Gate::Schedule => "schedule",
+            Gate::IssuerMigration => "issuer-migration",
         }
     }
 }

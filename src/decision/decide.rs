@@ -135,6 +135,9 @@ fn on_trigger(
                     r.id, r.phase
                 ),
             }),
+            None if observed.issuer_migration.is_some() => {
+                refuse(observed.issuer_migration.clone().unwrap_or_default())
+            }
             None => match observed.signing_kid() {
                 Some(old) => accept(
                     Action::StartRotation {
@@ -231,6 +234,9 @@ fn old_private_key_missing(state: &State, observed: &Observed, kid: &str) -> boo
 }
 
 fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> Decision {
+    if let Some(why) = &observed.issuer_migration {
+        return Decision::wait(Gate::IssuerMigration, why.clone(), None);
+    }
     let Some(schedule) = &plan.schedule else {
         return Decision::wait(
             Gate::Schedule,

@@ -180,6 +180,40 @@ impl<'a> Migration<'a> {
     }
 }
 
+/// Why no key rotation may start while `recorded` exists, if it concerns the plan's issuer.
+///
+/// From step 1 on the targets serve the new issuer's discovery document; a rotation with the
+/// plan's issuer would publish the old one's over it, and change the keys under a migration
+/// that checked them. Once the plan names the new issuer, the record is history.
+pub fn blocks_rotation(plan: &Plan, recorded: &Progress) -> Option<String> {
+    if recorded.old_issuer != plan.issuer.url {
+        return None;
+    }
+    let path = progress::path(&plan.state_dir);
+    let finished = recorded.old_issuer_dropped_at.is_some()
+        || (recorded.cluster_verified_at.is_some()
+            && plan
+                .issuer_migration
+                .as_ref()
+                .is_some_and(|m| !m.drop_old_issuer));
+    Some(if finished {
+        format!(
+            "the issuer migration to {} is done ({}): set issuer.url to it and remove \
+             issuerMigration before keys rotate again",
+            recorded.new_issuer,
+            path.display()
+        )
+    } else {
+        format!(
+            "the issuer migration from {} to {} is under way ({}): finish it or roll it back \
+             before keys rotate",
+            recorded.old_issuer,
+            recorded.new_issuer,
+            path.display()
+        )
+    })
+}
+
 /// What the plan's recorded migration waits for `keyrot approve` to do, if anything. Reads the
 /// record without the lock: `keyrot approve` uses it to choose between a migration and a
 /// rotation, and the migration checks again under the lock.

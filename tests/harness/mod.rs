@@ -96,6 +96,7 @@ pub fn fresh_world(plan: &Plan) -> World {
                 kids: Probed::Seen(Vec::new()),
             })
             .collect(),
+        issuer_migration: None,
     };
     World::from_observed(plan, &observed).unwrap()
 }
