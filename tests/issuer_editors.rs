@@ -1,4 +1,5 @@
-//! Issuer flag editors on realistic files: exact results, idempotence, order, rollback, refusals.
+//! Issuer flag editors on realistic files: exact results, idempotence, order, rollback, refusals,
+//! and the accept step that precedes the add step on a control plane with several apiservers.
 
 mod common;
 
@@ -15,7 +16,9 @@ use keyrot::issuer::{
 struct Case {
     file: FlagFile,
     fixture: &'static str,
-    /// The expected files after the add step, and after the drop step that follows it.
+    /// The expected files after the accept step, after the add step (alone or after the accept
+    /// step), and after the drop step that follows it.
+    after_accept: &'static str,
     after_add: &'static str,
     after_drop: &'static str,
     /// The file's name on a node, alone in its directory as in /etc/kubernetes/manifests.
@@ -26,6 +29,12 @@ struct Case {
 }
 
 impl Case {
+    fn accept(&self) -> MigrationStep {
+        MigrationStep::AcceptNewIssuer {
+            new_issuer: self.new_issuer.into(),
+        }
+    }
+
     fn add(&self) -> MigrationStep {
         MigrationStep::AddNewIssuerFirst {
             new_issuer: self.new_issuer.into(),
@@ -43,6 +52,7 @@ impl Case {
 const KUBEADM: Case = Case {
     file: FlagFile::KubeadmManifest,
     fixture: "kubeadm-kube-apiserver.yaml",
+    after_accept: "kubeadm-kube-apiserver.accept-issuer.yaml",
     after_add: "kubeadm-kube-apiserver.add-issuer.yaml",
     after_drop: "kubeadm-kube-apiserver.drop-issuer.yaml",
     name: "kube-apiserver.yaml",
@@ -55,6 +65,7 @@ fn k3s() -> Case {
     Case {
         file: FlagFile::K3sConfig(K3sDefaults::k3s("cluster.local")),
         fixture: "k3s-config.yaml",
+        after_accept: "k3s-config.accept-issuer.yaml",
         after_add: "k3s-config.add-issuer.yaml",
         after_drop: "k3s-config.drop-issuer.yaml",
         name: "config.yaml",
@@ -68,6 +79,7 @@ fn rke2() -> Case {
     Case {
         file: FlagFile::K3sConfig(K3sDefaults::rke2("cluster.local")),
         fixture: "rke2-config.yaml",
+        after_accept: "rke2-config.accept-issuer.yaml",
         after_add: "rke2-config.add-issuer.yaml",
         after_drop: "rke2-config.drop-issuer.yaml",
         name: "config.yaml",
@@ -80,6 +92,7 @@ fn rke2() -> Case {
 const HARD_WAY: Case = Case {
     file: FlagFile::SystemdUnit,
     fixture: "hard-way-kube-apiserver.service",
+    after_accept: "hard-way-kube-apiserver.accept-issuer.service",
     after_add: "hard-way-kube-apiserver.add-issuer.service",
     after_drop: "hard-way-kube-apiserver.drop-issuer.service",
     name: "kube-apiserver.service",
@@ -278,6 +291,160 @@ fn hard_way_unit_migrates_and_rolls_back() {
     migrate_and_roll_back(&HARD_WAY);
 }
 
+/// The accept step on one layout: its exact file, again, then the add step, which ends with the
+/// file of the add step alone, then each step rolled back from its own backup.
+fn accept_then_add_and_roll_back(case: &Case) {
+    let node = node(case);
+    let original = fs::read(&node.target).unwrap();
+    let original_text = String::from_utf8(original.clone()).unwrap();
+
+    let edit = compute(case, &node, &case.accept());
+    assert_eq!(edit.flags_before.issuers, [case.old_issuer]);
+    assert_eq!(edit.flags_after.issuers, [case.old_issuer, case.new_issuer]);
+    assert_eq!(edit.flags_after.jwks_uri, edit.flags_before.jwks_uri);
+    let accept_backup = node
+        .state
+        .join(format!("{}.before-accept-issuer", case.name));
+    assert_eq!(
+        apply(&edit, &node.state).unwrap(),
+        Applied::Written {
+            backup: accept_backup.clone()
+        }
+    );
+    assert_eq!(fs::read(&accept_backup).unwrap(), original);
+    let after_accept = fs::read_to_string(&node.target).unwrap();
+    assert_eq!(after_accept, fixture(case.after_accept), "{}", case.fixture);
+    assert_eq!(mode_of(&node.target), case.mode);
+    assert_eq!(names_in(&node.dir), [case.name]);
+
+    // The old issuer stays first, so tokens are still issued with it; the new one follows.
+    let old_at = after_accept
+        .find(&format!("service-account-issuer={}", case.old_issuer))
+        .unwrap();
+    let new_at = after_accept
+        .find(&format!("service-account-issuer={}", case.new_issuer))
+        .unwrap();
+    assert!(
+        old_at < new_at,
+        "{}: old issuer before the new",
+        case.fixture
+    );
+    assert_eq!(
+        without_issuer_flags(&after_accept),
+        without_issuer_flags(&original_text),
+        "{}",
+        case.fixture
+    );
+
+    // Twice: nothing to do, nothing written.
+    let again = compute(case, &node, &case.accept());
+    assert!(again.changes_nothing());
+    assert_eq!(again.diff(), "");
+    assert_eq!(apply(&again, &node.state).unwrap(), Applied::Unchanged);
+    assert_eq!(fs::read_to_string(&node.target).unwrap(), after_accept);
+
+    // Then the add step: the flags of the add step alone, in a file that reads back as them
+    // (here even the very same file), with a backup of its own.
+    let add_alone = case
+        .file
+        .edit_text(&original_text, &case.add())
+        .unwrap()
+        .flags_after;
+    let add_edit = compute(case, &node, &case.add());
+    assert_eq!(add_edit.flags_after, add_alone, "{}", case.fixture);
+    let add_backup = node.state.join(format!("{}.before-add-issuer", case.name));
+    assert_eq!(
+        apply(&add_edit, &node.state).unwrap(),
+        Applied::Written {
+            backup: add_backup.clone()
+        }
+    );
+    assert_eq!(fs::read_to_string(&add_backup).unwrap(), after_accept);
+    let after_add = fs::read_to_string(&node.target).unwrap();
+    assert_eq!(case.file.read_flags(&after_add).unwrap(), add_alone);
+    assert_eq!(after_add, fixture(case.after_add), "{}", case.fixture);
+    // Accepting once the new issuer issues has nothing left to do.
+    assert!(compute(case, &node, &case.accept()).changes_nothing());
+    assert_eq!(
+        names_in(&node.state),
+        [
+            format!("{}.before-accept-issuer", case.name),
+            format!("{}.before-add-issuer", case.name)
+        ]
+    );
+
+    // Rollback, last step first: each backup puts back the bytes its step started from.
+    assert_eq!(
+        rollback(&node.target, &case.add(), &node.state).unwrap(),
+        RolledBack::Restored { backup: add_backup }
+    );
+    assert_eq!(fs::read_to_string(&node.target).unwrap(), after_accept);
+    assert_eq!(
+        rollback(&node.target, &case.accept(), &node.state).unwrap(),
+        RolledBack::Restored {
+            backup: accept_backup
+        }
+    );
+    assert_eq!(fs::read(&node.target).unwrap(), original);
+    assert_eq!(mode_of(&node.target), case.mode);
+    assert!(names_in(&node.state).is_empty());
+    assert_eq!(names_in(&node.dir), [case.name]);
+    assert_eq!(
+        rollback(&node.target, &case.accept(), &node.state).unwrap(),
+        RolledBack::NoBackup
+    );
+    assert_eq!(fs::read(&node.target).unwrap(), original);
+}
+
+#[test]
+fn kubeadm_manifest_accepts_then_adds_and_rolls_back() {
+    accept_then_add_and_roll_back(&KUBEADM);
+}
+
+#[test]
+fn k3s_config_with_an_inline_list_accepts_then_adds_and_rolls_back() {
+    accept_then_add_and_roll_back(&k3s());
+}
+
+#[test]
+fn rke2_config_with_a_block_list_accepts_then_adds_and_rolls_back() {
+    accept_then_add_and_roll_back(&rke2());
+}
+
+#[test]
+fn hard_way_unit_accepts_then_adds_and_rolls_back() {
+    accept_then_add_and_roll_back(&HARD_WAY);
+}
+
+#[test]
+fn kubeadm_dry_run_of_the_accept_puts_the_new_issuer_after_the_old() {
+    let node = node(&KUBEADM);
+    let edit = compute(&KUBEADM, &node, &KUBEADM.accept());
+    let path = node.target.display();
+    assert_eq!(
+        edit.diff(),
+        format!(
+            "--- {path} (now)
++++ {path} (after accept-issuer)
+@@ -35,6 +35,8 @@
+     - --requestheader-username-headers=X-Remote-User
+     - --secure-port=6443
+     - --service-account-issuer=https://kubernetes.default.svc.cluster.local
++    - --service-account-issuer=https://oidc.example.com/prod-eu1
++    - --api-audiences=https://kubernetes.default.svc.cluster.local,https://oidc.example.com/prod-eu1
+     - --service-account-key-file=/etc/kubernetes/pki/sa.pub
+     - --service-account-signing-key-file=/etc/kubernetes/pki/sa.key
+     - --service-cluster-ip-range=10.96.0.0/12
+"
+        )
+    );
+    assert_eq!(
+        fs::read_to_string(&node.target).unwrap(),
+        fixture(KUBEADM.fixture)
+    );
+    assert!(!node.state.exists());
+}
+
 #[test]
 fn kubeadm_dry_run_shows_the_exact_change_and_writes_nothing() {
     let node = node(&KUBEADM);
@@ -342,38 +509,59 @@ fn wrong_new_issuers_are_refused_and_change_nothing() {
         let node = node(&case);
         let original = fs::read(&node.target).unwrap();
         let path = node.target.display();
-        let wrong = [
+        let malformed = [
             (
-                "http://oidc.example.com/x".to_string(),
-                "new issuer: issuer URL \"http://oidc.example.com/x\" must use the https scheme"
-                    .to_string(),
+                "http://oidc.example.com/x",
+                "new issuer: issuer URL \"http://oidc.example.com/x\" must use the https scheme",
             ),
             (
-                "https://oidc.example.com/x?cluster=a".to_string(),
+                "https://oidc.example.com/x?cluster=a",
                 "new issuer: issuer URL \"https://oidc.example.com/x?cluster=a\" may not include \
-                 a query"
-                    .to_string(),
-            ),
-            (
-                case.old_issuer.to_string(),
-                format!(
-                    "new issuer \"{}\" is the issuer the cluster already uses (its only \
-                     --service-account-issuer); nothing to migrate",
-                    case.old_issuer
-                ),
+                 a query",
             ),
         ];
-        for (new_issuer, reason) in wrong {
-            let step = MigrationStep::AddNewIssuerFirst {
+        for (new_issuer, reason) in malformed {
+            let add = MigrationStep::AddNewIssuerFirst {
+                new_issuer: new_issuer.into(),
                 new_jwks_uri: format!("{new_issuer}/openid/v1/jwks"),
-                new_issuer,
             };
-            let err = compute_edit(&case.file, &node.target, &step).unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                format!("{path}: {reason}; nothing was changed")
-            );
+            let accept = MigrationStep::AcceptNewIssuer {
+                new_issuer: new_issuer.into(),
+            };
+            for step in [add, accept] {
+                let err = compute_edit(&case.file, &node.target, &step).unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    format!("{path}: {reason}; nothing was changed"),
+                    "{}",
+                    step.tag()
+                );
+            }
         }
+
+        // The cluster's own issuer as the new one. Accepting it is refused in the same words,
+        // except where it would change nothing: k3s's own audiences name it already.
+        let same_as_current = format!(
+            "{path}: new issuer \"{}\" is the issuer the cluster already uses (its only \
+             --service-account-issuer); nothing to migrate; nothing was changed",
+            case.old_issuer
+        );
+        let add_own = MigrationStep::AddNewIssuerFirst {
+            new_issuer: case.old_issuer.into(),
+            new_jwks_uri: format!("{}/openid/v1/jwks", case.old_issuer),
+        };
+        let err = compute_edit(&case.file, &node.target, &add_own).unwrap_err();
+        assert_eq!(err.to_string(), same_as_current);
+        let accept_own = MigrationStep::AcceptNewIssuer {
+            new_issuer: case.old_issuer.into(),
+        };
+        let accepted = compute_edit(&case.file, &node.target, &accept_own);
+        if case.fixture == "k3s-config.yaml" {
+            assert!(accepted.unwrap().changes_nothing());
+        } else {
+            assert_eq!(accepted.unwrap_err().to_string(), same_as_current);
+        }
+
         let err = compute_edit(&case.file, &node.target, &case.drop_old()).unwrap_err();
         assert!(
             err.to_string()
@@ -458,6 +646,12 @@ fn the_manual_change_is_what_the_editors_write() {
         .read_flags(&fixture(HARD_WAY.after_add))
         .unwrap();
     assert_eq!(change.after, edited);
+    let accept = ManualChange::new(&flags, &HARD_WAY.accept()).unwrap();
+    let accepted = HARD_WAY
+        .file
+        .read_flags(&fixture(HARD_WAY.after_accept))
+        .unwrap();
+    assert_eq!(accept.after, accepted);
     assert!(change.render().ends_with(
         "@@ -1,1 +1,4 @@
 +--service-account-issuer=https://oidc.example.com/hard-way

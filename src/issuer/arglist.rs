@@ -101,9 +101,11 @@ pub(crate) struct Rewrite {
 /// The smallest change to a list whose arguments set `found`, taking the flags from `current`
 /// (as `flags_from` computed them) to `target`.
 ///
-/// Only a flag whose value changes is touched. The issuers are written as one group where the
-/// first issuer was, reusing the original entry of every value that stays; a flag the list
-/// lacks goes right after the issuers; a flag it has is replaced where it is.
+/// Only a flag whose value changes is touched. Issuers only added after the listed ones (the
+/// accept step) go right after the last issuer entry, every entry staying where it is; any
+/// other change of the issuers writes them as one group where the first issuer was, reusing the
+/// original entry of every value that stays. A flag the list lacks goes right after the
+/// issuers; a flag it has is replaced where it is.
 pub(crate) fn rewrite(found: &[Found], current: &IssuerFlags, target: &IssuerFlags) -> Rewrite {
     let is = |i: usize, flag: Flag| matches!(&found[i], Some((f, _)) if *f == flag);
     let first = |flag: Flag| (0..found.len()).find(|&i| is(i, flag));
@@ -113,6 +115,12 @@ pub(crate) fn rewrite(found: &[Found], current: &IssuerFlags, target: &IssuerFla
     let first_audiences = first(Flag::ApiAudiences);
 
     let issuers_change = current.issuers != target.issuers;
+    // `current.issuers` are the entries' values whenever the list has an issuer entry.
+    let added_issuers = match last_issuer {
+        Some(_) if issuers_change => target.issuers.strip_prefix(current.issuers.as_slice()),
+        _ => None,
+    };
+    let regroup_issuers = issuers_change && added_issuers.is_none();
     let jwks_change = current.jwks_uri != target.jwks_uri;
     let audiences_change = current.api_audiences != target.api_audiences;
     let jwks_entry: Vec<Entry> = target
@@ -126,14 +134,18 @@ pub(crate) fn rewrite(found: &[Found], current: &IssuerFlags, target: &IssuerFla
         .map(|list| Entry::New(Flag::ApiAudiences, list.join(",")))
         .collect();
 
-    let mut after_issuers = Vec::new();
+    let mut after_issuers: Vec<Entry> = added_issuers
+        .unwrap_or_default()
+        .iter()
+        .map(|v| Entry::New(Flag::Issuer, v.clone()))
+        .collect();
     if jwks_change && first_jwks.is_none() {
         after_issuers.extend(jwks_entry.clone());
     }
     if audiences_change && first_audiences.is_none() {
         after_issuers.extend(audiences_entry.clone());
     }
-    let issuers_end = if issuers_change {
+    let issuers_end = if regroup_issuers {
         first_issuer
     } else {
         last_issuer
@@ -142,7 +154,7 @@ pub(crate) fn rewrite(found: &[Found], current: &IssuerFlags, target: &IssuerFla
     let mut per_arg = Vec::with_capacity(found.len());
     for (i, arg) in found.iter().enumerate() {
         let mut entries = match arg {
-            Some((Flag::Issuer, _)) if issuers_change => {
+            Some((Flag::Issuer, _)) if regroup_issuers => {
                 if Some(i) == first_issuer {
                     issuer_group(found, &target.issuers)
                 } else {
@@ -399,5 +411,39 @@ mod tests {
                 Entry::New(Flag::ApiAudiences, "https://new,https://old,k3s".into()),
             ]
         );
+    }
+
+    #[test]
+    fn accepted_issuers_follow_the_last_issuer_entry_and_every_entry_stays_in_place() {
+        let list = found(&[
+            "service-account-issuer=https://old",
+            "v=2",
+            "service-account-issuer=https://older",
+            "secure-port=6443",
+        ]);
+        let current = flags_from(&list, &IssuerFlags::default());
+        let target = flags(
+            &["https://old", "https://older", "https://new"],
+            None,
+            Some(&["https://old", "https://older", "https://new"]),
+        );
+        let rewrite = rewrite(&list, &current, &target);
+        assert_eq!(
+            rewrite.per_arg,
+            vec![
+                vec![Entry::Keep(0)],
+                vec![Entry::Keep(1)],
+                vec![
+                    Entry::Keep(2),
+                    Entry::New(Flag::Issuer, "https://new".into()),
+                    Entry::New(
+                        Flag::ApiAudiences,
+                        "https://old,https://older,https://new".into()
+                    ),
+                ],
+                vec![Entry::Keep(3)],
+            ]
+        );
+        assert!(rewrite.appended.is_empty());
     }
 }

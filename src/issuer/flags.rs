@@ -4,6 +4,12 @@
 //! ALL of them, so a migration puts the new issuer first and keeps the old one after it until
 //! every token it issued has expired; only then is the old one dropped.
 //!
+//! On a control plane with several apiservers the nodes change one at a time, and a token issued
+//! by an updated apiserver (new issuer) would be rejected by one not updated yet. The accept step
+//! comes first there: the new issuer is appended, the old one stays first and keeps issuing, and
+//! once every apiserver accepts the new issuer the add step moves it to the front. A migration
+//! that accepted first ends with exactly the flags of one that did not.
+//!
 //! `--api-audiences` is the other half. When the flag is absent kube-apiserver derives the
 //! accepted audiences from the issuers, and tokens issued before the change carry the old issuer
 //! as their audience. Upstream's advice for changing the issuer (kubernetes PR 93258) is to set
@@ -11,6 +17,7 @@
 //! holding tokens for the old audience keep working whatever default a given kube-apiserver
 //! release derives. keyrot therefore writes the flag explicitly, as the union of the issuers,
 //! when it was absent; when the operator set it, keyrot adds the new issuer and keeps the rest.
+//! The accept step adds the new issuer as an audience at the end, the add step moves it in front.
 
 use super::{IssuerFlags, MigrationStep};
 use crate::documents::{IssuerError, validate_issuer, validate_jwks_uri};
@@ -47,6 +54,13 @@ pub enum FlagError {
     )]
     AlreadyFirst { issuer: String, found: String },
     #[error(
+        "new issuer {issuer:?} is already the first --service-account-issuer, the one new \
+         tokens are issued with, so the migration is past the step that only accepts it; but \
+         --api-audiences does not list it ({found}); someone changed the flags by hand: check \
+         them before going on"
+    )]
+    AlreadyIssuing { issuer: String, found: String },
+    #[error(
         "cannot drop {0:?}: it is the first --service-account-issuer, the one new tokens are \
          issued with; the new issuer must be first before the old one is dropped"
     )]
@@ -59,6 +73,7 @@ pub enum FlagError {
 /// nothing the second time.
 pub fn next_flags(current: &IssuerFlags, step: &MigrationStep) -> Result<IssuerFlags, FlagError> {
     match step {
+        MigrationStep::AcceptNewIssuer { new_issuer } => accept_new_issuer(current, new_issuer),
         MigrationStep::AddNewIssuerFirst {
             new_issuer,
             new_jwks_uri,
@@ -81,12 +96,8 @@ fn add_new_issuer_first(
     };
 
     // New first, then every issuer accepted today in its order, each once.
-    let mut issuers = vec![new_issuer.to_string()];
-    for issuer in &current.issuers {
-        if !issuers.contains(issuer) {
-            issuers.push(issuer.clone());
-        }
-    }
+    let issuers =
+        each_once(std::iter::once(new_issuer).chain(current.issuers.iter().map(String::as_str)));
     let api_audiences = match &current.api_audiences {
         // The default was the issuers: write them out so the old issuer stays an audience.
         None => issuers.clone(),
@@ -114,6 +125,53 @@ fn add_new_issuer_first(
         return Err(FlagError::AlreadyFirst {
             issuer: new_issuer.to_string(),
             found: describe_others(current),
+        });
+    }
+    Ok(next)
+}
+
+fn accept_new_issuer(current: &IssuerFlags, new_issuer: &str) -> Result<IssuerFlags, FlagError> {
+    validate_issuer(new_issuer).map_err(FlagError::NewIssuer)?;
+    check_characters("new issuer", new_issuer)?;
+    let Some(first) = current.issuers.first() else {
+        return Err(FlagError::NoIssuer);
+    };
+
+    // Every issuer accepted today in its order, each once, then the new one: the first still
+    // issues tokens. Listing each once, as the add step does, lets the add step that follows
+    // end with exactly the flags it gives without this step.
+    let issuers = each_once(
+        current
+            .issuers
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(new_issuer)),
+    );
+    let api_audiences = match &current.api_audiences {
+        // The default was the issuers: write them out so the old issuer stays an audience.
+        None => issuers.clone(),
+        // The operator's list: kept as it is, the new issuer added at the end when missing.
+        Some(audiences) => appended_if_missing(audiences, new_issuer),
+    };
+    // `--service-account-jwks-uri` only shapes the discovery document, which follows the first
+    // issuer: it changes with the add step, when the new issuer becomes first.
+    let next = IssuerFlags {
+        issuers,
+        jwks_uri: current.jwks_uri.clone(),
+        api_audiences: Some(api_audiences),
+    };
+
+    if next == *current {
+        // This step, or the add step after it, was applied already.
+        return Ok(next);
+    }
+    if first == new_issuer {
+        if current.issuers.len() == 1 {
+            return Err(FlagError::SameAsCurrent(new_issuer.to_string()));
+        }
+        return Err(FlagError::AlreadyIssuing {
+            issuer: new_issuer.to_string(),
+            found: describe_audiences(current),
         });
     }
     Ok(next)
@@ -171,17 +229,44 @@ fn check_characters(what: &'static str, value: &str) -> Result<(), FlagError> {
     }
 }
 
+/// The values in their order, each kept at its first place.
+fn each_once<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut list: Vec<String> = Vec::new();
+    for value in values {
+        if !list.iter().any(|v| v == value) {
+            list.push(value.to_string());
+        }
+    }
+    list
+}
+
+/// `list` as it is, with `value` at the end when it is not in it yet.
+fn appended_if_missing(list: &[String], value: &str) -> Vec<String> {
+    let mut list = list.to_vec();
+    if !list.iter().any(|v| v == value) {
+        list.push(value.to_string());
+    }
+    list
+}
+
 fn same_values(a: &[String], b: &[String]) -> bool {
     a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
 }
 
 fn describe_others(flags: &IssuerFlags) -> String {
     let jwks = flags.jwks_uri.as_deref().unwrap_or("(not set)");
+    format!(
+        "--service-account-jwks-uri={jwks}, {}",
+        describe_audiences(flags)
+    )
+}
+
+fn describe_audiences(flags: &IssuerFlags) -> String {
     let audiences = match &flags.api_audiences {
         Some(list) => list.join(","),
         None => "(not set)".to_string(),
     };
-    format!("--service-account-jwks-uri={jwks}, --api-audiences={audiences}")
+    format!("--api-audiences={audiences}")
 }
 
 #[cfg(test)]
@@ -214,6 +299,12 @@ mod tests {
     fn drop_old() -> MigrationStep {
         MigrationStep::DropOldIssuer {
             old_issuer: OLD.into(),
+        }
+    }
+
+    fn accept() -> MigrationStep {
+        MigrationStep::AcceptNewIssuer {
+            new_issuer: NEW.into(),
         }
     }
 
@@ -341,5 +432,148 @@ mod tests {
             next_flags(&flags(&[], None, None), &add()).unwrap_err(),
             FlagError::NoIssuer
         );
+    }
+
+    #[test]
+    fn accepting_appends_the_new_issuer_and_the_old_one_keeps_issuing() {
+        let next = next_flags(&flags(&[OLD], None, None), &accept()).unwrap();
+        assert_eq!(
+            next,
+            flags(&[OLD, NEW], None, Some(&[OLD, NEW])),
+            "absent audiences are written out as the issuers, old first"
+        );
+
+        let current = flags(&[OLD], Some("https://old/jwks"), Some(&[OLD, "k3s"]));
+        let next = next_flags(&current, &accept()).unwrap();
+        assert_eq!(
+            next,
+            flags(
+                &[OLD, NEW],
+                Some("https://old/jwks"),
+                Some(&[OLD, "k3s", NEW])
+            ),
+            "the jwks_uri stays; the operator's audiences get the new issuer at the end"
+        );
+    }
+
+    #[test]
+    fn accepting_keeps_the_issuers_in_order_and_adds_nothing_already_there() {
+        let current = flags(
+            &[OLD, NEW, "https://older.example"],
+            None,
+            Some(&[NEW, "api"]),
+        );
+        assert_eq!(
+            next_flags(&current, &accept()).unwrap(),
+            current,
+            "the new issuer is accepted and an audience already"
+        );
+
+        let current = flags(&[OLD, "https://older.example", OLD], None, None);
+        let next = next_flags(&current, &accept()).unwrap();
+        assert_eq!(
+            next,
+            flags(
+                &[OLD, "https://older.example", NEW],
+                None,
+                Some(&[OLD, "https://older.example", NEW])
+            ),
+            "each issuer once, as the add step writes them"
+        );
+    }
+
+    #[test]
+    fn accepting_twice_or_after_the_later_steps_changes_nothing() {
+        for start in representative_starts() {
+            let accepted = next_flags(&start, &accept()).unwrap();
+            assert_eq!(next_flags(&accepted, &accept()).unwrap(), accepted);
+            let added = next_flags(&accepted, &add()).unwrap();
+            assert_eq!(next_flags(&added, &accept()).unwrap(), added);
+            let dropped = next_flags(&added, &drop_old()).unwrap();
+            assert_eq!(next_flags(&dropped, &accept()).unwrap(), dropped);
+        }
+    }
+
+    /// Flags a migration starts from: audiences absent, the operator's or the distribution's,
+    /// other issuers, the new one accepted already, a jwks_uri set or not.
+    fn representative_starts() -> Vec<IssuerFlags> {
+        vec![
+            flags(&[OLD], None, None),
+            flags(&[OLD], Some("https://old/jwks"), None),
+            flags(&[OLD], None, Some(&[OLD, "k3s"])),
+            flags(&[OLD], Some("https://old/jwks"), Some(&["api"])),
+            flags(&[OLD, "https://b.example"], None, None),
+            flags(&[OLD, "https://b.example"], None, Some(&["api", OLD])),
+            flags(&[OLD, NEW], Some("https://old/jwks"), None),
+            flags(&[OLD, NEW], None, Some(&[OLD, NEW, "api"])),
+            flags(&[OLD, "https://b.example", OLD], None, None),
+            flags(&[OLD], None, Some(&[NEW, "api", "api"])),
+        ]
+    }
+
+    #[test]
+    fn a_migration_that_accepted_first_ends_with_the_flags_of_one_that_did_not() {
+        for start in representative_starts() {
+            let accepted = next_flags(&start, &accept()).unwrap();
+            let added_after_accept = next_flags(&accepted, &add()).unwrap();
+            let added = next_flags(&start, &add()).unwrap();
+            assert_eq!(
+                added_after_accept, added,
+                "add after accept, from {start:?}"
+            );
+            assert_eq!(
+                next_flags(&added_after_accept, &drop_old()).unwrap(),
+                next_flags(&added, &drop_old()).unwrap(),
+                "drop after accept and add, from {start:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn accepting_refuses_what_adding_refuses_and_a_migration_past_it() {
+        let current = flags(&[OLD], None, None);
+        let step = |issuer: &str| MigrationStep::AcceptNewIssuer {
+            new_issuer: issuer.into(),
+        };
+        let err = next_flags(&current, &step("http://oidc.example.com")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "new issuer: issuer URL \"http://oidc.example.com\" must use the https scheme"
+        );
+        assert!(matches!(
+            next_flags(&current, &step("https://oidc.example.com/?a=1")),
+            Err(FlagError::NewIssuer(IssuerError::Query(_)))
+        ));
+        assert!(matches!(
+            next_flags(&current, &step("https://oidc.example.com/#x")),
+            Err(FlagError::NewIssuer(IssuerError::Fragment(_)))
+        ));
+        assert!(matches!(
+            next_flags(&current, &step("https://oidc.example.com/a b")),
+            Err(FlagError::UnsafeCharacter { found: ' ', .. })
+        ));
+        assert_eq!(
+            next_flags(&current, &step(OLD)).unwrap_err(),
+            FlagError::SameAsCurrent(OLD.into())
+        );
+        assert_eq!(
+            next_flags(&flags(&[], None, None), &accept()).unwrap_err(),
+            FlagError::NoIssuer
+        );
+
+        let by_hand = flags(&[NEW, OLD], Some(NEW_JWKS), Some(&[OLD]));
+        let err = next_flags(&by_hand, &accept()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "new issuer \"https://oidc.example.com/prod\" is already the first \
+             --service-account-issuer, the one new tokens are issued with, so the migration is \
+             past the step that only accepts it; but --api-audiences does not list it \
+             (--api-audiences=https://kubernetes.default.svc.cluster.local); someone changed the \
+             flags by hand: check them before going on"
+        );
+        assert!(matches!(
+            next_flags(&flags(&[NEW, OLD], None, None), &accept()),
+            Err(FlagError::AlreadyIssuing { .. })
+        ));
     }
 }

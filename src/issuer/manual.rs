@@ -3,7 +3,9 @@
 //! Used when kube-apiserver's flags live somewhere keyrot does not edit (a configuration
 //! management tool, an environment file, a managed template). The person makes the change on
 //! every control-plane node, restarts kube-apiserver, and runs `keyrot approve`, after which
-//! keyrot checks what the apiserver serves before going on.
+//! keyrot checks what the apiserver serves before going on. A step is made on every node before
+//! the next one starts on any: that is what lets the accept step keep every apiserver accepting
+//! the tokens the others issue.
 
 use super::{FlagError, IssuerFlags, MigrationStep, diff, next_flags};
 
@@ -104,5 +106,34 @@ mod tests {
             "kube-apiserver's issuer flags already hold what step add-issuer writes; nothing to \
              change.\n"
         );
+    }
+
+    #[test]
+    fn renders_the_accept_step_with_the_old_issuer_still_first() {
+        let current = IssuerFlags {
+            issuers: vec!["https://kubernetes.default.svc.cluster.local".into()],
+            jwks_uri: None,
+            api_audiences: None,
+        };
+        let step = MigrationStep::AcceptNewIssuer {
+            new_issuer: "https://oidc.example.com/m".into(),
+        };
+        let change = ManualChange::new(&current, &step).unwrap();
+        assert_eq!(
+            change.render(),
+            "keyrot does not edit kube-apiserver's flags on this cluster: make step \
+             accept-issuer by hand.\nOn every control-plane node, change the flags as below, in \
+             this order, leaving every other flag as it is; restart kube-apiserver; then run \
+             `keyrot approve` so keyrot checks the apiserver and goes on.\n
+--- kube-apiserver flags (now)
++++ kube-apiserver flags (after accept-issuer)
+@@ -1,1 +1,3 @@
+ --service-account-issuer=https://kubernetes.default.svc.cluster.local
++--service-account-issuer=https://oidc.example.com/m
++--api-audiences=https://kubernetes.default.svc.cluster.local,https://oidc.example.com/m
+"
+        );
+        let done = ManualChange::new(&change.after, &step).unwrap();
+        assert!(done.changes_nothing());
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! A migration moves the cluster from its current `--service-account-issuer` to a public one in
 //! two flag changes (docs/issuer-migration.md): add the new issuer first, keeping the old one
-//! accepted, then, after a grace period, drop the old one. `flags` computes the new values;
+//! accepted, then, after a grace period, drop the old one. With several apiservers a third change
+//! comes before them: every apiserver accepts the new issuer while the old one still issues
+//! tokens, so no apiserver rejects a token another one issued. `flags` computes the new values;
 //! an editor per layout writes them into the file kube-apiserver's flags live in, changing only
 //! the lines of those three flags:
 //!
@@ -61,6 +63,10 @@ impl IssuerFlags {
 /// One flag change of an issuer migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MigrationStep {
+    /// Accept tokens from `new_issuer` (and for it as an audience) while the issuer first today
+    /// keeps issuing them: on every apiserver of a control plane before any of them takes the
+    /// add step, so none rejects a token another one issued with the new issuer.
+    AcceptNewIssuer { new_issuer: String },
     /// Issue tokens with `new_issuer` while every issuer accepted today stays accepted; publish
     /// `new_jwks_uri` in the discovery document.
     AddNewIssuerFirst {
@@ -75,6 +81,7 @@ impl MigrationStep {
     /// A short name for backups and diff headers.
     pub fn tag(&self) -> &'static str {
         match self {
+            MigrationStep::AcceptNewIssuer { .. } => "accept-issuer",
             MigrationStep::AddNewIssuerFirst { .. } => "add-issuer",
             MigrationStep::DropOldIssuer { .. } => "drop-issuer",
         }
