@@ -10,8 +10,8 @@ mod e2e;
 use std::time::Instant;
 
 use e2e::migration::{
-    FIXTURE, GRACE, KUBEADM_FLAGS, WAITING, assert_code, edit_by_hand_and_restart, manifest,
-    migrating_world, snapshot, token_iss,
+    FIXTURE, GRACE, KUBEADM_FLAGS, WAITING, assert_code, edit_by_hand_and_restart, issuer_flags,
+    manifest, migrating_world, snapshot, token_iss,
 };
 use e2e::{KUBEADM_ISSUER, World};
 
@@ -214,4 +214,93 @@ fn a_manual_rollback_prints_the_way_back_and_approve_checks_it() {
     assert!(progress(&world).is_none());
     let token = world.block_on(world.api().token()).unwrap();
     assert_eq!(token_iss(&token), KUBEADM_ISSUER);
+}
+
+#[test]
+fn with_several_apiservers_each_accepts_the_new_issuer_before_any_issues_with_it() {
+    let (world, new_issuer) = migrating_world("e2e", KUBEADM_FLAGS, false, "  acceptFirst: true\n");
+    let here = world.api();
+    // Another control-plane node whose apiserver already issues with the new issuer.
+    let other = e2e::migration::OtherApiserver::start(&world, &[&new_issuer, KUBEADM_ISSUER]);
+    let there = world.api_at(&other.url);
+    let from_there = world.block_on(there.token()).unwrap();
+    assert_eq!(token_iss(&from_there), new_issuer);
+    // Before the migration this node rejects it: the window acceptFirst closes.
+    assert!(world.block_on(here.review(&from_there)).unwrap().is_err());
+
+    let preview = world.keyrot(&["migrate-issuer", "--dry-run"]);
+    assert_code(&preview, 0);
+    let accept_line = format!(
+        "     - --service-account-issuer={KUBEADM_ISSUER}\n+    - --service-account-issuer={new_issuer}\n"
+    );
+    let order = [
+        accept_line.as_str(),
+        "step 3 then waits for `keyrot approve` once every apiserver accepts",
+        "(after add-issuer)",
+        "step 4:",
+    ];
+    let mut rest = preview.stdout.as_str();
+    for expected in order {
+        let at = rest
+            .find(expected)
+            .unwrap_or_else(|| panic!("{expected:?} in {preview:?}"));
+        rest = &rest[at + expected.len()..];
+    }
+
+    let first = world.keyrot(&["migrate-issuer"]);
+    assert_code(&first, WAITING);
+    assert!(
+        first.stdout.contains(&format!(
+            "this apiserver accepts {new_issuer} and still issues as {KUBEADM_ISSUER}"
+        )) && first
+            .stdout
+            .contains("then `keyrot approve` on each node in turn"),
+        "{first:?}"
+    );
+    assert_eq!(
+        issuer_flags(&world),
+        [
+            format!("service-account-issuer={KUBEADM_ISSUER}"),
+            format!("service-account-issuer={new_issuer}"),
+            format!("api-audiences={KUBEADM_ISSUER},{new_issuer}"),
+        ]
+    );
+    let from_here = world.block_on(here.token()).unwrap();
+    assert_eq!(token_iss(&from_here), KUBEADM_ISSUER);
+    assert_eq!(world.block_on(here.review(&from_there)).unwrap(), Ok(()));
+    assert_eq!(world.block_on(there.review(&from_here)).unwrap(), Ok(()));
+
+    // Run again before the approval: it waits, changing nothing.
+    let accepted = manifest(&world);
+    assert_code(&world.keyrot(&["migrate-issuer"]), WAITING);
+    assert_eq!(manifest(&world), accepted);
+
+    let approve = world.keyrot(&["approve"]);
+    assert_code(&approve, 0);
+    assert!(
+        approve
+            .stdout
+            .contains("step 3: approved: every apiserver accepts"),
+        "{approve:?}"
+    );
+    // The same flags a migration without acceptFirst ends with.
+    assert_eq!(
+        issuer_flags(&world),
+        [
+            format!("service-account-issuer={new_issuer}"),
+            format!("service-account-issuer={KUBEADM_ISSUER}"),
+            format!("service-account-jwks-uri={new_issuer}/openid/v1/jwks"),
+            format!("api-audiences={new_issuer},{KUBEADM_ISSUER}"),
+        ]
+    );
+    let newest = world.block_on(here.token()).unwrap();
+    assert_eq!(token_iss(&newest), new_issuer);
+    for token in [&from_here, &from_there, &newest] {
+        assert_eq!(world.block_on(here.review(token)).unwrap(), Ok(()));
+        assert_eq!(world.block_on(there.review(token)).unwrap(), Ok(()));
+    }
+
+    // The rollback goes back past the accept step to the original bytes.
+    assert_code(&world.keyrot(&["migrate-issuer", "--rollback"]), 0);
+    assert_eq!(manifest(&world), FIXTURE);
 }

@@ -125,9 +125,18 @@ impl<'a> Migration<'a> {
         }
     }
 
+    fn accept_step(&self) -> MigrationStep {
+        MigrationStep::AcceptNewIssuer {
+            new_issuer: self.new_issuer().url.clone(),
+        }
+    }
+
     /// The flag steps the plan makes, in order, up to the add step.
     fn steps_to_add(&self) -> Vec<MigrationStep> {
-        vec![self.add_step()]
+        match self.section.accept_first {
+            true => vec![self.accept_step(), self.add_step()],
+            false => vec![self.add_step()],
+        }
     }
 
     fn documents(&self) -> Result<Documents, StepError> {
@@ -140,6 +149,14 @@ impl<'a> Migration<'a> {
             issuers: vec![self.old_issuer().to_string()],
             jwks_uri: None,
             api_audiences: None,
+        }
+    }
+
+    /// What the apiserver serves while it issues with the old issuer.
+    fn expect_old(&self) -> Expected<'_> {
+        Expected {
+            issuer: self.old_issuer(),
+            jwks_uri: None,
         }
     }
 
@@ -274,22 +291,21 @@ pub fn run(
         progress.verified_at = Some(now());
         migration.save(&progress, 2)?;
     }
+    if migration.section.accept_first && progress.accepted_at.is_none() {
+        if let Some(waiting) = accept_everywhere(&migration, &mut progress, approved, say)? {
+            return Ok(Outcome::Waiting(waiting));
+        }
+        progress.accepted_at = Some(now());
+        progress.awaiting = None;
+        migration.save(&progress, 3)?;
+    }
     if progress.flags_changed_at.is_none() {
         match &migration.section.flags {
             FlagSource::File { path, file } => {
                 edit::change_flags(plan, path, file, &migration.add_step(), 3, say)?;
             }
             FlagSource::Manual if approved && waits_for(&progress, ManualStep::Add) => {
-                checks::cluster(plan, migration.expect_new(), 3).map_err(|e| {
-                    failed(
-                        3,
-                        format!(
-                            "approved, but {}; make the change, restart kube-apiserver, then \
-                             run `keyrot approve` again",
-                            e.message
-                        ),
-                    )
-                })?;
+                checks::cluster(plan, migration.expect_new(), 3).map_err(not_made)?;
                 say(format!(
                     "step 3: approved: the apiserver issues as {new_url}"
                 ));
@@ -367,4 +383,78 @@ pub fn run(
     progress.awaiting = None;
     migration.save(&progress, 5)?;
     Ok(Outcome::Done)
+}
+
+/// The approval of a manual change the apiserver does not show.
+fn not_made(error: StepError) -> StepError {
+    failed(
+        error.step,
+        format!(
+            "approved, but {}; make the change, restart kube-apiserver, then run `keyrot \
+             approve` again",
+            error.message
+        ),
+    )
+}
+
+/// Step 3 on a control plane with several apiservers (`acceptFirst`): this node's apiserver
+/// accepts the new issuer and still issues with the old one; then the migration waits until a
+/// person approves that every apiserver does, so that no apiserver ever rejects a token another
+/// one issued. `Some(text)`: waiting, and what for.
+fn accept_everywhere(
+    migration: &Migration,
+    progress: &mut Progress,
+    approved: bool,
+    say: &mut dyn FnMut(String),
+) -> Result<Option<String>, StepError> {
+    let plan = migration.plan;
+    let new_url = &migration.new_issuer().url;
+    let old_url = migration.old_issuer();
+    match &migration.section.flags {
+        FlagSource::File { path, file } => {
+            if progress.awaiting != Some(Awaiting::AcceptEverywhere) {
+                edit::change_flags(plan, path, file, &migration.accept_step(), 3, say)?;
+                checks::cluster(plan, migration.expect_old(), 3)?;
+                say(format!(
+                    "step 3: this apiserver accepts {new_url} and still issues as {old_url}"
+                ));
+                progress.awaiting = Some(Awaiting::AcceptEverywhere);
+                migration.save(progress, 3)?;
+            }
+            if !approved {
+                return Ok(Some(format!(
+                    "step 3 waits until every apiserver accepts {new_url} (acceptFirst): run \
+                     `keyrot migrate-issuer` on every other control-plane node until it stops \
+                     here too, then `keyrot approve` on each node in turn: it makes that \
+                     node's apiserver issue as {new_url}"
+                )));
+            }
+            say(format!(
+                "step 3: approved: every apiserver accepts {new_url}"
+            ));
+        }
+        FlagSource::Manual
+            if approved
+                && progress.awaiting
+                    == Some(Awaiting::ManualChange {
+                        step: ManualStep::Accept,
+                    }) =>
+        {
+            checks::cluster(plan, migration.expect_old(), 3).map_err(not_made)?;
+            say(format!(
+                "step 3: approved: every apiserver accepts {new_url}, this one still issues as \
+                 {old_url}"
+            ));
+        }
+        FlagSource::Manual => {
+            let change =
+                edit::manual_change(&migration.assumed_flags(), &[], &migration.accept_step(), 3)?;
+            progress.awaiting = Some(Awaiting::ManualChange {
+                step: ManualStep::Accept,
+            });
+            migration.save(progress, 3)?;
+            return Ok(Some(change.render_then(APPROVE)));
+        }
+    }
+    Ok(None)
 }

@@ -2,7 +2,7 @@
 //! target would get, the flag changes as diffs. Writes nothing.
 
 use super::{APPROVE, Migration, StepError, edit, failed, grace};
-use crate::issuer::{FlagEdit, compute_edit};
+use crate::issuer::{FlagEdit, FlagFile, MigrationStep, compute_edit};
 use crate::plan::{FlagSource, Plan};
 use crate::targets::public;
 
@@ -41,22 +41,27 @@ pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
     out.push_str("step 3: change kube-apiserver's flags, then restart it\n");
     match &migration.section.flags {
         FlagSource::File { path, file } => {
-            let add = compute_edit(file, path, &migration.add_step())
-                .map_err(|e| failed(3, e.to_string()))?;
-            out.push_str(&add.diff());
+            let steps = migration.steps_to_add();
+            let first =
+                compute_edit(file, path, &steps[0]).map_err(|e| failed(3, e.to_string()))?;
+            let mut edits = vec![first];
+            for step in &steps[1..] {
+                let next = then(file, edits.last().expect("one edit at least"), step, 3)?;
+                edits.push(next);
+            }
+            for edit in &edits {
+                out.push_str(&edit.diff());
+                if matches!(edit.step, MigrationStep::AcceptNewIssuer { .. }) {
+                    out.push_str(
+                        "step 3 then waits for `keyrot approve` once every apiserver accepts the \
+                         new issuer (acceptFirst)\n",
+                    );
+                }
+            }
             out.push_str("step 4: check the apiserver's discovery document and a new token\n");
             if migration.section.drop_old_issuer {
-                let dropped = file
-                    .edit_text(&add.after, &migration.drop_step())
-                    .map_err(|e| failed(5, format!("{}: {e}", path.display())))?;
-                let drop_edit = FlagEdit {
-                    path: path.clone(),
-                    step: migration.drop_step(),
-                    flags_before: add.flags_after.clone(),
-                    flags_after: dropped.flags_after,
-                    before: add.after.clone(),
-                    after: dropped.text,
-                };
+                let last = edits.last().expect("one edit at least");
+                let drop_edit = then(file, last, &migration.drop_step(), 5)?;
                 out.push_str(&format!(
                     "step 5: after {}, drop the old issuer\n{}",
                     grace_text(&migration)?,
@@ -96,4 +101,24 @@ fn grace_text(migration: &Migration) -> Result<String, StepError> {
         crate::plan::format_duration(grace.period),
         grace.why
     ))
+}
+
+/// The edit `step` makes to the file as `before` leaves it.
+fn then(
+    file: &FlagFile,
+    before: &FlagEdit,
+    step: &MigrationStep,
+    number: u8,
+) -> Result<FlagEdit, StepError> {
+    let next = file
+        .edit_text(&before.after, step)
+        .map_err(|e| failed(number, format!("{}: {e}", before.path.display())))?;
+    Ok(FlagEdit {
+        path: before.path.clone(),
+        step: step.clone(),
+        flags_before: before.flags_after.clone(),
+        flags_after: next.flags_after,
+        before: before.after.clone(),
+        after: next.text,
+    })
 }

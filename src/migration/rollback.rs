@@ -209,29 +209,18 @@ fn restore_file(
 
 /// The change a person makes to put the flags back, when keyrot asked for any.
 fn manual_restore(migration: &Migration, progress: &Progress) -> Option<String> {
-    let asked_add = progress.flags_changed_at.is_some()
-        || progress.awaiting
-            == Some(Awaiting::ManualChange {
-                step: ManualStep::Add,
-            });
-    let asked_drop = progress.old_issuer_dropped_at.is_some()
-        || progress.awaiting
-            == Some(Awaiting::ManualChange {
-                step: ManualStep::Drop,
-            });
-    let rolling_back = progress.awaiting
-        == Some(Awaiting::ManualChange {
-            step: ManualStep::Rollback,
-        });
-    let mut asked = Vec::new();
-    if asked_add || asked_drop || rolling_back {
-        asked.extend(migration.steps_to_add());
-    }
+    let waits_for = |step| progress.awaiting == Some(Awaiting::ManualChange { step });
+    let asked_drop = progress.old_issuer_dropped_at.is_some() || waits_for(ManualStep::Drop);
+    let asked_add = asked_drop || progress.flags_changed_at.is_some() || waits_for(ManualStep::Add);
+    let asked_accept = asked_add || progress.accepted_at.is_some() || waits_for(ManualStep::Accept);
+    let mut asked = match (asked_add || waits_for(ManualStep::Rollback), asked_accept) {
+        // A rollback under way does not know how far the person got: assume all the way.
+        (true, _) => migration.steps_to_add(),
+        (false, true) => vec![migration.accept_step()],
+        (false, false) => return None,
+    };
     if asked_drop {
         asked.push(migration.drop_step());
-    }
-    if asked.is_empty() {
-        return None;
     }
     let original = migration.assumed_flags();
     let now = asked

@@ -113,3 +113,51 @@ pub fn edit_by_hand_and_restart(world: &World, manifest: &str, issuer: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Another control-plane node: a second stand-in on the same key files, issuing with the first
+/// of `issuers` and accepting all of them. Killed when dropped.
+pub struct OtherApiserver {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl OtherApiserver {
+    pub fn start(world: &World, issuers: &[&str]) -> OtherApiserver {
+        use std::io::BufRead;
+        let arg = |rel: &str| world.path(rel).display().to_string();
+        let mut command = std::process::Command::new(super::standin_binary());
+        command
+            .args(["--service-account-key-file", &arg("pki/sa.pub")])
+            .args(["--service-account-signing-key-file", &arg("pki/sa.key")])
+            .args(["--tls-dir", &arg("tls")])
+            .args(["--listen", "127.0.0.1:0"]);
+        for issuer in issuers {
+            command.args(["--service-account-issuer", issuer]);
+        }
+        let mut child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the second stand-in did not start: {line:?}"));
+        OtherApiserver {
+            child,
+            url: address.to_string(),
+        }
+    }
+}
+
+impl Drop for OtherApiserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

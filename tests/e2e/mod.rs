@@ -338,8 +338,13 @@ current-context: standin
 
     /// A client of the stand-in's API, as a workload (or kubectl) would use it.
     pub fn api(&self) -> Api {
+        self.api_at(&self.standin_url())
+    }
+
+    /// A client of another apiserver at `base`, trusting the test CA.
+    pub fn api_at(&self, base: &str) -> Api {
         Api {
-            base: self.standin_url(),
+            base: base.to_string(),
             http: https_client(&self.ca_pem()),
         }
     }

@@ -57,6 +57,23 @@ pub fn uuid() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
+    format_uuid(b)
+}
+
+/// A UUID (version 8) derived from `name`: the same in every stand-in, as an object's uid is
+/// the same in every apiserver of a cluster, which all read it from etcd.
+pub fn uuid_from(name: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut b: [u8; 16] = digest[..16]
+        .try_into()
+        .expect("a SHA-256 digest has 32 bytes");
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    format_uuid(b)
+}
+
+fn format_uuid(b: [u8; 16]) -> String {
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",
@@ -78,6 +95,15 @@ pub fn timestamp(unix_seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids_from_a_name_are_stable_and_differ_between_names() {
+        let a = uuid_from("serviceaccount/ns/a");
+        assert_eq!(a, uuid_from("serviceaccount/ns/a"));
+        assert_ne!(a, uuid_from("serviceaccount/ns/b"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8");
+    }
 
     #[test]
     fn uuids_are_version_4_and_distinct() {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use super::objects::{timestamp, uuid};
+use super::objects::{timestamp, uuid_from};
 
 #[derive(Debug, Default)]
 pub struct ServiceAccounts {
@@ -85,7 +85,9 @@ impl Store {
         }
         self.version += 1;
         let account = Account {
-            uid: uuid(),
+            // Derived from the name so that several stand-ins (the apiservers of one control
+            // plane) accept each other's tokens, whose claims carry the account's uid.
+            uid: uuid_from(&format!("serviceaccount/{namespace}/{name}")),
             created: now,
             resource_version: self.version,
         };
