@@ -169,19 +169,25 @@ fn documents_that_are_not_publicly_served_stop_the_migration_before_the_flags() 
 }
 
 #[test]
-fn a_manifest_the_editor_cannot_read_stops_the_migration_at_step_3_unchanged() {
+fn a_manifest_the_editor_cannot_read_stops_the_migration_before_anything_changes() {
     let (world, _) = migrating_world("e2e");
     let broken = include_str!("data/issuer/kubeadm-not-parseable.yaml");
     std::fs::write(world.path("manifests/kube-apiserver.yaml"), broken).unwrap();
+    let before = snapshot(&world.path(""));
     let run = world.keyrot(&["migrate-issuer"]);
     assert_code(&run, 1);
-    assert!(run.stdout.contains("step 2:"), "{run:?}");
+    // Found before anything is published: the flags are read first.
+    assert!(run.stdout.is_empty(), "{run:?}");
     assert!(
-        run.stderr
-            .contains("step 3 (change the flags and restart) failed"),
+        run.stderr.contains("step 0 (prepare) failed")
+            && run.stderr.contains("the manifest does not parse as YAML"),
         "{run:?}"
     );
-    assert!(run.stderr.contains("nothing was changed"), "{run:?}");
+    assert!(
+        run.stderr.contains("nothing after it was changed"),
+        "{run:?}"
+    );
+    assert_eq!(snapshot(&world.path("")), before);
     assert_eq!(manifest(&world), broken);
     assert!(!world.path("state/issuer-backups").exists());
     let token = world.block_on(world.api().token()).unwrap();
@@ -270,4 +276,29 @@ fn keys_rotate_only_once_the_plan_names_the_new_issuer_and_then_publish_for_it()
     assert_eq!(token_iss(&token), new_issuer);
     world.block_on(world.sts().verify(&token)).unwrap();
     assert_ne!(world.published_jwks(), published);
+}
+
+#[test]
+fn a_plan_naming_another_issuer_than_the_manifests_changes_nothing() {
+    let (world, _) = migrating_world("e2e");
+    let other = "https://kubernetes.default.svc.corp.example";
+    let edited = FIXTURE.replace(
+        &format!("--service-account-issuer={KUBEADM_ISSUER}"),
+        &format!("--service-account-issuer={other}"),
+    );
+    std::fs::write(world.path("manifests/kube-apiserver.yaml"), &edited).unwrap();
+    let before = snapshot(&world.path(""));
+    for args in [&["migrate-issuer", "--dry-run"][..], &["migrate-issuer"]] {
+        let run = world.keyrot(args);
+        assert_code(&run, 1);
+        assert!(
+            run.stderr.contains(&format!(
+                "gives kube-apiserver --service-account-issuer [\"{other}\"], but the plan's \
+                 issuer.url is \"{KUBEADM_ISSUER}\""
+            )),
+            "{run:?}"
+        );
+        assert!(run.stdout.is_empty(), "{run:?}");
+    }
+    assert_eq!(snapshot(&world.path("")), before);
 }

@@ -7,8 +7,9 @@
 //! (`GetArgs` in k3s's `pkg/util/args.go`).
 //!
 //! k3s sets `--service-account-issuer` and `--api-audiences` itself when the list does not
-//! (`pkg/daemons/control/server.go`): `K3sDefaults` carries those values, so the editor knows
-//! what the apiserver runs with today and writes them out when the migration changes them.
+//! (`pkg/daemons/control/server.go`): `K3sDefaults` carries those values, for the config's
+//! `cluster-domain` (default `cluster.local`), so the editor knows what the apiserver runs with
+//! today and writes them out when the migration changes them.
 //! Files under `config.yaml.d/` and `--kube-apiserver-arg` given on k3s's command line are not
 //! read: keep the issuer flags in `config.yaml` alone.
 
@@ -25,6 +26,8 @@ const KEY: &str = "kube-apiserver-arg";
 pub struct K3sDefaults {
     pub issuer: String,
     pub api_audiences: Vec<String>,
+    /// `k3s` or `rke2`: the last default audience.
+    program: String,
 }
 
 impl K3sDefaults {
@@ -44,6 +47,23 @@ impl K3sDefaults {
         K3sDefaults {
             api_audiences: vec![issuer.clone(), program.to_string()],
             issuer,
+            program: program.to_string(),
+        }
+    }
+
+    /// The defaults for this config: k3s derives them from its `cluster-domain`, which the
+    /// config may set (`cfg.ClusterDomain` in k3s's `pkg/daemons/control/server.go`).
+    fn in_config(&self, text: &str) -> Result<Self, TextError> {
+        let doc: Value = serde_yaml::from_str(text)
+            .map_err(|e| unsupported(format!("the config does not parse as YAML: {e}")))?;
+        match doc.get("cluster-domain") {
+            None | Some(Value::Null) => Ok(self.clone()),
+            Some(Value::String(domain)) if !domain.trim().is_empty() => {
+                Ok(Self::for_program(&self.program, domain.trim()))
+            }
+            Some(_) => Err(unsupported(
+                "`cluster-domain` is not a domain name; fix it before changing the issuer".into(),
+            )),
         }
     }
 
@@ -59,7 +79,10 @@ impl K3sDefaults {
 /// The issuer flags the config gives kube-apiserver, k3s's own values filling the gaps.
 pub fn read_flags(text: &str, defaults: &K3sDefaults) -> Result<IssuerFlags, TextError> {
     let list = arg_list(text)?;
-    Ok(arglist::flags_from(&list.found, &defaults.implicit()))
+    Ok(arglist::flags_from(
+        &list.found,
+        &defaults.in_config(text)?.implicit(),
+    ))
 }
 
 /// Every entry of `kube-apiserver-arg`, as `name=value` (k3s passes each as `--name=value`).
@@ -78,7 +101,7 @@ pub fn edit_text(
     step: &MigrationStep,
 ) -> Result<TextEdit, TextError> {
     let list = arg_list(text)?;
-    let before = arglist::flags_from(&list.found, &defaults.implicit());
+    let before = arglist::flags_from(&list.found, &defaults.in_config(text)?.implicit());
     let after = next_flags(&before, step)?;
     if after == before {
         return Ok(TextEdit {
@@ -364,6 +387,35 @@ kube-apiserver-arg:
   - \"api-audiences=https://oidc.example.com/edge,https://kubernetes.default.svc.cluster.local,k3s\"
 "
         );
+    }
+
+    #[test]
+    fn the_configs_cluster_domain_names_the_implicit_issuer() {
+        let config = "cluster-domain: corp.internal\nwrite-kubeconfig-mode: \"0644\"\n";
+        let defaults = K3sDefaults::k3s("cluster.local");
+        let flags = read_flags(config, &defaults).unwrap();
+        assert_eq!(
+            flags.issuers,
+            ["https://kubernetes.default.svc.corp.internal"]
+        );
+        assert_eq!(
+            flags.api_audiences,
+            Some(vec![
+                "https://kubernetes.default.svc.corp.internal".to_string(),
+                "k3s".to_string()
+            ])
+        );
+        let edit = edit_text(config, &defaults, &add()).unwrap();
+        assert!(
+            edit.text.contains(
+                "\"service-account-issuer=https://kubernetes.default.svc.corp.internal\""
+            ),
+            "{}",
+            edit.text
+        );
+        let odd = "cluster-domain: [a, b]\n";
+        let err = read_flags(odd, &defaults).unwrap_err();
+        assert!(err.to_string().contains("`cluster-domain`"), "{err}");
     }
 
     #[test]

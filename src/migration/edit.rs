@@ -44,6 +44,37 @@ pub fn change_flags(
     Ok(())
 }
 
+/// Before the flags change: the file must run the plan's issuer, first (or, after the add step,
+/// right behind the new one). A plan naming another issuer would keep the real one accepted
+/// forever and drop one the cluster never had.
+pub fn check_current_issuer(
+    path: &std::path::Path,
+    file: &FlagFile,
+    old_issuer: &str,
+    new_issuer: &str,
+) -> Result<(), StepError> {
+    let unreadable = |e: String| failed(0, format!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    let flags = file
+        .read_flags(&text)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let first = flags.issuers.first().map(String::as_str);
+    let runs_old = first == Some(old_issuer)
+        || (first == Some(new_issuer) && flags.issuers.iter().any(|i| i == old_issuer));
+    if runs_old {
+        return Ok(());
+    }
+    Err(failed(
+        0,
+        format!(
+            "{} gives kube-apiserver --service-account-issuer {:?}, but the plan's issuer.url \
+             is {old_issuer:?}: set issuer.url to the issuer the cluster uses",
+            path.display(),
+            flags.issuers
+        ),
+    ))
+}
+
 /// Restarts kube-apiserver the plan's way, naming the cause `tag`.
 pub fn restart(plan: &Plan, tag: &str, number: u8) -> Result<(), StepError> {
     let tag = format!("{tag}-{}", Utc::now().timestamp());

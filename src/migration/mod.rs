@@ -268,6 +268,13 @@ pub fn run(
         progress.awaiting == Some(Awaiting::ManualChange { step })
     };
     let new_url = migration.new_issuer().url.clone();
+    // Checked before anything is published: a plan naming another issuer than the cluster's
+    // would migrate from the wrong one.
+    if progress.flags_changed_at.is_none()
+        && let FlagSource::File { path, file } = &migration.section.flags
+    {
+        edit::check_current_issuer(path, file, migration.old_issuer(), &new_url)?;
+    }
 
     if progress.published_at.is_none() {
         let documents = migration.documents()?;

@@ -41,6 +41,12 @@ pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
     out.push_str("step 3: change kube-apiserver's flags, then restart it\n");
     match &migration.section.flags {
         FlagSource::File { path, file } => {
+            edit::check_current_issuer(
+                path,
+                file,
+                migration.old_issuer(),
+                &migration.new_issuer().url,
+            )?;
             let steps = migration.steps_to_add();
             let first =
                 compute_edit(file, path, &steps[0]).map_err(|e| failed(3, e.to_string()))?;
