@@ -36,6 +36,14 @@ fn the_issuer_moves_in_order_and_old_tokens_keep_working_until_the_old_issuer_is
         assert!(first.stdout.contains(step), "no {step} in {first:?}");
     }
     assert!(first.stdout.contains("step 5 waits for the grace period"));
+    // The same flags, as kubeadm's ClusterConfiguration needs them to survive an upgrade.
+    assert!(
+        first.stdout.contains(&format!(
+            "    - name: service-account-issuer\n      value: {new_issuer}\n    \
+             - name: service-account-issuer\n      value: {KUBEADM_ISSUER}\n"
+        )),
+        "{first:?}"
+    );
     let jwks_uri = format!("{new_issuer}/openid/v1/jwks");
     assert_eq!(
         issuer_flags(&world),

@@ -18,8 +18,10 @@ use super::plan_args::PlanArg;
 ///
 /// Stops at the first failure, changing nothing after it. Finished steps are recorded in the
 /// state directory: run the command again to continue (after a fix, or once the grace period is
-/// over). A step a person must make (`flags: manual`) waits for `keyrot approve`. Exit status:
-/// 0 done, 1 a step failed, 3 waiting (grace period, or a person).
+/// over). A step a person must make (`flags: manual`) waits for `keyrot approve`; so does, with
+/// `acceptFirst` (several apiservers), the issuing with the new issuer, until every apiserver
+/// accepts it. No key rotation starts while a migration is recorded. Exit status: 0 done, 1 a
+/// step failed, 3 waiting (grace period, or a person).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]

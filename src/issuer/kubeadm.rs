@@ -158,6 +158,31 @@ fn unsupported(reason: &str) -> TextError {
     TextError::Unsupported(reason.to_string())
 }
 
+/// What to put in kubeadm's ClusterConfiguration so that `kubeadm upgrade`, which regenerates
+/// the manifest from it, keeps `flags`. keyrot does not edit the `kubeadm-config` ConfigMap: it
+/// is shared by every node and versioned by kubeadm. Only v1beta4 (kubeadm 1.31 and later) can
+/// hold a flag twice: its `extraArgs` is a list of `name`/`value` pairs where v1beta3 has a map.
+pub fn cluster_configuration_hint(flags: &IssuerFlags) -> String {
+    let mut entries = String::new();
+    for arg in flags.to_args() {
+        let (name, value) = arg
+            .trim_start_matches('-')
+            .split_once('=')
+            .expect("to_args writes --name=value");
+        entries.push_str(&format!("    - name: {name}\n      value: {value}\n"));
+    }
+    format!(
+        "kubeadm: put the same flags in the ClusterConfiguration of the kubeadm-config \
+         ConfigMap (`kubectl -n kube-system edit configmap kubeadm-config`), or the next \
+         `kubeadm upgrade` writes the manifest without them. With kubeadm.k8s.io/v1beta4, \
+         apiServer.extraArgs gets these entries in place of any for the same names:\n\
+         \x20 apiServer:\n    extraArgs:\n{entries}\
+         v1beta3's extraArgs is a map and holds one issuer only: move to v1beta4 first \
+         (`kubeadm config migrate`), or apply these flags to the manifest again after each \
+         upgrade.\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +249,45 @@ spec:
         let manifest = "spec:\n  containers:\n  - name: kube-apiserver\n    command:\n    - kube-apiserver\n    args:\n    - --service-account-issuer=https://a\n";
         let err = edit_text(manifest, &add()).unwrap_err();
         assert!(err.to_string().contains("has `args:`"), "{err}");
+    }
+
+    #[test]
+    fn the_cluster_configuration_hint_lists_each_flag_as_a_v1beta4_entry() {
+        let flags = IssuerFlags {
+            issuers: vec!["https://new.example/c".into(), "https://old.example".into()],
+            jwks_uri: Some("https://new.example/c/openid/v1/jwks".into()),
+            api_audiences: Some(vec![
+                "https://new.example/c".into(),
+                "https://old.example".into(),
+            ]),
+        };
+        let hint = cluster_configuration_hint(&flags);
+        assert!(
+            hint.contains(
+                "  apiServer:
+    extraArgs:
+    - name: service-account-issuer
+      value: https://new.example/c
+    - name: service-account-issuer
+      value: https://old.example
+    - name: service-account-jwks-uri
+      value: https://new.example/c/openid/v1/jwks
+    - name: api-audiences
+      value: https://new.example/c,https://old.example
+v1beta3's extraArgs is a map"
+            ),
+            "{hint}"
+        );
+        // The entries are YAML as kubeadm reads it.
+        let yaml = hint
+            .lines()
+            .skip_while(|l| !l.starts_with("  apiServer:"))
+            .take_while(|l| l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed: Value = serde_yaml::from_str(&yaml).unwrap();
+        let entries = parsed["apiServer"]["extraArgs"].as_sequence().unwrap();
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[1]["value"], "https://old.example");
     }
 }

@@ -39,6 +39,11 @@ pub fn change_flags(
             edit.diff()
         )),
     }
+    if *file == FlagFile::KubeadmManifest {
+        say(issuer::kubeadm::cluster_configuration_hint(
+            &edit.flags_after,
+        ));
+    }
     restart(plan, step.tag(), number)?;
     say(format!("step {number}: kube-apiserver restarted"));
     Ok(())

@@ -57,6 +57,11 @@ pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
             }
             for edit in &edits {
                 out.push_str(&edit.diff());
+                if *file == FlagFile::KubeadmManifest {
+                    out.push_str(&crate::issuer::kubeadm::cluster_configuration_hint(
+                        &edit.flags_after,
+                    ));
+                }
                 if matches!(edit.step, MigrationStep::AcceptNewIssuer { .. }) {
                     out.push_str(
                         "step 3 then waits for `keyrot approve` once every apiserver accepts the \
@@ -73,6 +78,11 @@ pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
                     grace_text(&migration)?,
                     drop_edit.diff()
                 ));
+                if *file == FlagFile::KubeadmManifest {
+                    out.push_str(&crate::issuer::kubeadm::cluster_configuration_hint(
+                        &drop_edit.flags_after,
+                    ));
+                }
             }
         }
         FlagSource::Manual => {
