@@ -1,10 +1,12 @@
 //! What `keyrot status` shows: the key ring with roles and ages, the rotation in progress, the
-//! next scheduled rotation and what blocks, computed from the recorded state and the files.
+//! next scheduled rotation and what blocks, computed from the recorded state and the files; and
+//! the issuer migration, when the caller read one.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::decision::{Blocked, Observed, decide};
+use crate::migration::progress::Progress;
 use crate::plan::Plan;
 use crate::state::{Role, State};
 
@@ -21,6 +23,9 @@ pub struct Status {
     pub last_error: Option<String>,
     /// False before keyrot first recorded this cluster's keys.
     pub adopted: bool,
+    /// The issuer migration recorded in the state directory, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer_migration: Option<Progress>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +121,7 @@ pub fn status(
             .collect(),
         last_error: rotation.and_then(|r| r.last_error.clone()),
         adopted: !state.keys.is_empty(),
+        issuer_migration: None,
     }
 }
 
@@ -191,6 +197,15 @@ pub fn render_text(status: &Status, now: DateTime<Utc>) -> String {
             .map(|t| format!(" (until {})", crate::describe::time(t)))
             .unwrap_or_default();
         let _ = writeln!(out, "waiting  [{}] {}{until}", b.gate, b.reason);
+    }
+    if let Some(m) = &status.issuer_migration {
+        let _ = writeln!(
+            out,
+            "issuer   migration {} -> {}: {}",
+            m.old_issuer,
+            m.new_issuer,
+            m.summary()
+        );
     }
     if let Some(e) = &status.last_error {
         let _ = writeln!(out, "error    {e}");

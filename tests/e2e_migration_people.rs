@@ -270,6 +270,17 @@ fn with_several_apiservers_each_accepts_the_new_issuer_before_any_issues_with_it
     assert_eq!(world.block_on(here.review(&from_there)).unwrap(), Ok(()));
     assert_eq!(world.block_on(there.review(&from_here)).unwrap(), Ok(()));
 
+    // `keyrot status` tells where the migration stands, and that keys do not rotate meanwhile.
+    let status = world.status_text();
+    assert!(
+        status.contains(&format!(
+            "issuer   migration {KUBEADM_ISSUER} -> {new_issuer}: "
+        )) && status.contains(
+            "(step 2); waits for `keyrot approve`: every apiserver to accept the new issuer"
+        ) && status.contains("waiting  [issuer-migration] the issuer migration from"),
+        "{status}"
+    );
+
     // Run again before the approval: it waits, changing nothing.
     let accepted = manifest(&world);
     assert_code(&world.keyrot(&["migrate-issuer"]), WAITING);

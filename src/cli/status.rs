@@ -10,7 +10,8 @@ use keyrot::status::{render_text, status};
 use super::plan_args::{Output, PlanArg};
 
 /// Show keys (kid, alg, role, age, when a retiring key may leave), the phase in progress, the
-/// next scheduled rotation and the last error. Reads only; works while a daemon runs.
+/// next scheduled rotation, the last error and an issuer migration's progress. Reads only; works
+/// while a daemon runs.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -24,7 +25,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let state = StateStore::new(&plan.state_dir).read()?;
     let observed = observe_files(&plan)?;
     let now = Utc::now();
-    let status = status(&plan, state.as_ref(), &observed, now);
+    let mut status = status(&plan, state.as_ref(), &observed, now);
+    status.issuer_migration =
+        keyrot::migration::progress::read(&plan.state_dir).map_err(anyhow::Error::msg)?;
     match args.output {
         Output::Text => print!("{}", render_text(&status, now)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),

@@ -191,6 +191,7 @@ mod tests {
             }],
             last_error: None,
             adopted: true,
+            issuer_migration: None,
         }
     }
 

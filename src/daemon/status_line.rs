@@ -69,6 +69,7 @@ mod tests {
             }],
             last_error: None,
             adopted: true,
+            issuer_migration: None,
         };
         assert_eq!(
             status_line(&status),

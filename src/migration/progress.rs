@@ -77,6 +77,58 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// How far the migration got and what it waits for, in a line.
+    pub fn summary(&self) -> String {
+        let at = |t: &DateTime<Utc>| crate::describe::time(*t);
+        let mut done = match (
+            &self.rollback_started_at,
+            &self.old_issuer_dropped_at,
+            &self.cluster_verified_at,
+            &self.flags_changed_at,
+            &self.accepted_at,
+            &self.verified_at,
+            &self.published_at,
+        ) {
+            (Some(t), ..) => format!("rollback started {}", at(t)),
+            (_, Some(t), ..) => format!("old issuer dropped {} (step 5)", at(t)),
+            (_, _, Some(t), ..) => {
+                format!("the apiserver issues as the new issuer (step 4, {})", at(t))
+            }
+            (_, _, _, Some(t), ..) => format!("flags changed {} (step 3)", at(t)),
+            (.., Some(t), _, _) => format!("every apiserver accepts the new issuer ({})", at(t)),
+            (.., Some(t), _) => format!("documents verified {} (step 2)", at(t)),
+            (.., Some(t)) => format!("documents published {} (step 1)", at(t)),
+            _ => "nothing done yet".to_string(),
+        };
+        if let Some(awaiting) = self.awaiting {
+            done.push_str(&format!(
+                "; waits for `keyrot approve`: {}",
+                match awaiting {
+                    Awaiting::AcceptEverywhere => "every apiserver to accept the new issuer",
+                    Awaiting::ManualChange {
+                        step: ManualStep::Accept,
+                    } => {
+                        "the manual accept change"
+                    }
+                    Awaiting::ManualChange {
+                        step: ManualStep::Add,
+                    } => "the manual flag change",
+                    Awaiting::ManualChange {
+                        step: ManualStep::Drop,
+                    } => "the manual drop",
+                    Awaiting::ManualChange {
+                        step: ManualStep::Rollback,
+                    } => {
+                        "the manual rollback"
+                    }
+                }
+            ));
+        }
+        done
+    }
+}
+
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)
 }
@@ -159,6 +211,32 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Awaiting::AcceptEverywhere).unwrap(),
             r#""accept-everywhere""#
+        );
+    }
+
+    #[test]
+    fn the_summary_names_the_last_step_done_and_what_it_waits_for() {
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut progress = Progress::new("https://old.example", "https://new.example");
+        assert_eq!(progress.summary(), "nothing done yet");
+        progress.published_at = Some(t);
+        progress.verified_at = Some(t);
+        progress.awaiting = Some(Awaiting::ManualChange {
+            step: ManualStep::Add,
+        });
+        let summary = progress.summary();
+        assert!(summary.starts_with("documents verified "), "{summary}");
+        assert!(
+            summary.ends_with("(step 2); waits for `keyrot approve`: the manual flag change"),
+            "{summary}"
+        );
+        progress.flags_changed_at = Some(t);
+        progress.cluster_verified_at = Some(t);
+        progress.awaiting = None;
+        assert!(
+            progress
+                .summary()
+                .starts_with("the apiserver issues as the new issuer (step 4")
         );
     }
 }
