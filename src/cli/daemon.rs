@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use keyrot::daemon::control::{self, Request};
+use keyrot::daemon::control::{self, Ask, MigrationAsk, Request};
 use keyrot::daemon::errors::{ErrorCounts, ErrorKind};
 use keyrot::daemon::metrics::Snapshot;
 use keyrot::daemon::notify::Notifier;
@@ -24,6 +24,8 @@ use keyrot::daemon::status_line::{acting_line, status_line};
 use keyrot::decision::{Action, Phase, action_name, backoff};
 use keyrot::describe::{describe_action, shorten_kids};
 use keyrot::executor::{ExecError, Pause, Progress};
+use keyrot::migration;
+use keyrot::migration::progress::{Awaiting, ManualStep};
 use keyrot::plan::{self, Plan};
 use tracing::{error, info, warn};
 
@@ -48,6 +50,9 @@ pub struct Daemon {
     failures: u32,
     /// The last wait logged, so a gate polled again is not logged again.
     last_wait: String,
+    /// Automatic migration steps that failed in a row, and when to try again.
+    migration_failures: u32,
+    migration_retry_at: Option<DateTime<Utc>>,
 }
 
 impl Daemon {
@@ -87,6 +92,8 @@ impl Daemon {
             errors: ErrorCounts::default(),
             failures: 0,
             last_wait: String::new(),
+            migration_failures: 0,
+            migration_retry_at: None,
         };
         if let Err(e) = daemon.session.observe() {
             error!("{e:#}");
@@ -100,7 +107,14 @@ impl Daemon {
     /// Until SIGTERM or SIGINT; then exits 0.
     pub fn run(mut self) -> anyhow::Result<ExitCode> {
         loop {
+            if self.migration_due().is_some_and(|due| due <= Utc::now()) {
+                self.continue_migration();
+            }
             let (wake_at, mut events) = self.act();
+            let wake_at = match (wake_at, self.migration_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if events.is_empty() {
                 match self.sleep_until(wake_at) {
                     Some(event) => events.push(event),
@@ -237,7 +251,18 @@ impl Daemon {
         match event {
             Event::Signal(Signal::Shutdown) => return Flow::Stop,
             Event::Signal(Signal::Reload) => self.reload(),
-            Event::Request(Request { kind, force, reply }) => {
+            Event::Request(Request {
+                ask: Ask::Migration(ask),
+                reply,
+            }) => {
+                info!("request: {}", Ask::Migration(ask).word());
+                let answer = self.migrate(ask);
+                let _ = reply.send(answer);
+            }
+            Event::Request(Request {
+                ask: Ask::Trigger { kind, force },
+                reply,
+            }) => {
                 let word = control::request_word(kind);
                 if force {
                     warn!("request: {word} --force: the gate the rotation waits on is forced open");
@@ -256,6 +281,72 @@ impl Daemon {
             }
         }
         Flow::Go
+    }
+
+    /// An issuer migration request, carried out here: this process holds the state lock. A
+    /// thread runs the steps (a restart and its checks can take up to `gateTimeout`) while this
+    /// one keeps the watchdog fed. The answer is what `keyrot migrate-issuer` prints.
+    fn migrate(&mut self, ask: MigrationAsk) -> String {
+        let plan = self.session.plan().clone();
+        if let Some(why) = migration::refused_during_rotation(self.session.rotation()) {
+            return format!("exit 1\nerror: {why}");
+        }
+        let lines = Mutex::new(Vec::new());
+        let outcome = std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                let mut say = |line: String| {
+                    info!("{line}");
+                    lines.lock().expect("no panics holding it").push(line);
+                };
+                let rolling_back = matches!(
+                    migration::awaiting(&plan),
+                    Ok(Some(Awaiting::ManualChange {
+                        step: ManualStep::Rollback
+                    }))
+                );
+                match ask {
+                    MigrationAsk::Run => migration::run(&plan, Utc::now, false, &mut say),
+                    MigrationAsk::Rollback => migration::rollback(&plan, Utc::now, false, &mut say),
+                    MigrationAsk::Approve if rolling_back => {
+                        migration::rollback(&plan, Utc::now, true, &mut say)
+                    }
+                    MigrationAsk::Approve => migration::run(&plan, Utc::now, true, &mut say),
+                }
+            });
+            while !worker.is_finished() {
+                self.notifier.ping_if_due();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            worker.join().expect("the migration thread does not panic")
+        });
+        if let Err(e) = &outcome {
+            error!("issuer migration: {e}");
+            self.errors.count(ErrorKind::IssuerMigration);
+        }
+        let lines = lines.into_inner().expect("no panics holding it");
+        super::migrate_issuer::daemon_answer(outcome, lines)
+    }
+
+    /// Step 5 of the plan's migration once its grace period is over (`migration::due`), as a
+    /// `keyrot migrate-issuer` would; a failure is retried after the plan's backoff.
+    fn continue_migration(&mut self) {
+        info!("issuer migration: the grace period is over, continuing");
+        let answer = self.migrate(MigrationAsk::Run);
+        if !answer.starts_with("exit 0") {
+            let delay = backoff(self.session.plan(), self.migration_failures);
+            self.migration_failures += 1;
+            self.migration_retry_at = Some(Utc::now() + delay);
+            info!("issuer migration: trying again in {}s", delay.num_seconds());
+        } else {
+            self.migration_failures = 0;
+            self.migration_retry_at = None;
+        }
+    }
+
+    /// When the migration continues on its own, retries spaced out.
+    fn migration_due(&self) -> Option<DateTime<Utc>> {
+        let due = migration::due(self.session.plan())?;
+        Some(self.migration_retry_at.map_or(due, |retry| retry.max(due)))
     }
 
     /// SIGHUP: the plan file again. An invalid plan is reported, problem by problem, and the

@@ -80,6 +80,12 @@ impl Session {
     }
 
     /// Triggers recorded and not yet acted on.
+    /// The rotation in progress: its id and phase.
+    pub fn rotation(&self) -> Option<(&str, String)> {
+        let rotation = self.state.rotation.as_ref()?;
+        Some((rotation.id.as_str(), rotation.phase.to_string()))
+    }
+
     pub fn pending_triggers(&self) -> usize {
         self.state.triggers.len()
     }

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use keyrot::daemon::control::{self, Ask, MigrationAsk};
 use keyrot::migration::progress::{Awaiting, ManualStep};
 use keyrot::migration::{self, Outcome, StepError};
 use keyrot::plan::Plan;
@@ -34,6 +35,10 @@ pub struct Args {
     /// Tokens issued with the new issuer meanwhile are rejected afterwards.
     #[arg(long)]
     rollback: bool,
+    /// Do not hand the migration to a running `keyrot run`: take the state lock and run it in
+    /// this process. Without a running daemon it always runs here.
+    #[arg(long)]
+    foreground: bool,
 }
 
 /// Nothing failed, but the migration is not finished yet.
@@ -50,16 +55,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{preview}");
         return Ok(ExitCode::SUCCESS);
     }
-    let lock = StateStore::new(&plan.state_dir).try_lock()?;
-    if let Some(state) = lock.load()?
-        && let Some(rotation) = &state.rotation
+    let ask = match args.rollback {
+        true => MigrationAsk::Rollback,
+        false => MigrationAsk::Run,
+    };
+    if !args.foreground
+        && let Some(code) = hand_to_daemon(&plan, ask)?
     {
-        anyhow::bail!(
-            "key rotation {} is in progress (phase {}): let it finish (or abort it) before \
-             changing the issuer",
-            rotation.id,
-            rotation.phase
-        );
+        return Ok(code);
+    }
+    let lock = StateStore::new(&plan.state_dir).try_lock()?;
+    let state = lock.load()?;
+    let rotation = state.as_ref().and_then(|s| s.rotation.as_ref());
+    if let Some(why) =
+        migration::refused_during_rotation(rotation.map(|r| (r.id.as_str(), r.phase.to_string())))
+    {
+        anyhow::bail!(why);
     }
     let say = &mut |line: String| println!("{line}");
     let outcome = if args.rollback {
@@ -71,7 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// `keyrot approve` when the plan's migration waits for a person: the step goes on.
-pub fn approve(plan: Plan, awaiting: Awaiting) -> anyhow::Result<ExitCode> {
+pub fn approve(plan: Plan, awaiting: Awaiting, foreground: bool) -> anyhow::Result<ExitCode> {
+    if !foreground && let Some(code) = hand_to_daemon(&plan, MigrationAsk::Approve)? {
+        return Ok(code);
+    }
     let _lock = StateStore::new(&plan.state_dir).try_lock()?;
     let say = &mut |line: String| println!("{line}");
     let rolling_back = awaiting
@@ -84,6 +98,46 @@ pub fn approve(plan: Plan, awaiting: Awaiting) -> anyhow::Result<ExitCode> {
         migration::run(&plan, chrono::Utc::now, true, say)
     };
     Ok(report(outcome, rolling_back))
+}
+
+/// Sends the request to a running `keyrot run` for the plan's state directory and prints its
+/// answer; `None` when no daemon listens.
+fn hand_to_daemon(plan: &Plan, ask: MigrationAsk) -> anyhow::Result<Option<ExitCode>> {
+    let Some(answer) = control::ask(&plan.state_dir, Ask::Migration(ask))? else {
+        return Ok(None);
+    };
+    let (status, output) = answer.split_once('\n').unwrap_or((answer.as_str(), ""));
+    let code = status
+        .strip_prefix("exit ")
+        .and_then(|c| c.parse::<u8>().ok());
+    match code {
+        Some(code) => {
+            if !output.is_empty() {
+                println!("{output}");
+            }
+            println!("(carried out by the running keyrot daemon)");
+            Ok(Some(ExitCode::from(code)))
+        }
+        None => {
+            eprintln!("{answer} (from the running keyrot daemon)");
+            Ok(Some(ExitCode::FAILURE))
+        }
+    }
+}
+
+/// The daemon's answer to a migration request: `exit N` on the first line, then the output.
+pub fn daemon_answer(outcome: Result<Outcome, StepError>, lines: Vec<String>) -> String {
+    let (code, last) = match outcome {
+        Ok(Outcome::Done) => (0, "issuer migration done".to_string()),
+        Ok(Outcome::Waiting(what)) => (WAITING, what),
+        Err(e) => (1, format!("error: {e}; nothing after it was changed")),
+    };
+    let mut answer = format!("exit {code}");
+    for line in lines.iter().chain(std::iter::once(&last)) {
+        answer.push('\n');
+        answer.push_str(line.trim_end());
+    }
+    answer
 }
 
 fn report(outcome: Result<Outcome, StepError>, rollback: bool) -> ExitCode {

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use keyrot::daemon::control;
+use keyrot::daemon::control::{self, Ask};
 use keyrot::migration;
 use keyrot::plan::Plan;
 use keyrot::state::TriggerKind;
@@ -44,7 +44,7 @@ pub fn run_approve(args: ApproveArgs) -> anyhow::Result<ExitCode> {
             "the issuer migration waits for a person, not for a gate: --force does not apply; \
              approve without it once the change is made"
         );
-        return migrate_issuer::approve(plan, awaiting);
+        return migrate_issuer::approve(plan, awaiting, args.common.foreground);
     }
     if args.force {
         eprintln!(
@@ -69,7 +69,9 @@ fn run_trigger(
     foreground: bool,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
-    if !foreground && let Some(answer) = control::ask(&plan.state_dir, kind, force)? {
+    if !foreground
+        && let Some(answer) = control::ask(&plan.state_dir, Ask::Trigger { kind, force })?
+    {
         println!(
             "{}: {answer} (by the running keyrot daemon)",
             control::request_word(kind)

@@ -1,10 +1,12 @@
 //! The control socket `<stateDir>/keyrot.sock`: how `keyrot rotate|approve|abort|rollback`
-//! reach a running daemon.
+//! and `keyrot migrate-issuer` reach a running daemon.
 //!
-//! The client writes one line naming the trigger (`rotate`, `approve`, `abort`, `rollback`); the
-//! daemon records it in its state, acts on it, and answers one line: the outcome the decision
-//! core gave (`rotation started`, `refused: ...`), or `queued: ...` when it could not act on the
-//! request yet. The socket is created only by the process that holds the state lock, mode 0600
+//! The client writes one line naming the request (`rotate`, `approve`, `abort`, `rollback`,
+//! `migrate-issuer` and its variants); for a trigger the daemon records it in its state, acts on
+//! it, and answers one line: the outcome the decision core gave (`rotation started`,
+//! `refused: ...`), or `queued: ...` when it could not act on the request yet. An issuer
+//! migration request is carried out whole before the answer, which is its output: the exit
+//! status on the first line (`exit 3`), then the lines the command would print. The socket is created only by the process that holds the state lock, mode 0600
 //! inside the 0700 state directory, so only its owner (root on a node) can send requests. A socket
 //! file nobody listens on (left by a killed daemon) reads as "no daemon": the client then runs the
 //! request in the foreground, where the state lock decides.
@@ -34,13 +36,43 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET_FILE)
 }
 
-/// A trigger request from a client, and where its answer goes.
+/// A request from a client, and where its answer goes.
 #[derive(Debug)]
 pub struct Request {
-    pub kind: TriggerKind,
-    /// `approve --force`: pass the gate the rotation waits on.
-    pub force: bool,
+    pub ask: Ask,
     pub reply: Sender<String>,
+}
+
+/// What a client asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    Trigger {
+        kind: TriggerKind,
+        /// `approve --force`: pass the gate the rotation waits on.
+        force: bool,
+    },
+    Migration(MigrationAsk),
+}
+
+/// `keyrot migrate-issuer`, its `--rollback`, and `keyrot approve` for a migration step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationAsk {
+    Run,
+    Rollback,
+    Approve,
+}
+
+impl Ask {
+    /// The line a client sends.
+    pub fn word(self) -> &'static str {
+        match self {
+            Ask::Trigger { kind, force: false } => request_word(kind),
+            Ask::Trigger { force: true, .. } => FORCE_APPROVE,
+            Ask::Migration(MigrationAsk::Run) => "migrate-issuer",
+            Ask::Migration(MigrationAsk::Rollback) => "migrate-issuer --rollback",
+            Ask::Migration(MigrationAsk::Approve) => "migrate-issuer --approve",
+        }
+    }
 }
 
 /// The word a client sends for each trigger.
@@ -56,24 +88,39 @@ pub fn request_word(kind: TriggerKind) -> &'static str {
 /// The word `keyrot approve --force` sends.
 const FORCE_APPROVE: &str = "approve --force";
 
-fn parse_request(line: &str) -> Option<(TriggerKind, bool)> {
-    if line.trim() == FORCE_APPROVE {
-        return Some((TriggerKind::Approve, true));
-    }
-    [
-        TriggerKind::Rotate,
-        TriggerKind::Approve,
-        TriggerKind::Abort,
-        TriggerKind::Rollback,
-    ]
-    .into_iter()
-    .find(|kind| request_word(*kind) == line.trim())
-    .map(|kind| (kind, false))
+const ALL_ASKS: [Ask; 8] = [
+    Ask::Trigger {
+        kind: TriggerKind::Rotate,
+        force: false,
+    },
+    Ask::Trigger {
+        kind: TriggerKind::Approve,
+        force: false,
+    },
+    Ask::Trigger {
+        kind: TriggerKind::Abort,
+        force: false,
+    },
+    Ask::Trigger {
+        kind: TriggerKind::Rollback,
+        force: false,
+    },
+    Ask::Trigger {
+        kind: TriggerKind::Approve,
+        force: true,
+    },
+    Ask::Migration(MigrationAsk::Run),
+    Ask::Migration(MigrationAsk::Rollback),
+    Ask::Migration(MigrationAsk::Approve),
+];
+
+fn parse_request(line: &str) -> Option<Ask> {
+    ALL_ASKS.into_iter().find(|ask| ask.word() == line.trim())
 }
 
-/// Sends `kind` to the daemon of `state_dir`. `Ok(None)` when no daemon listens (no socket, or a
-/// stale one); otherwise the daemon's one-line answer.
-pub fn ask(state_dir: &Path, kind: TriggerKind, force: bool) -> io::Result<Option<String>> {
+/// Sends `ask` to the daemon of `state_dir`. `Ok(None)` when no daemon listens (no socket, or a
+/// stale one); otherwise the daemon's answer (one line for a trigger).
+pub fn ask(state_dir: &Path, ask: Ask) -> io::Result<Option<String>> {
     let path = socket_path(state_dir);
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let mut stream = match UnixStream::connect(&path) {
@@ -88,17 +135,15 @@ pub fn ask(state_dir: &Path, kind: TriggerKind, force: bool) -> io::Result<Optio
         }
         Err(e) => return Err(named(e)),
     };
-    stream.set_read_timeout(Some(CLIENT_WAIT)).map_err(named)?;
-    let word = if force {
-        FORCE_APPROVE
-    } else {
-        request_word(kind)
+    // A migration step waits for restarts and checks as long as the plan allows: no timeout.
+    let wait = match ask {
+        Ask::Trigger { .. } => Some(CLIENT_WAIT),
+        Ask::Migration(_) => None,
     };
-    writeln!(stream, "{word}").map_err(named)?;
+    stream.set_read_timeout(wait).map_err(named)?;
+    writeln!(stream, "{}", ask.word()).map_err(named)?;
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(named)?;
+    stream.read_to_string(&mut answer).map_err(named)?;
     if answer.is_empty() {
         return Err(named(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -162,13 +207,19 @@ fn answer<E>(stream: UnixStream, events: &Sender<E>, wrap: fn(Request) -> E) {
     let reply = match (read, parse_request(&line)) {
         (Err(e), _) => format!("error: cannot read the request: {e}"),
         (Ok(_), None) => format!(
-            "error: unknown request {:?}: send rotate, approve, abort or rollback",
+            "error: unknown request {:?}: send rotate, approve, abort, rollback or \
+             migrate-issuer",
             line.trim()
         ),
-        (Ok(_), Some((kind, force))) => {
+        (Ok(_), Some(ask)) => {
             let (reply, outcome) = mpsc::channel();
-            if events.send(wrap(Request { kind, force, reply })).is_err() {
+            if events.send(wrap(Request { ask, reply })).is_err() {
                 "error: the daemon is shutting down".to_string()
+            } else if let Ask::Migration(_) = ask {
+                // Answered when the migration's steps are done, however long they take.
+                outcome
+                    .recv()
+                    .unwrap_or_else(|_| "error: the daemon is shutting down".to_string())
             } else {
                 outcome.recv_timeout(REPLY_WAIT).unwrap_or_else(|_| {
                     "queued: the daemon is busy with a step and acts on the request after it; \
@@ -198,21 +249,45 @@ mod tests {
         serve(listener, events, |r| r).unwrap();
         let main_loop = std::thread::spawn(move || {
             let request = requests.recv().unwrap();
-            assert_eq!(request.kind, TriggerKind::Approve);
+            assert_eq!(
+                request.ask,
+                Ask::Trigger {
+                    kind: TriggerKind::Approve,
+                    force: false
+                }
+            );
             request.reply.send("phase promote approved".into()).unwrap();
+            // A migration is answered with its whole output, however long it takes.
+            let request = requests.recv().unwrap();
+            assert_eq!(request.ask, Ask::Migration(MigrationAsk::Run));
+            std::thread::sleep(REPLY_WAIT / 5);
+            request
+                .reply
+                .send("exit 3\nstep 1: x\nstep 2: y".into())
+                .unwrap();
         });
-        let answer = ask(dir.path(), TriggerKind::Approve, false).unwrap();
+        let approve = Ask::Trigger {
+            kind: TriggerKind::Approve,
+            force: false,
+        };
+        let answer = ask(dir.path(), approve).unwrap();
         assert_eq!(answer.as_deref(), Some("phase promote approved"));
+        let answer = ask(dir.path(), Ask::Migration(MigrationAsk::Run)).unwrap();
+        assert_eq!(answer.as_deref(), Some("exit 3\nstep 1: x\nstep 2: y"));
         main_loop.join().unwrap();
     }
 
     #[test]
     fn no_socket_or_a_stale_one_means_no_daemon() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(ask(dir.path(), TriggerKind::Rotate, false).unwrap(), None);
+        let rotate = Ask::Trigger {
+            kind: TriggerKind::Rotate,
+            force: false,
+        };
+        assert_eq!(ask(dir.path(), rotate).unwrap(), None);
         drop(bind(dir.path()).unwrap());
         assert!(socket_path(dir.path()).exists(), "the stale file stays");
-        assert_eq!(ask(dir.path(), TriggerKind::Rotate, false).unwrap(), None);
+        assert_eq!(ask(dir.path(), rotate).unwrap(), None);
         // A new daemon replaces the stale socket.
         drop(bind(dir.path()).unwrap());
     }
@@ -228,20 +303,15 @@ mod tests {
 
     #[test]
     fn request_words_round_trip_and_nothing_else_parses() {
-        for kind in [
-            TriggerKind::Rotate,
-            TriggerKind::Approve,
-            TriggerKind::Abort,
-            TriggerKind::Rollback,
-        ] {
-            assert_eq!(
-                parse_request(&format!("{}\n", request_word(kind))),
-                Some((kind, false))
-            );
+        for ask in ALL_ASKS {
+            assert_eq!(parse_request(&format!("{}\n", ask.word())), Some(ask));
         }
         assert_eq!(
             parse_request("approve --force\n"),
-            Some((TriggerKind::Approve, true))
+            Some(Ask::Trigger {
+                kind: TriggerKind::Approve,
+                force: true
+            })
         );
         assert_eq!(parse_request("status\n"), None);
         assert_eq!(parse_request(""), None);

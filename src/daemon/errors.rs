@@ -16,17 +16,20 @@ pub enum ErrorKind {
     GateTimeout,
     /// A reloaded plan was invalid and the previous one was kept.
     PlanReload,
+    /// A step of an issuer migration the daemon carried out failed.
+    IssuerMigration,
     /// Anything else the executor refused to go on with.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Observe,
         ErrorKind::State,
         ErrorKind::Effect,
         ErrorKind::GateTimeout,
         ErrorKind::PlanReload,
+        ErrorKind::IssuerMigration,
         ErrorKind::Internal,
     ];
 
@@ -37,6 +40,7 @@ impl ErrorKind {
             ErrorKind::Effect => "effect",
             ErrorKind::GateTimeout => "gate_timeout",
             ErrorKind::PlanReload => "plan_reload",
+            ErrorKind::IssuerMigration => "issuer_migration",
             ErrorKind::Internal => "internal",
         }
     }

@@ -630,6 +630,15 @@ impl Running {
         }
     }
 
+    /// Asks keyrot to stop, as systemd does (SIGTERM).
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     /// The exit status, if keyrot exits within `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
