@@ -9,9 +9,18 @@ use crate::adapters::restart::ProcessRestarter;
 use crate::issuer::{self, Applied, FlagFile, IssuerFlags, ManualChange, MigrationStep};
 use crate::plan::Plan;
 
-/// Where the editors keep the bytes a flag file had before each step.
+/// Where the editors keep the bytes a flag file had before each step of this migration: a
+/// directory of its own under `<stateDir>/issuer-backups`, named after the two issuers, so a
+/// rollback never finds the backups of an earlier migration.
 pub fn backup_dir(plan: &Plan) -> std::path::PathBuf {
-    plan.state_dir.join("issuer-backups")
+    use sha2::Digest;
+    let new = plan
+        .issuer_migration
+        .as_ref()
+        .map_or("", |m| m.new_issuer.url.as_str());
+    let digest = sha2::Sha256::digest(format!("{}\n{new}", plan.issuer.url));
+    let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    plan.state_dir.join("issuer-backups").join(id)
 }
 
 /// The edit (shown as a diff), applied with its backup in the state directory, then the
@@ -111,4 +120,32 @@ pub fn manual_change(
             issuer::next_flags(&current, earlier).map_err(|e| failed(number, e.to_string()))?;
     }
     ManualChange::new(&current, step).map_err(|e| failed(number, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(old: &str, new: &str) -> Plan {
+        let text = format!(
+            "cluster: c\nflavour: kubeadm\nissuer: {{ url: \"{old}\" }}\n\
+             targets: [{{ name: web, localDirectory: /var/www/oidc }}]\n\
+             issuerMigration: {{ newIssuer: \"{new}\", flags: manual }}\n"
+        );
+        crate::plan::parse(std::path::Path::new("/etc/keyrot/plan.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn each_migration_keeps_its_backups_apart() {
+        let first = backup_dir(&plan("https://a.example", "https://b.example"));
+        let again = backup_dir(&plan("https://a.example", "https://b.example"));
+        let next = backup_dir(&plan("https://b.example", "https://c.example"));
+        assert_eq!(first, again);
+        assert_ne!(first, next);
+        assert_eq!(first.parent(), next.parent());
+        assert!(
+            first.starts_with("/var/lib/keyrot/issuer-backups"),
+            "{first:?}"
+        );
+    }
 }

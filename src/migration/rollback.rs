@@ -74,7 +74,8 @@ pub fn rollback(
     };
     match &migration.section.flags {
         FlagSource::File { path, .. } => {
-            let restart = touched(&progress);
+            // A backup means the file was edited, even when a crash kept the step unrecorded.
+            let restart = touched(&progress) || original(&migration, path).is_some();
             progress.rollback_started_at.get_or_insert_with(&now);
             migration.save(&progress, ROLLBACK)?;
             restore_file(&migration, path, say)?;
@@ -204,6 +205,8 @@ fn restore_file(
         )),
         RolledBack::NoBackup => {}
     }
+    // The migration's own backup directory goes too once empty; anything else in it stays.
+    let _ = std::fs::remove_dir(&dir);
     Ok(())
 }
 
