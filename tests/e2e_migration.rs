@@ -105,7 +105,14 @@ fn the_issuer_moves_in_order_and_old_tokens_keep_working_until_the_old_issuer_is
     assert_eq!(world.block_on(api.review(&newest)).unwrap(), Ok(()));
     world.block_on(sts.verify(&newest)).unwrap();
 
-    // Done is done: a further run changes nothing.
+    // Done is done: the preview says so, and a further run changes nothing.
+    let preview = world.keyrot(&["migrate-issuer", "--dry-run"]);
+    assert!(
+        preview
+            .stdout
+            .starts_with("the migration is done (old issuer dropped "),
+        "{preview:?}"
+    );
     let after = manifest(&world);
     let last = world.keyrot(&["migrate-issuer"]);
     assert_code(&last, 0);

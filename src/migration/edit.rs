@@ -96,8 +96,8 @@ pub fn restart(plan: &Plan, tag: &str, number: u8) -> Result<(), StepError> {
         failed(
             number,
             format!(
-                "the flag file holds the new flags but the restart failed: {e}; run again to \
-                 restart"
+                "the flag file is written but restarting kube-apiserver failed: {e}; run the \
+                 command again to restart"
             ),
         )
     })

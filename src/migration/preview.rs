@@ -9,14 +9,29 @@ use crate::targets::public;
 /// What `--dry-run` prints: the documents, what each target would get, the flag changes.
 pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
     let migration = Migration::new(plan)?;
+    let recorded = migration.progress()?;
+    if recorded.old_issuer_dropped_at.is_some() {
+        return Ok(format!(
+            "the migration is done ({}): set issuer.url to {} and remove issuerMigration\n",
+            recorded.summary(),
+            recorded.new_issuer
+        ));
+    }
     let documents = migration.documents()?;
-    let mut out = format!(
+    let mut out = String::new();
+    if recorded.published_at.is_some() {
+        out.push_str(&format!(
+            "recorded so far: {}; the steps below that are done are skipped\n",
+            recorded.summary()
+        ));
+    }
+    out.push_str(&format!(
         "step 1: publish for {} the discovery document\n{}\nand the JWKS (kids [{}])\n{}\n",
         migration.new_issuer().url,
         documents.discovery,
         migration.kids.join(", "),
         documents.jwks
-    );
+    ));
     for target in &plan.targets {
         let outcome = crate::adapters::publish::preview_target(target, &documents);
         match outcome {
