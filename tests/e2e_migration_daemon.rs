@@ -82,6 +82,21 @@ fn the_daemon_carries_out_the_migration_and_drops_the_old_issuer_when_the_grace_
     assert_code(&again, 0);
     assert!(again.stdout.contains("issuer migration done"), "{again:?}");
 
+    // The rollback goes through the daemon too, its failures to standard error.
+    let rollback = world.keyrot(&["migrate-issuer", "--rollback"]);
+    assert_code(&rollback, 0);
+    assert!(
+        rollback.stdout.contains("rollback: done") && !rollback.stdout.contains("migration done"),
+        "{rollback:?}"
+    );
+    assert_eq!(e2e::migration::manifest(&world), e2e::migration::FIXTURE);
+    let nothing = world.keyrot(&["migrate-issuer", "--rollback"]);
+    assert_code(&nothing, 1);
+    assert!(
+        nothing.stderr.contains("no issuer migration is recorded"),
+        "{nothing:?}"
+    );
+
     daemon.terminate();
     let stopped = daemon.wait(Duration::from_secs(10)).expect("keyrot stops");
     assert!(stopped.success(), "{stopped:?}");

@@ -291,6 +291,16 @@ impl Daemon {
         if let Some(why) = migration::refused_during_rotation(self.session.rotation()) {
             return format!("exit 1\nerror: {why}");
         }
+        let rolling_back = match ask {
+            MigrationAsk::Run => false,
+            MigrationAsk::Rollback => true,
+            MigrationAsk::Approve => matches!(
+                migration::awaiting(&plan),
+                Ok(Some(Awaiting::ManualChange {
+                    step: ManualStep::Rollback
+                }))
+            ),
+        };
         let lines = Mutex::new(Vec::new());
         let outcome = std::thread::scope(|scope| {
             let worker = scope.spawn(|| {
@@ -298,12 +308,6 @@ impl Daemon {
                     info!("{line}");
                     lines.lock().expect("no panics holding it").push(line);
                 };
-                let rolling_back = matches!(
-                    migration::awaiting(&plan),
-                    Ok(Some(Awaiting::ManualChange {
-                        step: ManualStep::Rollback
-                    }))
-                );
                 match ask {
                     MigrationAsk::Run => migration::run(&plan, Utc::now, false, &mut say),
                     MigrationAsk::Rollback => migration::rollback(&plan, Utc::now, false, &mut say),
@@ -324,7 +328,7 @@ impl Daemon {
             self.errors.count(ErrorKind::IssuerMigration);
         }
         let lines = lines.into_inner().expect("no panics holding it");
-        super::migrate_issuer::daemon_answer(outcome, lines)
+        super::migrate_issuer::daemon_answer(outcome, lines, rolling_back)
     }
 
     /// Step 5 of the plan's migration once its grace period is over (`migration::due`), as a

@@ -112,8 +112,12 @@ fn hand_to_daemon(plan: &Plan, ask: MigrationAsk) -> anyhow::Result<Option<ExitC
         .and_then(|c| c.parse::<u8>().ok());
     match code {
         Some(code) => {
-            if !output.is_empty() {
-                println!("{output}");
+            // As in the foreground: the failure on standard error, the rest on standard output.
+            for line in output.lines() {
+                match line.starts_with("error: ") {
+                    true => eprintln!("{line}"),
+                    false => println!("{line}"),
+                }
             }
             println!("(carried out by the running keyrot daemon)");
             Ok(Some(ExitCode::from(code)))
@@ -125,15 +129,21 @@ fn hand_to_daemon(plan: &Plan, ask: MigrationAsk) -> anyhow::Result<Option<ExitC
     }
 }
 
-/// The daemon's answer to a migration request: `exit N` on the first line, then the output.
-pub fn daemon_answer(outcome: Result<Outcome, StepError>, lines: Vec<String>) -> String {
+/// The daemon's answer to a migration request (`rollback`: a rollback's): `exit N` on the
+/// first line, then what the command prints in the foreground.
+pub fn daemon_answer(
+    outcome: Result<Outcome, StepError>,
+    lines: Vec<String>,
+    rollback: bool,
+) -> String {
     let (code, last) = match outcome {
-        Ok(Outcome::Done) => (0, "issuer migration done".to_string()),
-        Ok(Outcome::Waiting(what)) => (WAITING, what),
-        Err(e) => (1, format!("error: {e}; nothing after it was changed")),
+        Ok(Outcome::Done) if rollback => (0, None),
+        Ok(Outcome::Done) => (0, Some("issuer migration done".to_string())),
+        Ok(Outcome::Waiting(what)) => (WAITING, Some(what)),
+        Err(e) => (1, Some(format!("error: {e}; nothing after it was changed"))),
     };
     let mut answer = format!("exit {code}");
-    for line in lines.iter().chain(std::iter::once(&last)) {
+    for line in lines.iter().chain(last.as_ref()) {
         answer.push('\n');
         answer.push_str(line.trim_end());
     }
