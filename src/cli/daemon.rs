@@ -336,6 +336,8 @@ impl Daemon {
     fn continue_migration(&mut self) {
         info!("issuer migration: the grace period is over, continuing");
         let answer = self.migrate(MigrationAsk::Run);
+        // Anything but done waits before the next try, so a step that cannot finish is never
+        // retried in a tight loop.
         if !answer.starts_with("exit 0") {
             let delay = backoff(self.session.plan(), self.migration_failures);
             self.migration_failures += 1;
