@@ -12,6 +12,7 @@
 mod checks;
 mod edit;
 pub mod grace;
+mod interlock;
 mod preview;
 pub mod progress;
 mod rollback;
@@ -27,6 +28,7 @@ use crate::plan::{FlagSource, Issuer, IssuerMigration, Plan};
 use checks::Expected;
 use progress::{Awaiting, ManualStep, Progress};
 
+pub use interlock::{awaiting, blocks_rotation, due, refused_during_rotation};
 pub use preview::dry_run;
 pub use rollback::{preview_rollback, rollback};
 
@@ -195,83 +197,6 @@ impl<'a> Migration<'a> {
     fn save(&self, progress: &Progress, step: u8) -> Result<(), StepError> {
         progress::write(&self.plan.state_dir, progress).map_err(|e| failed(step, e))
     }
-}
-
-/// Why no key rotation may start while `recorded` exists, if it concerns the plan's issuer.
-///
-/// From step 1 on the targets serve the new issuer's discovery document; a rotation with the
-/// plan's issuer would publish the old one's over it, and change the keys under a migration
-/// that checked them. Once the plan names the new issuer, the record is history.
-pub fn blocks_rotation(plan: &Plan, recorded: &Progress) -> Option<String> {
-    if recorded.old_issuer != plan.issuer.url {
-        return None;
-    }
-    let path = progress::path(&plan.state_dir);
-    let finished = recorded.old_issuer_dropped_at.is_some()
-        || (recorded.cluster_verified_at.is_some()
-            && plan
-                .issuer_migration
-                .as_ref()
-                .is_some_and(|m| !m.drop_old_issuer));
-    Some(if finished {
-        format!(
-            "the issuer migration to {} is done ({}): set issuer.url to it and remove \
-             issuerMigration before keys rotate again",
-            recorded.new_issuer,
-            path.display()
-        )
-    } else {
-        format!(
-            "the issuer migration from {} to {} is under way ({}): finish it or roll it back \
-             before keys rotate",
-            recorded.old_issuer,
-            recorded.new_issuer,
-            path.display()
-        )
-    })
-}
-
-/// When a running daemon continues the plan's migration on its own: step 5, dropping the old
-/// issuer, once the grace period is over, when an editor changes the flags (a manual drop waits
-/// for a person anyway). `None`: nothing for the daemon to do by itself.
-pub fn due(plan: &Plan) -> Option<DateTime<Utc>> {
-    let section = plan.issuer_migration.as_ref()?;
-    if !section.drop_old_issuer || matches!(section.flags, FlagSource::Manual) {
-        return None;
-    }
-    let recorded = progress::read(&plan.state_dir).ok()??;
-    let waiting_for_grace = recorded.old_issuer == plan.issuer.url
-        && recorded.new_issuer == section.new_issuer.url
-        && recorded.cluster_verified_at.is_some()
-        && recorded.old_issuer_dropped_at.is_none()
-        && recorded.rollback_started_at.is_none()
-        && recorded.awaiting.is_none();
-    if !waiting_for_grace {
-        return None;
-    }
-    let grace = grace::for_section(section).ok()?;
-    Some(recorded.flags_changed_at? + grace.period)
-}
-
-/// Why a migration may not start now: a key rotation is in progress (`rotation`: its id and
-/// phase). A rotation changes the keys the migration publishes and checks.
-pub fn refused_during_rotation(rotation: Option<(&str, String)>) -> Option<String> {
-    rotation.map(|(id, phase)| {
-        format!(
-            "key rotation {id} is in progress (phase {phase}): let it finish (or abort it) \
-             before changing the issuer"
-        )
-    })
-}
-
-/// What the plan's recorded migration waits for `keyrot approve` to do, if anything. Reads the
-/// record without the lock: `keyrot approve` uses it to choose between a migration and a
-/// rotation, and the migration checks again under the lock.
-pub fn awaiting(plan: &Plan) -> Result<Option<Awaiting>, String> {
-    if plan.issuer_migration.is_none() {
-        return Ok(None);
-    }
-    Ok(progress::read(&plan.state_dir)?.and_then(|p| p.awaiting))
 }
 
 /// Runs the steps not done yet, in order. The caller holds the state lock. With `approved`
