@@ -17,7 +17,7 @@ use keyrot::documents::{DISCOVERY_PATH, JWKS_PATH};
 use keyrot::executor::{Effects, Io, Pause, Progress, run_until_waiting_or_stopped};
 use keyrot::observe::observe;
 use keyrot::plan::{Plan, Probe, Restart, TargetKind};
-use keyrot::state::{State, StateStore, StoreLock, Trigger, TriggerKind};
+use keyrot::state::{Rotation, State, StateStore, StoreLock, Trigger, TriggerKind};
 use keyrot::status::{Status, status};
 
 /// This process holds the state lock and acts.
@@ -80,10 +80,9 @@ impl Session {
     }
 
     /// Triggers recorded and not yet acted on.
-    /// The rotation in progress: its id and phase.
-    pub fn rotation(&self) -> Option<(&str, String)> {
-        let rotation = self.state.rotation.as_ref()?;
-        Some((rotation.id.as_str(), rotation.phase.to_string()))
+    /// The rotation in progress.
+    pub fn rotation(&self) -> Option<&Rotation> {
+        self.state.rotation.as_ref()
     }
 
     pub fn pending_triggers(&self) -> usize {

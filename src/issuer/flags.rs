@@ -87,13 +87,9 @@ fn add_new_issuer_first(
     new_issuer: &str,
     new_jwks_uri: &str,
 ) -> Result<IssuerFlags, FlagError> {
-    validate_issuer(new_issuer).map_err(FlagError::NewIssuer)?;
-    check_characters("new issuer", new_issuer)?;
+    check_new_issuer(current, new_issuer)?;
     validate_jwks_uri(new_jwks_uri).map_err(FlagError::NewJwksUri)?;
     check_characters("new jwks_uri", new_jwks_uri)?;
-    let Some(first) = current.issuers.first() else {
-        return Err(FlagError::NoIssuer);
-    };
 
     // New first, then every issuer accepted today in its order, each once.
     let issuers =
@@ -113,29 +109,14 @@ fn add_new_issuer_first(
         jwks_uri: Some(new_jwks_uri.to_string()),
         api_audiences: Some(api_audiences),
     };
-
-    if next == *current {
-        // This step was applied already.
-        return Ok(next);
-    }
-    if first == new_issuer {
-        if current.issuers.len() == 1 {
-            return Err(FlagError::SameAsCurrent(new_issuer.to_string()));
-        }
-        return Err(FlagError::AlreadyFirst {
-            issuer: new_issuer.to_string(),
-            found: describe_others(current),
-        });
-    }
-    Ok(next)
+    unless_issuing_already(current, next, new_issuer, || FlagError::AlreadyFirst {
+        issuer: new_issuer.to_string(),
+        found: describe_others(current),
+    })
 }
 
 fn accept_new_issuer(current: &IssuerFlags, new_issuer: &str) -> Result<IssuerFlags, FlagError> {
-    validate_issuer(new_issuer).map_err(FlagError::NewIssuer)?;
-    check_characters("new issuer", new_issuer)?;
-    let Some(first) = current.issuers.first() else {
-        return Err(FlagError::NoIssuer);
-    };
+    check_new_issuer(current, new_issuer)?;
 
     // Every issuer accepted today in its order, each once, then the new one: the first still
     // issues tokens. Listing each once, as the add step does, lets the add step that follows
@@ -160,19 +141,40 @@ fn accept_new_issuer(current: &IssuerFlags, new_issuer: &str) -> Result<IssuerFl
         jwks_uri: current.jwks_uri.clone(),
         api_audiences: Some(api_audiences),
     };
+    unless_issuing_already(current, next, new_issuer, || FlagError::AlreadyIssuing {
+        issuer: new_issuer.to_string(),
+        found: describe_audiences(current),
+    })
+}
 
+/// The new issuer as every step writes it, and a current issuer to migrate from.
+fn check_new_issuer(current: &IssuerFlags, new_issuer: &str) -> Result<(), FlagError> {
+    validate_issuer(new_issuer).map_err(FlagError::NewIssuer)?;
+    check_characters("new issuer", new_issuer)?;
+    if current.issuers.is_empty() {
+        return Err(FlagError::NoIssuer);
+    }
+    Ok(())
+}
+
+/// `next`, unless the new issuer already issues tokens and `next` still differs from `current`:
+/// then the flags are past the step but not as the step leaves them (`changed_by_hand`), or the
+/// new issuer is the cluster's only one.
+fn unless_issuing_already(
+    current: &IssuerFlags,
+    next: IssuerFlags,
+    new_issuer: &str,
+    changed_by_hand: impl FnOnce() -> FlagError,
+) -> Result<IssuerFlags, FlagError> {
     if next == *current {
-        // This step, or the add step after it, was applied already.
+        // This step (or, for the accept step, the add step after it) was applied already.
         return Ok(next);
     }
-    if first == new_issuer {
+    if current.issuers.first().map(String::as_str) == Some(new_issuer) {
         if current.issuers.len() == 1 {
             return Err(FlagError::SameAsCurrent(new_issuer.to_string()));
         }
-        return Err(FlagError::AlreadyIssuing {
-            issuer: new_issuer.to_string(),
-            found: describe_audiences(current),
-        });
+        return Err(changed_by_hand());
     }
     Ok(next)
 }

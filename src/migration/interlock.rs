@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use super::grace;
 use super::progress::{self, Awaiting, Progress};
 use crate::plan::{FlagSource, Plan};
+use crate::state::Rotation;
 
 /// Why no key rotation may start while `recorded` exists, if it concerns the plan's issuer.
 ///
@@ -63,13 +64,14 @@ pub fn due(plan: &Plan) -> Option<DateTime<Utc>> {
     Some(recorded.flags_changed_at? + grace.period)
 }
 
-/// Why a migration may not start now: a key rotation is in progress (`rotation`: its id and
-/// phase). A rotation changes the keys the migration publishes and checks.
-pub fn refused_during_rotation(rotation: Option<(&str, String)>) -> Option<String> {
-    rotation.map(|(id, phase)| {
+/// Why a migration may not start now: a key rotation is in progress. A rotation changes the
+/// keys the migration publishes and checks.
+pub fn refused_during_rotation(rotation: Option<&Rotation>) -> Option<String> {
+    rotation.map(|r| {
         format!(
-            "key rotation {id} is in progress (phase {phase}): let it finish (or abort it) \
-             before changing the issuer"
+            "key rotation {} is in progress (phase {}): let it finish (or abort it) before \
+             changing the issuer",
+            r.id, r.phase
         )
     })
 }
