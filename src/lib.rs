@@ -15,6 +15,7 @@ pub mod keys;
 pub mod migration;
 pub mod observe;
 pub mod plan;
+pub mod safe_dir;
 pub mod simulation;
 pub mod state;
 pub mod status;

@@ -234,6 +234,8 @@ pub enum EditError {
     },
     #[error("{0}")]
     Write(#[from] crate::atomic_file::WriteError),
+    #[error(transparent)]
+    BackupDir(#[from] crate::safe_dir::DirError),
 }
 
 /// Reads `path` and computes the edit `step` makes to it; writes nothing.

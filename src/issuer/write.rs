@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::{EditError, FlagEdit, MigrationStep};
@@ -94,11 +93,9 @@ fn prepare_backup_dir(backup_dir: &Path, target: &Path) -> Result<(), EditError>
             target_dir,
         });
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(backup_dir)
-        .map_err(|e| io_error(backup_dir, e))
+    crate::safe_dir::create_dir_all(backup_dir, crate::safe_dir::PRIVATE_DIR_MODE)
+        .map(drop)
+        .map_err(EditError::from)
 }
 
 /// `path` made absolute with symlinks resolved, for the part of it that exists.

@@ -206,7 +206,7 @@ impl SigningKey {
             return Err(KeyGenError::Exists(taken.to_path_buf()));
         }
         let private_pem = self.to_private_pem();
-        atomic_file::write(private, private_pem.as_bytes(), 0o600, existing)?;
+        atomic_file::write_private_key(private, private_pem.as_bytes(), existing)?;
         if let Err(e) = atomic_file::write(
             public,
             self.public.to_spki_pem().as_bytes(),

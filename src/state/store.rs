@@ -8,13 +8,14 @@
 //! A file this build cannot read (corrupt, hand-edited wrongly, or from a newer keyrot) is an
 //! error, never a reason to start again from defaults: the store refuses to overwrite it.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{STATE_VERSION, State};
 use crate::atomic_file::{self, Existing};
+use crate::safe_dir::{self, DirError, Trust};
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "keyrot.lock";
@@ -56,6 +57,18 @@ pub enum StateError {
         /// The holder's PID as it recorded it in the lock file, when it did.
         pid: Option<u32>,
     },
+    /// The state directory could not be created, or others could change it.
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    /// The lock file is not a plain file of keyrot's own.
+    #[error(
+        "{path} {problem}: keyrot opens its lock file only when it is a regular file it owns; \
+         look at who put it there, then remove it"
+    )]
+    LockFile { path: PathBuf, problem: String },
+    /// The state file could not be written.
+    #[error(transparent)]
+    Write(#[from] atomic_file::WriteError),
     /// The caller asked to save a state whose `version` this build does not write.
     #[error(
         "{path}: refusing to save state format {found}: this build writes format {STATE_VERSION}"
@@ -116,21 +129,12 @@ impl StateStore {
     }
 
     fn acquire(&self, wait: Wait) -> Result<StoreLock, StateError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(io_error(&self.dir))?;
+        // A state directory others can write lets them plant a symlink or a file where root
+        // writes: refuse one that exists with a lax mode or owner, create a missing one 0700.
+        safe_dir::check_trusted(&self.dir, Trust::NotWritableByOthers, "its state")?;
+        safe_dir::create_dir_all(&self.dir, safe_dir::PRIVATE_DIR_MODE)?;
         let lock_path = self.lock_path();
-        // Never truncated on open: the bytes are the current holder's PID, read by contenders.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
+        let file = open_lock_file(&lock_path)?;
         // std locks with flock(2) on Linux: the lock belongs to this open file description, so it
         // also excludes other handles in the same process, and the kernel drops it when the
         // process dies, so a crashed keyrot never leaves a stale lock behind.
@@ -194,12 +198,8 @@ impl StoreLock {
         let mut bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| io_error(&self.state_path)(io::Error::other(e)))?;
         bytes.push(b'\n');
-        atomic_file::write(&self.state_path, &bytes, 0o600, Existing::Replace).map_err(|e| {
-            StateError::Io {
-                path: e.path,
-                error: e.error,
-            }
-        })
+        atomic_file::write(&self.state_path, &bytes, 0o600, Existing::Replace)?;
+        Ok(())
     }
 }
 
@@ -209,6 +209,42 @@ impl Drop for StoreLock {
         // that no longer holds it. Closing the file then releases the lock. A failure here only
         // leaves a stale hint behind, which the next holder overwrites.
         let _ = self.file.set_len(0);
+    }
+}
+
+/// Opens (or creates, 0600) the lock file without following a symlink, without truncating it and
+/// without blocking on a FIFO, and refuses anything but a regular file of keyrot's own with one
+/// link: otherwise root would lock, and then truncate, a file someone else chose.
+fn open_lock_file(path: &Path) -> Result<File, StateError> {
+    use rustix::fs::{Mode, OFlags};
+    let flags =
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(StateError::LockFile {
+                path: path.to_path_buf(),
+                problem: "is a symlink".to_string(),
+            });
+        }
+        Err(e) => return Err(io_error(path)(e.into())),
+    };
+    let meta = file.metadata().map_err(io_error(path))?;
+    let problem = if !meta.file_type().is_file() {
+        Some("is not a regular file".to_string())
+    } else if meta.uid() != rustix::process::geteuid().as_raw() {
+        Some(format!("is owned by uid {}", meta.uid()))
+    } else if meta.nlink() != 1 {
+        Some(format!("has {} hard links", meta.nlink()))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(StateError::LockFile {
+            path: path.to_path_buf(),
+            problem,
+        }),
+        None => Ok(file),
     }
 }
 
