@@ -185,6 +185,27 @@ pub fn check_trusted(path: &Path, trust: Trust, purpose: &'static str) -> Result
     Ok(())
 }
 
+/// `path` made absolute with symlinks resolved, for the part of it that exists: what a path in
+/// a plan really names, before keyrot compares it with another.
+pub fn resolve(path: &Path) -> io::Result<PathBuf> {
+    let mut existing = std::path::absolute(path)?;
+    let mut missing = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(mut resolved) => {
+                resolved.extend(missing.iter().rev());
+                return Ok(resolved);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let name = existing.file_name().ok_or(e)?.to_os_string();
+                missing.push(name);
+                existing.pop();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn open_child(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Errno> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     rustix::fs::openat(dir, name, flags, Mode::empty())

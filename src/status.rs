@@ -26,6 +26,9 @@ pub struct Status {
     /// The issuer migration recorded in the state directory, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer_migration: Option<Progress>,
+    /// Files in keyrot's private key directory it set aside, each "path: reason".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unusable_private_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +125,7 @@ pub fn status(
         last_error: rotation.and_then(|r| r.last_error.clone()),
         adopted: !state.keys.is_empty(),
         issuer_migration: None,
+        unusable_private_keys: observed.unusable_private_keys.clone(),
     }
 }
 
@@ -209,6 +213,9 @@ pub fn render_text(status: &Status, now: DateTime<Utc>) -> String {
     }
     if let Some(e) = &status.last_error {
         let _ = writeln!(out, "error    {e}");
+    }
+    for unusable in &status.unusable_private_keys {
+        let _ = writeln!(out, "warning  set aside {unusable}");
     }
     out
 }

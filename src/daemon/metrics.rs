@@ -192,6 +192,7 @@ mod tests {
             last_error: None,
             adopted: true,
             issuer_migration: None,
+            unusable_private_keys: Vec::new(),
         }
     }
 

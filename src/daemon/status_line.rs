@@ -70,6 +70,7 @@ mod tests {
             last_error: None,
             adopted: true,
             issuer_migration: None,
+            unusable_private_keys: Vec::new(),
         };
         assert_eq!(
             status_line(&status),

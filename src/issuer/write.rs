@@ -86,7 +86,7 @@ fn prepare_backup_dir(backup_dir: &Path, target: &Path) -> Result<(), EditError>
     let target_dir = target_dir
         .canonicalize()
         .map_err(|e| io_error(target_dir, e))?;
-    let resolved = resolve(backup_dir).map_err(|e| io_error(backup_dir, e))?;
+    let resolved = crate::safe_dir::resolve(backup_dir).map_err(|e| io_error(backup_dir, e))?;
     if resolved.starts_with(&target_dir) {
         return Err(EditError::BackupBesideTarget {
             backup_dir: backup_dir.to_path_buf(),
@@ -96,26 +96,6 @@ fn prepare_backup_dir(backup_dir: &Path, target: &Path) -> Result<(), EditError>
     crate::safe_dir::create_dir_all(backup_dir, crate::safe_dir::PRIVATE_DIR_MODE)
         .map(drop)
         .map_err(EditError::from)
-}
-
-/// `path` made absolute with symlinks resolved, for the part of it that exists.
-fn resolve(path: &Path) -> io::Result<PathBuf> {
-    let mut existing = std::path::absolute(path)?;
-    let mut missing = Vec::new();
-    loop {
-        match existing.canonicalize() {
-            Ok(mut resolved) => {
-                resolved.extend(missing.iter().rev());
-                return Ok(resolved);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let name = existing.file_name().ok_or(e)?.to_os_string();
-                missing.push(name);
-                existing.pop();
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 fn io_error(path: &Path, error: io::Error) -> EditError {
