@@ -71,8 +71,25 @@ pub fn describe_action(plan: &Plan, action: &Action) -> Option<String> {
             }
             format!("write {} with key {kid}", paths.join(" and "))
         }
-        Action::Restart { .. } => {
-            format!("restart the apiserver: {}", restart_name(&files.restart))
+        Action::Restart {
+            controller_manager, ..
+        } => {
+            let mut text = format!("restart the apiserver: {}", restart_name(&files.restart));
+            if let Some(cm) = plan
+                .controller_manager
+                .as_ref()
+                .filter(|_| *controller_manager)
+            {
+                if cm.restart == files.restart {
+                    text.push_str(" (which restarts kube-controller-manager too)");
+                } else {
+                    let how = restart_name(&cm.restart);
+                    text.push_str(&format!(
+                        "; restart kube-controller-manager (its key file changed): {how}"
+                    ));
+                }
+            }
+            text
         }
         Action::Publish { kids } => {
             let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();

@@ -215,10 +215,11 @@ impl KeyFiles for SharedWorld {
 }
 
 impl Restarter for SharedWorld {
-    fn restart(&mut self, _tag: &str) -> Result<(), AdapterError> {
+    fn restart(&mut self, _tag: &str, controller_manager: bool) -> Result<(), AdapterError> {
         self.perform(Action::Restart {
             bundle: Vec::new(),
             signing: None,
+            controller_manager,
         })
     }
 }

@@ -25,9 +25,10 @@ impl<'a> ProcessRestarter<'a> {
 }
 
 impl Restarter for ProcessRestarter<'_> {
-    fn restart(&mut self, tag: &str) -> Result<(), AdapterError> {
+    fn restart(&mut self, tag: &str, controller_manager: bool) -> Result<(), AdapterError> {
         restart_one(&self.plan.apiserver.restart, tag)?;
         if let Some(cm) = &self.plan.controller_manager
+            && controller_manager
             && cm.restart != self.plan.apiserver.restart
         {
             restart_one(&cm.restart, tag)?;

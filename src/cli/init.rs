@@ -68,6 +68,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         files.verification_bundle.display()
     );
     println!("kid {}", key.public().kid());
-    session.run_until_waiting()?;
+    session.adopt_only()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -193,6 +193,9 @@ mod tests {
             adopted: true,
             issuer_migration: None,
             unusable_private_keys: Vec::new(),
+            state_dir: "/var/lib/keyrot".into(),
+            in_progress: false,
+            lock_holder: None,
         }
     }
 

@@ -114,7 +114,9 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
                 }],
             });
         }
-        Action::Restart { bundle, signing } => {
+        Action::Restart {
+            bundle, signing, ..
+        } => {
             rotation(state).apiserver_loaded = Some(Loaded {
                 bundle: bundle.clone(),
                 signing: signing.clone(),

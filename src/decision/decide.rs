@@ -44,14 +44,8 @@ fn check_cluster_keys(plan: &Plan, observed: &Observed) -> Option<Decision> {
     let bundle = &plan.apiserver.verification_bundle;
     let signing_file = &plan.apiserver.signing_key_file;
     let reason = match (&observed.bundle, &observed.signing) {
-        (None, _) => format!(
-            "verification key file {} is missing; `keyrot init` creates a first key set",
-            bundle.display()
-        ),
-        (_, None) => format!(
-            "signing key file {} is missing; `keyrot init` creates a first key set",
-            signing_file.display()
-        ),
+        (None, _) => missing_key_file(plan, "verification key file", bundle),
+        (_, None) => missing_key_file(plan, "signing key file", signing_file),
         (Some(keys), Some(signing)) => {
             let verifiable = keys
                 .iter()
@@ -69,6 +63,21 @@ fn check_cluster_keys(plan: &Plan, observed: &Observed) -> Option<Decision> {
         }
     };
     Some(Decision::wait(Gate::ClusterKeys, reason, None))
+}
+
+/// What to do about a missing key file. Only a new cluster or a sandbox lacks its keys: on a
+/// running cluster the path or the node is wrong, and `keyrot init` would create keys the
+/// apiserver does not use.
+fn missing_key_file(plan: &Plan, what: &str, path: &std::path::Path) -> String {
+    let advice = match plan.test_plan {
+        true => "`keyrot init` creates a first key set",
+        false => {
+            "check the path against the apiserver's flags (--service-account-key-file, \
+             --service-account-signing-key-file) and that this is a control-plane node; \
+             `keyrot init` is only for a cluster that has no keys yet"
+        }
+    };
+    format!("{what} {} is missing; {advice}", path.display())
 }
 
 /// First use: record what the files hold, change nothing in them.
@@ -487,9 +496,20 @@ impl Progress<'_> {
         let signing_now = observed.signing_kid().map(str::to_string);
         let loaded = self.rotation.apiserver_loaded.as_ref();
         if loaded.is_none_or(|l| l.bundle != bundle || l.signing != signing_now) {
+            // kube-controller-manager reads only its private key file, which changes with the
+            // signing key: it restarts only when that may differ from what it last loaded.
+            let key_unchanged = match loaded {
+                Some(l) => l.signing == signing_now,
+                None => {
+                    !self.rotation.new_key_may_sign
+                        && !self.rotation.rolled_back
+                        && signing_now.as_deref() == Some(self.rotation.old_kid.as_str())
+                }
+            };
             return Some(Decision::act(Action::Restart {
                 bundle: bundle.to_vec(),
                 signing: signing_now,
+                controller_manager: self.plan.controller_manager.is_some() && !key_unchanged,
             }));
         }
         None

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::Phase;
 use crate::keys::Alg;
 
-pub use store::{StateError, StateStore, StoreLock};
+pub use store::{Holder, StateError, StateStore, StoreLock};
 
 /// The state file format this build writes and reads. Newer files are refused, never downgraded.
 pub const STATE_VERSION: u32 = 1;

@@ -116,6 +116,28 @@ impl StateStore {
         read_state(&self.state_path())
     }
 
+    /// Who holds the lock now, without taking it for longer than the check and without creating
+    /// anything: for `keyrot status`, to tell a rotation a daemon carries on from one nothing does.
+    pub fn holder(&self) -> Result<Holder, StateError> {
+        use rustix::fs::{Mode, OFlags};
+        let path = self.lock_path();
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = match rustix::fs::open(&path, flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Ok(Holder::Nobody),
+            Err(e) => return Err(io_error(&path)(e.into())),
+        };
+        // A shared lock succeeds only while no writer holds the exclusive one; it is dropped at
+        // once with the file.
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Holder::Nobody),
+            Err(TryLockError::WouldBlock) => Ok(Holder::Process {
+                pid: recorded_pid(&file),
+            }),
+            Err(TryLockError::Error(e)) => Err(io_error(&path)(e)),
+        }
+    }
+
     /// Takes the exclusive lock, waiting for as long as another process holds it. Creates the
     /// directory (0700) and the lock file (0600) when missing.
     pub fn lock(&self) -> Result<StoreLock, StateError> {
@@ -158,6 +180,16 @@ impl StateStore {
             state_path: self.state_path(),
         })
     }
+}
+
+/// Who holds a state directory's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Holder {
+    /// No keyrot acts on this state directory now.
+    Nobody,
+    /// A keyrot process acts on it (its PID, when it recorded one).
+    Process { pid: Option<u32> },
 }
 
 #[derive(Debug, Clone, Copy)]
