@@ -145,3 +145,38 @@ fn missing_kubeconfig_is_named_once_in_one_clean_message() {
     assert!(!run.stderr.contains("'\""), "{}", run.stderr);
     assert!(run.stderr.contains("No such file"), "{}", run.stderr);
 }
+
+#[test]
+fn state_file_naming_a_key_it_does_not_list_is_refused_naming_the_field() {
+    let (dir, plan) = scratch("10m");
+    keyrot_ok(["init", "-c", plan.to_str().unwrap()]);
+    let mut rotate = rotate_in_background(&plan);
+    wait_for("the rotation to wait for publish-settle", || {
+        status_text(&plan).contains("[publish-settle]")
+    });
+    rotate.kill().unwrap();
+    rotate.wait().unwrap();
+
+    let state_path = dir.path().join("state/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["rotation"]["new_kid"] = "not-a-recorded-kid".into();
+    let edited = serde_json::to_string_pretty(&state).unwrap();
+    std::fs::write(&state_path, &edited).unwrap();
+
+    for command in ["status", "rotate"] {
+        let run = keyrot([command, "-c", plan.to_str().unwrap()]);
+        assert!(!run.success, "{command}: {run:?}");
+        assert!(
+            run.stderr
+                .contains("rotation.new_kid: not-a-recorded-kid is not in keys"),
+            "{command}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&state_path).unwrap(),
+        edited,
+        "left as it was"
+    );
+}

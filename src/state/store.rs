@@ -36,6 +36,14 @@ pub enum StateError {
         column: usize,
         message: String,
     },
+    /// The file parses but breaks a rule every state keyrot writes keeps.
+    #[error(
+        "{path}: {inconsistency}; keyrot will not act on it nor overwrite it: repair it or move it away"
+    )]
+    Inconsistent {
+        path: PathBuf,
+        inconsistency: super::Inconsistency,
+    },
     /// The `version` field is missing or is not a format number.
     #[error("{path}: {problem}; keyrot will not overwrite it: repair it or move it away")]
     InvalidVersion { path: PathBuf, problem: String },
@@ -327,7 +335,12 @@ fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
         });
     }
     // Only format 1 exists so far; older formats, once there are any, are converted here.
-    serde_json::from_slice(bytes).map_err(|e| corrupt(path, &e))
+    let state: State = serde_json::from_slice(bytes).map_err(|e| corrupt(path, &e))?;
+    super::check(&state).map_err(|inconsistency| StateError::Inconsistent {
+        path: path.to_path_buf(),
+        inconsistency,
+    })?;
+    Ok(state)
 }
 
 fn corrupt(path: &Path, e: &serde_json::Error) -> StateError {
