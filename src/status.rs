@@ -130,14 +130,7 @@ fn recorded(plan: &Plan, state: &State, now: DateTime<Utc>) -> Status {
         .collect();
     let next_rotation = match rotation {
         Some(_) => None,
-        None => plan.schedule.as_ref().and_then(|s| {
-            s.next_after(
-                state
-                    .last_rotation_started_at
-                    .or(state.adopted_at)
-                    .unwrap_or(now),
-            )
-        }),
+        None => crate::decision::next_rotation_due(plan, state, now),
     };
     Status {
         cluster: plan.cluster.clone(),

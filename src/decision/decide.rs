@@ -242,6 +242,17 @@ fn old_private_key_missing(state: &State, observed: &Observed, kid: &str) -> boo
     !recorded || observed.private_key(kid).is_none()
 }
 
+/// When the schedule next starts a rotation: the first time it fires after the last rotation
+/// started (or the keys were adopted); at or before `now` means due now. `None`: no schedule, or
+/// one that never fires again. The one answer the core, `status`, `validate` and `plan` give.
+pub fn next_rotation_due(plan: &Plan, state: &State, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let anchor = state
+        .last_rotation_started_at
+        .or(state.adopted_at)
+        .unwrap_or(now);
+    plan.schedule.as_ref()?.next_after(anchor)
+}
+
 fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> Decision {
     if let Some(why) = &observed.issuer_migration {
         return Decision::wait(Gate::IssuerMigration, why.clone(), None);
@@ -253,11 +264,7 @@ fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> 
             None,
         );
     };
-    let anchor = state
-        .last_rotation_started_at
-        .or(state.adopted_at)
-        .unwrap_or(now);
-    match schedule.next_after(anchor) {
+    match next_rotation_due(plan, state, now) {
         Some(due) if due <= now => Decision::act(Action::StartRotation {
             id: rotation_id(now),
             cause: Cause::Schedule,
