@@ -14,6 +14,7 @@ pub mod issuer;
 pub mod keys;
 pub mod migration;
 pub mod observe;
+pub mod phase;
 pub mod plan;
 pub mod safe_dir;
 pub mod simulation;

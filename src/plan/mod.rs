@@ -22,8 +22,8 @@ use std::path::PathBuf;
 
 use chrono::TimeDelta;
 
-use crate::decision::Phase;
 use crate::keys::GenerateSpec;
+use crate::phase::Phase;
 
 pub use destinations::{GCP_IAM_ENDPOINT, is_loopback};
 pub use locate::{FieldPath, Position};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use crate::decision::Phase;
+use crate::phase::Phase;
 
 /// The whole file. Every field is optional here, even required ones: presets fill many of them,
 /// and a missing field is reported by `validate` with its path and place, beside every other

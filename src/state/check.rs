@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{Role, State};
-use crate::decision::Phase;
+use crate::phase::Phase;
 
 /// One broken rule: the field (as a path in the file, e.g. `rotation.new_kid`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

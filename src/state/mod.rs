@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::decision::Phase;
 use crate::keys::Alg;
+use crate::phase::Phase;
 
 pub use check::{Inconsistency, check};
 pub use store::{Holder, StateError, StateStore, StoreLock};

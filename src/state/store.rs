@@ -376,8 +376,8 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
-    use crate::decision::Phase;
     use crate::keys::Alg;
+    use crate::phase::Phase;
     use crate::state::{Cause, KeyRecord, Role, RoleChange, Rotation, Trigger, TriggerKind};
 
     fn sample_state() -> State {
