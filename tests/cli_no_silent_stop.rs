@@ -7,25 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{keyrot, keyrot_ok};
+use common::{keyrot, keyrot_ok, sandbox_plan};
 
 /// A sandbox-like plan in a scratch directory; `publish_settle` long enough to catch a rotation
 /// in the middle.
 fn scratch(publish_settle: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
-        format!(
-            "cluster: test\nflavour: custom\ntestPlan: true\nkey: {{ algorithm: ES256 }}\n\
-             stateDir: state\nprivateKeyDir: keys\n\
-             apiserver:\n  verificationKeyFile: pki/sa.pub\n  signingKeyFile: pki/sa.key\n  restart: none\n\
-             probe: none\nissuer:\n  url: https://issuer.example.com/test\n\
-             targets:\n  - name: www\n    localDirectory: www\n    cacheMaxAge: 1s\n\
-             timings: {{ publishSettle: {publish_settle}, retireAfter: 1s, gateTimeout: 10m, retryBackoff: 1s, retryBackoffMax: 2s }}\n"
-        ),
-    )
-    .unwrap();
+    let timings = format!(
+        "publishSettle: {publish_settle}, retireAfter: 1s, gateTimeout: 10m, retryBackoff: 1s, \
+         retryBackoffMax: 2s"
+    );
+    let plan = sandbox_plan(dir.path(), &timings);
     (dir, plan)
 }
 

@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Run, keyrot, keyrot_ok};
+use common::{Run, keyrot, keyrot_ok, sandbox_plan};
 use keyrot::adapters::KeyFiles;
 use keyrot::adapters::key_files::KeyFilesOnDisk;
 
@@ -32,21 +32,11 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Self {
-        Self::with_plan_lines("")
-    }
-
-    /// A scratch cluster whose plan ends with `extra` (more top-level YAML).
-    fn with_plan_lines(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let plan = format!(
-            "cluster: scratch\nflavour: custom\ntestPlan: true\nkey: {{ algorithm: ES256 }}\n\
-             stateDir: state\nprivateKeyDir: keys\n\
-             apiserver:\n  verificationKeyFile: pki/sa.pub\n  signingKeyFile: pki/sa.key\n  restart: none\n\
-             probe: none\nissuer:\n  url: https://localhost:8443/scratch\n\
-             targets:\n  - name: local\n    localDirectory: www\n    cacheMaxAge: 1s\n\
-             timings:\n  publishSettle: 1s\n  retireAfter: 2s\n  gateTimeout: 5s\n  retryBackoff: 1s\n  retryBackoffMax: 2s\n{extra}"
+        sandbox_plan(
+            dir.path(),
+            "publishSettle: 1s, retireAfter: 2s, gateTimeout: 5s, retryBackoff: 1s, retryBackoffMax: 2s",
         );
-        fs::write(dir.path().join("plan.yaml"), plan).unwrap();
         Scratch { dir }
     }
 
@@ -410,7 +400,7 @@ fn plan_with_a_local_target_inside_the_state_directory_is_refused() {
 
 #[test]
 fn plan_with_state_dir_symlinked_into_the_static_pod_directory_is_refused() {
-    let scratch = Scratch::with_plan_lines("");
+    let scratch = Scratch::new();
     let manifests = scratch.path("manifests");
     fs::create_dir(&manifests).unwrap();
     fs::write(

@@ -86,8 +86,9 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
+    use crate::decision::{Action, apply};
     use crate::keys::Alg;
-    use crate::state::{Cause, KeyRecord, Rotation};
+    use crate::state::{Cause, KeyRecord};
 
     fn key(kid: &str, role: Role) -> KeyRecord {
         KeyRecord {
@@ -99,37 +100,30 @@ mod tests {
         }
     }
 
+    /// A rotation of "old" started by the core itself, then set to `phase` and `new_kid`.
     fn rotating(phase: Phase, new_kid: Option<&str>) -> State {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        State {
+        let mut state = State {
             keys: vec![key("old", Role::Active), key("new", Role::Staged)],
-            rotation: Some(Rotation {
-                id: "r1".into(),
-                started_at: at,
-                cause: Cause::Manual,
-                old_kid: "old".into(),
-                new_kid: new_kid.map(str::to_string),
-                phase,
-                phase_started_at: at,
-                rolled_back: false,
-                new_key_may_sign: false,
-                aborted: false,
-                approved: Vec::new(),
-                forced: Vec::new(),
-                gates: Vec::new(),
-                attempts: 0,
-                retry_at: None,
-                last_error: None,
-                apiserver_loaded: None,
-                last_good: None,
-                fallback: None,
-                published: None,
-                published_confirmed_at: None,
-                last_effect_at: None,
-                promoted_at: None,
-            }),
             ..State::default()
-        }
+        };
+        let start = Action::StartRotation {
+            id: "r1".into(),
+            cause: Cause::Manual,
+            old_kid: "old".into(),
+            bundle: vec!["old".into()],
+        };
+        let plan = crate::plan::parse(
+            std::path::Path::new("/etc/keyrot/plan.yaml"),
+            "cluster: c\nflavour: kubeadm\nissuer: { url: \"https://oidc.example.com\" }\n\
+             targets: [{ name: web, localDirectory: /srv/www }]\n",
+        )
+        .unwrap();
+        apply(&mut state, &plan, &start, at);
+        let r = state.rotation.as_mut().unwrap();
+        r.phase = phase;
+        r.new_kid = new_kid.map(str::to_string);
+        state
     }
 
     fn field_of(state: &State) -> String {
