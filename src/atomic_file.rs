@@ -177,11 +177,8 @@ pub fn remove_stale_temp_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for entry in entries {
         let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let is_temp = name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX);
         // `file_type` does not follow symlinks: a planted symlink of that name is not ours.
-        if is_temp && entry.file_type()?.is_file() {
+        if is_temp_name(&entry.file_name()) && entry.file_type()?.is_file() {
             std::fs::remove_file(entry.path())?;
             removed.push(entry.path());
         }
@@ -309,8 +306,8 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Whether `name` is one of keyrot's temp files (for tests and listings).
-pub fn is_temp_name(name: &OsStr) -> bool {
+/// Whether `name` is one of keyrot's temp files.
+fn is_temp_name(name: &OsStr) -> bool {
     let bytes = name.as_bytes();
     bytes.starts_with(TEMP_PREFIX.as_bytes()) && bytes.ends_with(TEMP_SUFFIX.as_bytes())
 }

@@ -135,13 +135,9 @@ pub fn walk(
 /// Refuses `path` when a user other than root and keyrot's own could change it or (for
 /// [`Trust::Private`]) read it, and when any directory above it could be renamed or replaced
 /// by such a user. `purpose` says what keyrot keeps there, for the message. A missing `path`
-/// passes: keyrot creates it with the right mode.
+/// is judged by the directories above it: keyrot creates it with the right mode.
 pub fn check_trusted(path: &Path, trust: Trust, purpose: &'static str) -> Result<(), DirError> {
-    let resolved = match path.canonicalize() {
-        Ok(resolved) => resolved,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_at(path)(e)),
-    };
+    let resolved = resolve(path).map_err(io_at(path))?;
     let euid = rustix::process::geteuid().as_raw();
     let untrusted = |at: &Path, problem: String, fix: String| DirError::Untrusted {
         path: at.to_path_buf(),
@@ -150,7 +146,11 @@ pub fn check_trusted(path: &Path, trust: Trust, purpose: &'static str) -> Result
         fix,
     };
     for (depth, dir) in resolved.ancestors().enumerate() {
-        let meta = std::fs::metadata(dir).map_err(io_at(dir))?;
+        let meta = match std::fs::metadata(dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_at(dir)(e)),
+        };
         let mode = meta.mode() & 0o7777;
         let shown = if dir == resolved {
             path.display().to_string()
@@ -353,6 +353,12 @@ pub(crate) mod tests {
         fs::set_permissions(&keys, Permissions::from_mode(0o700)).unwrap();
         assert!(check_trusted(&keys, Trust::Private, "private keys").is_ok());
         assert!(check_trusted(&keys.join("missing"), Trust::Private, "keys").is_ok());
+        fs::set_permissions(&keys, Permissions::from_mode(0o777)).unwrap();
+        let err = check_trusted(&keys.join("missing/deeper"), Trust::Private, "keys").unwrap_err();
+        assert!(
+            err.to_string().contains("(above "),
+            "a missing directory under a lax one: {err}"
+        );
     }
 
     #[test]

@@ -35,13 +35,6 @@ pub struct Listing {
     pub unusable: Vec<Unusable>,
 }
 
-impl Listing {
-    /// The key file holding `kid`.
-    pub fn find(&self, kid: &str) -> Option<&PrivateKeyFile> {
-        self.keys.iter().find(|file| file.key.public().kid() == kid)
-    }
-}
-
 /// Reads every `*.key` file in `dir`; a missing directory holds none. Only listing the
 /// directory itself can fail.
 pub fn list(dir: &Path) -> io::Result<Listing> {
