@@ -28,6 +28,10 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// in the Prometheus exporter list's free range.
 pub const METRICS_LISTEN: &str = "127.0.0.1:9464";
 
+/// How long a systemd unit or command restart may take before keyrot kills it: below the unit's
+/// `WatchdogSec=2min`, since the acting thread does not ping while it waits.
+pub const RESTART_TIMEOUT: TimeDelta = TimeDelta::seconds(90);
+
 pub const TIMINGS: Timings = Timings {
     publish_settle: TimeDelta::minutes(10),
     retire_after: TimeDelta::hours(24),
@@ -81,14 +85,10 @@ pub fn preset(flavour: Flavour) -> Preset {
         Flavour::Systemd => Preset {
             verification_key_file: Some("/var/lib/kubernetes/service-accounts.crt".into()),
             signing_key_file: Some("/var/lib/kubernetes/service-accounts.key".into()),
-            apiserver_restart: Some(Restart::SystemdUnit {
-                unit: "kube-apiserver.service".into(),
-            }),
+            apiserver_restart: Some(systemd_unit("kube-apiserver.service")),
             controller_manager: Some(ControllerManager {
                 private_key_file: "/var/lib/kubernetes/service-accounts.key".into(),
-                restart: Restart::SystemdUnit {
-                    unit: "kube-controller-manager.service".into(),
-                },
+                restart: systemd_unit("kube-controller-manager.service"),
             }),
             kubeconfig: Some("/root/admin.kubeconfig".into()),
             watched_dirs: Vec::new(),
@@ -112,7 +112,7 @@ fn rancher(name: &str, unit: &str) -> Preset {
     Preset {
         verification_key_file: Some(format!("{data}/server/tls/service.key").into()),
         signing_key_file: Some(format!("{data}/server/tls/service.current.key").into()),
-        apiserver_restart: Some(Restart::SystemdUnit { unit: unit.into() }),
+        apiserver_restart: Some(systemd_unit(unit)),
         controller_manager: None,
         kubeconfig: Some(format!("/etc/rancher/{name}/{name}.yaml").into()),
         watched_dirs: vec![
@@ -125,6 +125,13 @@ fn rancher(name: &str, unit: &str) -> Preset {
 fn static_pod(manifest: &str) -> Restart {
     Restart::StaticPod {
         manifest: manifest.into(),
+    }
+}
+
+fn systemd_unit(unit: &str) -> Restart {
+    Restart::SystemdUnit {
+        unit: unit.into(),
+        timeout: RESTART_TIMEOUT.to_std().expect("a positive constant"),
     }
 }
 
@@ -179,12 +186,7 @@ mod tests {
             k3s.verification_key_file.as_deref(),
             Some(Path::new("/var/lib/rancher/k3s/server/tls/service.key"))
         );
-        assert_eq!(
-            k3s.apiserver_restart,
-            Some(Restart::SystemdUnit {
-                unit: "k3s.service".into()
-            })
-        );
+        assert_eq!(k3s.apiserver_restart, Some(systemd_unit("k3s.service")));
         assert_eq!(k3s.controller_manager, None);
         assert_eq!(
             k3s.kubeconfig.as_deref(),
@@ -194,9 +196,7 @@ mod tests {
         let rke2 = preset(Flavour::Rke2);
         assert_eq!(
             rke2.apiserver_restart,
-            Some(Restart::SystemdUnit {
-                unit: "rke2-server.service".into()
-            })
+            Some(systemd_unit("rke2-server.service"))
         );
         assert_eq!(
             rke2.kubeconfig.as_deref(),
@@ -214,9 +214,7 @@ mod tests {
         let p = preset(Flavour::Systemd);
         assert_eq!(
             p.apiserver_restart,
-            Some(Restart::SystemdUnit {
-                unit: "kube-apiserver.service".into()
-            })
+            Some(systemd_unit("kube-apiserver.service"))
         );
         let cm = p.controller_manager.expect("a unit of its own");
         assert_eq!(Some(cm.private_key_file), p.signing_key_file);
