@@ -46,7 +46,7 @@ fn keyrot_defaults_apply_to_every_flavour() {
     assert_eq!(
         plan.probe,
         Probe::Kubeconfig {
-            path: "/etc/kubernetes/admin.conf".into(),
+            path: "/etc/keyrot/probe.kubeconfig".into(),
             namespace: "keyrot-system".into(),
             service_account: "keyrot-probe".into(),
             audience: "keyrot-probe".into(),

@@ -9,6 +9,10 @@ use super::{ControllerManager, Flavour, Restart, Timings};
 pub const STATE_DIR: &str = "/var/lib/keyrot";
 /// The private key directory when not given: this, under the state directory.
 pub const PRIVATE_KEY_SUBDIR: &str = "keys";
+/// The probe's kubeconfig for every flavour: an identity with only the probe's RBAC
+/// (`docs/probe-rbac.yaml`), not the cluster-admin `admin.conf`, and outside `/root`, which the
+/// unit's `ProtectHome=yes` hides.
+pub const PROBE_KUBECONFIG: &str = "/etc/keyrot/probe.kubeconfig";
 pub const PROBE_NAMESPACE: &str = "keyrot-system";
 pub const PROBE_SERVICE_ACCOUNT: &str = "keyrot-probe";
 pub const PROBE_AUDIENCE: &str = "keyrot-probe";
@@ -75,7 +79,7 @@ pub fn preset(flavour: Flavour) -> Preset {
                 private_key_file: "/etc/kubernetes/pki/sa.key".into(),
                 restart: static_pod("/etc/kubernetes/manifests/kube-controller-manager.yaml"),
             }),
-            kubeconfig: Some("/etc/kubernetes/admin.conf".into()),
+            kubeconfig: Some(PROBE_KUBECONFIG.into()),
             watched_dirs: vec![watched("/etc/kubernetes/manifests", STATIC_PODS)],
         },
         Flavour::K3s => rancher("k3s", "k3s.service"),
@@ -90,7 +94,7 @@ pub fn preset(flavour: Flavour) -> Preset {
                 private_key_file: "/var/lib/kubernetes/service-accounts.key".into(),
                 restart: systemd_unit("kube-controller-manager.service"),
             }),
-            kubeconfig: Some("/root/admin.kubeconfig".into()),
+            kubeconfig: Some(PROBE_KUBECONFIG.into()),
             watched_dirs: Vec::new(),
         },
         Flavour::Custom => Preset {
@@ -114,7 +118,7 @@ fn rancher(name: &str, unit: &str) -> Preset {
         signing_key_file: Some(format!("{data}/server/tls/service.current.key").into()),
         apiserver_restart: Some(systemd_unit(unit)),
         controller_manager: None,
-        kubeconfig: Some(format!("/etc/rancher/{name}/{name}.yaml").into()),
+        kubeconfig: Some(PROBE_KUBECONFIG.into()),
         watched_dirs: vec![
             watched(&format!("{data}/agent/pod-manifests"), STATIC_PODS),
             watched(&format!("{data}/server/manifests"), AUTO_DEPLOY),
@@ -188,10 +192,7 @@ mod tests {
         );
         assert_eq!(k3s.apiserver_restart, Some(systemd_unit("k3s.service")));
         assert_eq!(k3s.controller_manager, None);
-        assert_eq!(
-            k3s.kubeconfig.as_deref(),
-            Some(Path::new("/etc/rancher/k3s/k3s.yaml"))
-        );
+        assert_eq!(k3s.kubeconfig.as_deref(), Some(Path::new(PROBE_KUBECONFIG)));
 
         let rke2 = preset(Flavour::Rke2);
         assert_eq!(
@@ -200,7 +201,7 @@ mod tests {
         );
         assert_eq!(
             rke2.kubeconfig.as_deref(),
-            Some(Path::new("/etc/rancher/rke2/rke2.yaml"))
+            Some(Path::new(PROBE_KUBECONFIG))
         );
         assert!(
             rke2.watched_dirs
