@@ -123,8 +123,8 @@ fn restart_name(restart: &Restart) -> String {
         Restart::StaticPod { manifest } => {
             format!("touch static pod manifest {}", manifest.display())
         }
-        Restart::SystemdUnit { unit } => format!("systemctl restart {unit}"),
-        Restart::Command { argv } => format!("run {}", argv.join(" ")),
+        Restart::SystemdUnit { unit, .. } => format!("systemctl restart -- {unit}"),
+        Restart::Command { argv, .. } => format!("run {}", argv.join(" ")),
         Restart::None => "none configured (nothing to restart)".into(),
     }
 }

@@ -1,6 +1,7 @@
 //! Narrow interfaces between the executor and the world, each with a real implementation here and
 //! an in-memory one (`crate::simulation::World`) for tests.
 
+pub mod command;
 pub mod key_files;
 pub mod probe;
 pub mod publish;

@@ -135,11 +135,21 @@ fn key(spec: GenerateSpec) -> String {
     }
 }
 
+fn std_duration(duration: std::time::Duration) -> String {
+    chrono::TimeDelta::from_std(duration)
+        .map(format_duration)
+        .unwrap_or_else(|_| format!("{duration:?}"))
+}
+
 fn restart(restart: &Restart) -> String {
     match restart {
         Restart::StaticPod { manifest } => format!("static pod {}", manifest.display()),
-        Restart::SystemdUnit { unit } => format!("systemd unit {unit}"),
-        Restart::Command { argv } => format!("command {argv:?}"),
+        Restart::SystemdUnit { unit, timeout } => {
+            format!("systemd unit {unit}, timeout {}", std_duration(*timeout))
+        }
+        Restart::Command { argv, timeout } => {
+            format!("command {argv:?}, timeout {}", std_duration(*timeout))
+        }
         Restart::None => "none".to_string(),
     }
 }

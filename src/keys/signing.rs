@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 
 use der::Decode;
 use elliptic_curve::Generate;
+use elliptic_curve::sec1::ToSec1Point;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::DecodePrivateKey;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::pem_blocks::scan_pem_blocks;
-use super::reader::ec_public_point;
+
 use super::{Alg, Curve, VerificationKey, oids};
 use crate::atomic_file::{self, Existing};
 
@@ -136,9 +137,20 @@ impl SigningKey {
                 )
                 .map_err(|e| e.to_string())?
             }
-            Secret::P256(key) => ec_public(Curve::P256, &key.to_bytes())?,
-            Secret::P384(key) => ec_public(Curve::P384, &key.to_bytes())?,
-            Secret::P521(key) => ec_public(Curve::P521, &key.to_bytes())?,
+            // From the key itself: going through `to_bytes` would leave a copy of the scalar
+            // behind that nothing wipes; `SecretKey` wipes its own on drop.
+            Secret::P256(key) => ec_public(
+                Curve::P256,
+                key.public_key().to_sec1_point(false).as_bytes(),
+            )?,
+            Secret::P384(key) => ec_public(
+                Curve::P384,
+                key.public_key().to_sec1_point(false).as_bytes(),
+            )?,
+            Secret::P521(key) => ec_public(
+                Curve::P521,
+                key.public_key().to_sec1_point(false).as_bytes(),
+            )?,
         };
         Ok(Self { secret, public })
     }
@@ -254,9 +266,8 @@ impl SigningKey {
     }
 }
 
-fn ec_public(curve: Curve, scalar: &[u8]) -> Result<VerificationKey, String> {
-    let point = ec_public_point(curve, scalar).ok_or("invalid EC scalar")?;
-    VerificationKey::from_ec_point(curve, &point).map_err(|e| e.to_string())
+fn ec_public(curve: Curve, point: &[u8]) -> Result<VerificationKey, String> {
+    VerificationKey::from_ec_point(curve, point).map_err(|e| e.to_string())
 }
 
 fn sec1_secret(der: &[u8]) -> Option<Secret> {

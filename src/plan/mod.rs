@@ -19,6 +19,7 @@ mod values;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::TimeDelta;
 
@@ -142,11 +143,15 @@ pub enum Restart {
     StaticPod {
         manifest: PathBuf,
     },
+    /// `systemctl restart -- UNIT`, given up (and killed) after `timeout`.
     SystemdUnit {
         unit: String,
+        timeout: Duration,
     },
+    /// Run `argv` with a clean environment, given up (and killed) after `timeout`.
     Command {
         argv: Vec<String>,
+        timeout: Duration,
     },
     None,
 }

@@ -94,6 +94,8 @@ pub struct RawRestart {
     pub static_pod: Option<PathBuf>,
     pub systemd_unit: Option<String>,
     pub command: Option<Vec<String>>,
+    /// How long a systemdUnit or command restart may take.
+    pub timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]
