@@ -71,7 +71,7 @@ pub fn status(
     let rotation = state.rotation.as_ref();
     let retire_at = rotation
         .and_then(|r| r.promoted_at)
-        .map(|t| t + plan.timings.retire_after);
+        .and_then(|t| t.checked_add_signed(plan.timings.retire_after));
     let keys = state
         .keys
         .iter()

@@ -13,7 +13,7 @@ use crate::plan::Plan;
 
 pub use action::{Action, AdoptedKey, Blocked, Decision, Gate};
 pub use apply::{action_name, apply, apply_failure, record_intent};
-pub use decide::{backoff, decide};
+pub use decide::{backoff, decide, retry_time};
 pub use observed::{KeyId, Observed, Probed, TargetView};
 pub use phase::Phase;
 
