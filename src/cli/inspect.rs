@@ -1,5 +1,6 @@
 //! `keyrot inspect`: every PEM block of every file, with what kube-apiserver makes of it.
 
+use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,17 +22,17 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for path in &args.files {
-        println!("{}", path.display());
+        outln!("{}", path.display());
         let report = match read_file(path) {
             Ok(report) => report,
             Err(err) => {
-                println!("  error: {err}");
+                outln!("  error: {err}");
                 failed = true;
                 continue;
             }
         };
         if report.blocks.is_empty() {
-            println!("  no PEM blocks");
+            outln!("  no PEM blocks");
         }
         let label_width = report
             .blocks
@@ -49,17 +50,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ),
                 Err(why) => format!("skipped: {why}"),
             };
-            println!(
+            outln!(
                 "  line {:<4} {:<label_width$}  {what}",
-                block.line, block.label
+                block.line,
+                block.label
             );
         }
         let keys = report.keys().count();
         if keys == 0 {
-            println!("  => no key: kube-apiserver refuses to start with this file");
+            outln!("  => no key: kube-apiserver refuses to start with this file");
             failed = true;
         } else {
-            println!("  => {keys} key(s) kube-apiserver would use");
+            outln!("  => {keys} key(s) kube-apiserver would use");
         }
     }
     Ok(if failed {

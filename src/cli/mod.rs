@@ -9,6 +9,7 @@ mod jwks;
 mod keygen;
 mod logging;
 mod migrate_issuer;
+mod out;
 mod plan;
 mod plan_args;
 mod publish;

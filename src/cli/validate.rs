@@ -1,5 +1,6 @@
 //! `keyrot validate`: check a rotation plan and summarise it, or list every problem in it.
 
+use super::out::out;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +24,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match plan::load(&args.config) {
         Ok(plan) => {
-            print!("{}", summary(&plan, Utc::now()));
+            out!("{}", summary(&plan, Utc::now()));
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
