@@ -7,6 +7,7 @@ pub mod decision;
 pub mod describe;
 pub mod documents;
 pub mod dry_run;
+pub mod escape;
 pub mod executor;
 pub mod gcp_provider;
 pub mod http;

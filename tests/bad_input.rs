@@ -49,3 +49,51 @@ fn plan_with_a_huge_retire_after_is_refused_not_a_panic() {
         }
     }
 }
+
+/// A good key after a block whose label is `label`.
+fn pem_with_label(dir: &Path, label: &str) -> std::path::PathBuf {
+    let good = read_string(&common::pem("rsa-spki-public.pem"));
+    let path = dir.join("odd.pem");
+    let text = format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n{good}");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn inspect_of_a_pem_label_longer_than_65535_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pem_with_label(dir.path(), &"X".repeat(70_000));
+    let before = std::fs::read(&path).unwrap();
+    let run = keyrot(["inspect".as_ref(), path.as_os_str()]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("PUBLIC KEY"), "{}", run.stdout);
+    assert!(run.stdout.contains(&"X".repeat(70_000)));
+    assert_eq!(std::fs::read(&path).unwrap(), before, "input untouched");
+}
+
+#[test]
+fn inspect_escapes_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pem_with_label(dir.path(), "\u{1b}]0;owned\u{7}\u{1b}[31mEVIL");
+    let inspect = keyrot(["inspect".as_ref(), path.as_os_str()]);
+    assert_eq!(inspect.code, Some(0), "{}", inspect.stderr);
+    assert!(
+        inspect
+            .stdout
+            .contains("\\u{1b}]0;owned\\u{7}\\u{1b}[31mEVIL"),
+        "{}",
+        inspect.stdout
+    );
+    // jwks reports the skipped block on stderr: escaped as well.
+    let jwks = keyrot(["jwks".as_ref(), path.as_os_str()]);
+    assert_eq!(jwks.code, Some(0), "{}", jwks.stderr);
+    assert!(jwks.stderr.contains("\\u{1b}"), "{}", jwks.stderr);
+    for run in [&inspect, &jwks] {
+        for text in [&run.stdout, &run.stderr] {
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{text:?}"
+            );
+        }
+    }
+}

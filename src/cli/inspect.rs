@@ -4,7 +4,11 @@ use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use keyrot::escape::printable;
 use keyrot::keys::reader::read_file;
+
+/// Labels longer than this are not padded to: one odd block does not widen every line.
+const MAX_LABEL_WIDTH: usize = 40;
 
 /// List every PEM block with what kube-apiserver makes of it: key type, alg and kid, or
 /// "skipped" and why.
@@ -34,13 +38,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if report.blocks.is_empty() {
             outln!("  no PEM blocks");
         }
-        let label_width = report
+        // Labels come from the file: any length (a runtime width over 65535 makes the formatter
+        // panic) and any character, so they are escaped and padded by hand, up to a width.
+        let labels: Vec<String> = report
             .blocks
             .iter()
-            .map(|b| b.label.len())
+            .map(|b| printable(&b.label).into_owned())
+            .collect();
+        let label_width = labels
+            .iter()
+            .map(|l| l.chars().count())
             .max()
-            .unwrap_or(0);
-        for block in &report.blocks {
+            .unwrap_or(0)
+            .min(MAX_LABEL_WIDTH);
+        for (block, label) in report.blocks.iter().zip(&labels) {
             let what = match &block.outcome {
                 Ok((key, form)) => format!(
                     "{:<12} {}  kid {}  ({form})",
@@ -50,11 +61,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ),
                 Err(why) => format!("skipped: {why}"),
             };
-            outln!(
-                "  line {:<4} {:<label_width$}  {what}",
-                block.line,
-                block.label
-            );
+            let pad = " ".repeat(label_width.saturating_sub(label.chars().count()));
+            outln!("  line {:<4} {label}{pad}  {what}", block.line);
         }
         let keys = report.keys().count();
         if keys == 0 {

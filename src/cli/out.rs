@@ -3,10 +3,13 @@
 //! `println!` panics when stdout is a pipe whose reader has gone (`keyrot jwks | head`), and a
 //! panic in `keyrot rotate` would stop a rotation between two steps. Here a broken pipe ends the
 //! printing only; any other write error is reported once on stderr, and printing stops as well.
+//! Control characters from files and servers are escaped on the way (`keyrot::escape`).
 
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use keyrot::escape::printable;
 
 /// Set once a write failed: nothing more is printed.
 static STOPPED: AtomicBool = AtomicBool::new(false);
@@ -16,8 +19,12 @@ pub fn write(args: fmt::Arguments<'_>) {
     if STOPPED.load(Ordering::Relaxed) {
         return;
     }
+    let text = args.to_string();
     let mut stdout = io::stdout().lock();
-    if let Err(err) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+    let written = stdout
+        .write_all(printable(&text).as_bytes())
+        .and_then(|()| stdout.flush());
+    if let Err(err) = written {
         STOPPED.store(true, Ordering::Relaxed);
         if err.kind() != io::ErrorKind::BrokenPipe {
             eprintln!("warning: cannot write to standard output ({err}): nothing more is printed");
