@@ -30,7 +30,7 @@ pub fn client(reach: &Reach<'_>) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .https_only(!reach.allow_http);
     if let Some(path) = reach.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pem = crate::fs_read::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
         builder = builder.tls_certs_only(certs);

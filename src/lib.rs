@@ -9,6 +9,7 @@ pub mod documents;
 pub mod dry_run;
 pub mod escape;
 pub mod executor;
+pub mod fs_read;
 pub mod gcp_provider;
 pub mod http;
 pub mod issuer;

@@ -3,6 +3,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::{keyrot, read_string};
 
@@ -96,4 +97,65 @@ fn inspect_escapes_control_characters() {
             );
         }
     }
+}
+
+#[test]
+fn key_path_that_is_a_fifo_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("sa.pub");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // Without a writer, opening the FIFO for reading would block forever: the test would hang.
+    for command in ["jwks", "inspect"] {
+        let run = keyrot([command.as_ref(), fifo.as_os_str()]);
+        assert_eq!(run.code, Some(1), "{command}: {run:?}");
+        let text = format!("{}{}", run.stdout, run.stderr);
+        assert!(text.contains("sa.pub"), "{command}: {text}");
+        assert!(
+            text.contains("is a FIFO (named pipe), not a regular file"),
+            "{command}: {text}"
+        );
+    }
+}
+
+#[test]
+fn key_path_that_is_a_device_is_refused() {
+    let run = keyrot(["jwks", "/dev/zero"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("/dev/zero: cannot read: is a character device, not a regular file"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn plan_larger_than_the_cap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.yaml");
+    let cap = keyrot::fs_read::MAX_BYTES as usize;
+    // A valid YAML comment, one byte over the cap.
+    let mut text = String::from("#");
+    text.push_str(&"x".repeat(cap));
+    std::fs::write(&plan, &text).unwrap();
+    for command in ["validate", "plan"] {
+        let run = keyrot([command.as_ref(), "-c".as_ref(), plan.as_os_str()]);
+        assert_eq!(run.code, Some(1), "{command}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("plan.yaml"),
+            "{command}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!("larger than {cap} bytes")),
+            "{command}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read(&plan).unwrap().len(),
+        cap + 1,
+        "input untouched"
+    );
 }

@@ -132,7 +132,7 @@ fn local_changes(dir: &Path, documents: &Documents) -> Vec<ObjectOutcome> {
         .into_iter()
         .map(|(relative, body)| {
             let path = dir.join(relative);
-            let written = match std::fs::read(&path) {
+            let written = match crate::fs_read::read(&path) {
                 Ok(existing) if existing == body.as_bytes() => Written::Unchanged,
                 Ok(_) => Written::Replaced,
                 Err(_) => Written::Created,

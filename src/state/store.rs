@@ -8,7 +8,7 @@
 //! A file this build cannot read (corrupt, hand-edited wrongly, or from a newer keyrot) is an
 //! error, never a reason to start again from defaults: the store refuses to overwrite it.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -228,7 +228,7 @@ fn recorded_pid(mut file: &File) -> Option<u32> {
 }
 
 fn read_state(path: &Path) -> Result<Option<State>, StateError> {
-    match fs::read(path) {
+    match crate::fs_read::read(path) {
         Ok(bytes) => parse_state(path, &bytes).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(path)(e)),
@@ -287,6 +287,7 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> StateError + '_ {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::mpsc;
     use std::thread;
