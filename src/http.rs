@@ -77,6 +77,36 @@ pub async fn send(
     }
 }
 
+/// The most bytes keyrot reads from one HTTP answer: discovery documents, JWKS and API answers
+/// are kilobytes.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("{what}: {detail}")]
+    Read { what: String, detail: String },
+    #[error("{what}: the answer is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge { what: String },
+}
+
+/// The body of `response`, read chunk by chunk and refused past [`MAX_BODY_BYTES`], so that an
+/// endless or huge answer cannot exhaust memory.
+pub async fn body(what: &str, mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| BodyError::Read {
+        what: what.to_string(),
+        detail: chain(&e),
+    })? {
+        if body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge {
+                what: what.to_string(),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// An error with its causes: reqwest's own Display says little ("error sending request").
 pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
