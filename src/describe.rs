@@ -10,6 +10,14 @@ pub fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// `until TIME`, or `forever` for a time past the end of the calendar, which never comes.
+pub fn until(t: Option<DateTime<Utc>>) -> String {
+    match t {
+        Some(t) => format!("until {}", time(t)),
+        None => "forever".to_string(),
+    }
+}
+
 /// Kids are 43 characters; progress lines and timelines show enough of one to tell it apart.
 const SHORT_KID: usize = 12;
 

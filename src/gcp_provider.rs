@@ -152,10 +152,10 @@ impl<'a> Iam<'a> {
     ) -> Result<serde_json::Value, String> {
         let response = http::send(what, make).await?;
         let status = response.status();
-        let text = response
-            .text()
+        let body = http::body(what, response)
             .await
-            .map_err(|e| format!("{what}: {}", http::chain(&e)))?;
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             return Err(format!("{what}: answered {status}: {}", text.trim()));
         }

@@ -116,7 +116,7 @@ fn recorded(plan: &Plan, state: &State, now: DateTime<Utc>) -> Status {
     let rotation = state.rotation.as_ref();
     let retire_at = rotation
         .and_then(|r| r.promoted_at)
-        .map(|t| t + plan.timings.retire_after);
+        .and_then(|t| t.checked_add_signed(plan.timings.retire_after));
     let keys = state
         .keys
         .iter()

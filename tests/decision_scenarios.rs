@@ -519,3 +519,32 @@ fn a_missing_key_file_on_a_production_plan_does_not_suggest_keyrot_init() {
             .contains("`keyrot init` creates a first key set")
     );
 }
+
+#[test]
+fn a_clock_at_the_end_of_the_calendar_waits_forever_rather_than_panics() {
+    // A clock set (or a state file written) a few minutes before the last time chrono holds:
+    // every wait of the plan ends past it, so it never ends, and a failed gate never retries.
+    let mut h = Harness::new(plan());
+    h.now = chrono::DateTime::<chrono::Utc>::MAX_UTC - TimeDelta::minutes(1);
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    assert_eq!(waiting.wake_at, None);
+    assert!(
+        waiting.blocked_by[0].reason.ends_with("forever"),
+        "{}",
+        waiting.blocked_by[0].reason
+    );
+
+    // A target that stops serving the new key: the gate times out only at a time that never
+    // comes, so it is looked at again and again, and nothing panics.
+    h.world.targets[0].1 = vec![OLD.to_string()];
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::TargetsServeKeys]);
+    assert!(waiting.wake_at.is_some_and(|t| t > h.now));
+    h.now = waiting.wake_at.unwrap();
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::TargetsServeKeys]);
+    assert_eq!(h.world.signing.kid, OLD);
+}

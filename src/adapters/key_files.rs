@@ -68,14 +68,14 @@ impl KeyFiles for KeyFilesOnDisk<'_> {
     fn copy_signing_key(&mut self, to: &Path) -> Result<(), AdapterError> {
         self.ensure_private_key_dir()?;
         let from = &self.plan.apiserver.signing_key_file;
-        let bytes = zeroize::Zeroizing::new(std::fs::read(from).map_err(|e| err(from, e))?);
+        let bytes = zeroize::Zeroizing::new(crate::fs_read::read(from).map_err(|e| err(from, e))?);
         atomic_file::write_private_key(to, &bytes, Existing::Replace)
             .map_err(|e| AdapterError::new(e.to_string()))
     }
 
     fn write_bundle(&mut self, kids: &[String]) -> Result<(), AdapterError> {
         let path = &self.plan.apiserver.verification_bundle;
-        let current = std::fs::read(path).map_err(|e| err(path, e))?;
+        let current = crate::fs_read::read(path).map_err(|e| err(path, e))?;
         let present: Vec<String> = parse_file(path, &current)
             .keys()
             .map(|k| k.kid().to_string())
@@ -91,7 +91,8 @@ impl KeyFiles for KeyFilesOnDisk<'_> {
 
     fn write_signing_key(&mut self, kid: &str) -> Result<(), AdapterError> {
         let source = self.private_key_file(kid)?.path;
-        let bytes = zeroize::Zeroizing::new(std::fs::read(&source).map_err(|e| err(&source, e))?);
+        let bytes =
+            zeroize::Zeroizing::new(crate::fs_read::read(&source).map_err(|e| err(&source, e))?);
         let mut targets = vec![self.plan.apiserver.signing_key_file.clone()];
         if let Some(cm) = &self.plan.controller_manager
             && !targets.contains(&cm.private_key_file)

@@ -62,7 +62,7 @@ fn run(argv: &[String], timeout: std::time::Duration) -> Result<(), AdapterError
 }
 
 fn touch_static_pod(manifest: &Path, tag: &str) -> Result<(), AdapterError> {
-    let text = std::fs::read_to_string(manifest)
+    let text = crate::fs_read::read_to_string(manifest)
         .map_err(|e| AdapterError::new(format!("{}: {e}", manifest.display())))?;
     let edited = set_restart_annotation(&text, tag).ok_or_else(|| {
         AdapterError::new(format!(

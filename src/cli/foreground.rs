@@ -1,7 +1,7 @@
 //! Running the executor in this process: the state lock, the real adapters, progress lines, and
 //! sleeping until the next gate can pass. `keyrot run` drives the same session from its loop.
 
-use std::io::Write;
+use super::out::outln;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -178,7 +178,7 @@ impl Session {
             let blocked = decision.blocked_by.first();
             if let Some(b) = blocked {
                 let reason = shorten_kids(&b.reason);
-                println!(
+                outln!(
                     "{}  waiting  [{}] {reason}",
                     Utc::now().format("%H:%M:%S"),
                     b.gate
@@ -191,7 +191,6 @@ impl Session {
                 (true, Some(b), None) => return Ok(Rest::Stuck(b.clone())),
                 (true, None, None) => return Ok(Rest::Done),
                 (true, _, Some(wake)) => {
-                    let _ = std::io::stdout().flush();
                     let pause = (wake - Utc::now()).to_std().unwrap_or_default();
                     std::thread::sleep(pause);
                 }
@@ -288,7 +287,7 @@ fn remove_stale_temp_files(plan: &Plan) {
         match atomic_file::remove_stale_temp_files(&dir) {
             Ok(removed) => {
                 for path in removed {
-                    println!(
+                    outln!(
                         "{}  -        removed {}, left by a write that an interrupted keyrot never finished",
                         Utc::now().format("%H:%M:%S"),
                         path.display()
@@ -310,14 +309,14 @@ fn print_progress(plan: &Plan, progress: &Progress) {
                 || matches!(action, Action::EnterPhase { .. } | Action::CompleteRotation);
             if let (true, Some(text)) = (shown, describe_action(plan, action)) {
                 let text = shorten_kids(&text);
-                println!(
+                outln!(
                     "{}  {:<8} {text}",
                     at.format("%H:%M:%S"),
                     phase.map_or("-", |p| p.as_str())
                 );
             }
             if let Action::ConsumeTrigger { kind, outcome } = action {
-                println!("{}  {:<8} {kind:?}: {outcome}", at.format("%H:%M:%S"), "-");
+                outln!("{}  {:<8} {kind:?}: {outcome}", at.format("%H:%M:%S"), "-");
             }
             // A timed-out gate is a failed attempt: say so, and why the files change next.
             if let Action::GateFailed {

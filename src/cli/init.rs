@@ -1,5 +1,6 @@
 //! `keyrot init`: a first key set for a cluster that has none (a new cluster, the sandbox).
 
+use super::out::outln;
 use std::process::ExitCode;
 
 use keyrot::atomic_file::{self, Existing};
@@ -62,12 +63,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         0o644,
         Existing::Refuse,
     )?;
-    println!(
+    outln!(
         "created {} and {}",
         files.signing_key_file.display(),
         files.verification_bundle.display()
     );
-    println!("kid {}", key.public().kid());
+    outln!("kid {}", key.public().kid());
     session.adopt_only()?;
     Ok(ExitCode::SUCCESS)
 }

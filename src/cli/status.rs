@@ -1,5 +1,6 @@
 //! `keyrot status`: the key ring, the rotation in progress, the next run, what blocks.
 
+use super::out::{out, outln};
 use std::process::ExitCode;
 
 use chrono::Utc;
@@ -34,8 +35,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     status.issuer_migration =
         keyrot::migration::progress::read(&plan.state_dir).map_err(anyhow::Error::msg)?;
     match args.output {
-        Output::Text => print!("{}", render_text(&status, now)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Text => out!("{}", render_text(&status, now)),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&status)?),
     }
     Ok(ExitCode::SUCCESS)
 }

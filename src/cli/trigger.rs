@@ -2,6 +2,7 @@
 //! record it and carry it out in the foreground. `approve` goes to the issuer migration instead
 //! when it waits for a person.
 
+use super::out::outln;
 use std::process::ExitCode;
 
 use keyrot::daemon::control::{self, Ask};
@@ -73,7 +74,7 @@ fn run_trigger(
     if !foreground
         && let Some(answer) = control::ask(&plan.state_dir, Ask::Trigger { kind, force })?
     {
-        println!(
+        outln!(
             "{}: {answer} (by the running keyrot daemon)",
             control::request_word(kind)
         );

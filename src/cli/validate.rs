@@ -1,5 +1,6 @@
 //! `keyrot validate`: check a rotation plan and summarise it, or list every problem in it.
 
+use super::out::out;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // The state only says when the schedule next fires; an unreadable one is `status`'s
             // to report, not a problem of the plan.
             let state = StateStore::new(&plan.state_dir).read().ok().flatten();
-            print!("{}", summary(&plan, state.as_ref(), Utc::now()));
+            out!("{}", summary(&plan, state.as_ref(), Utc::now()));
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {

@@ -42,6 +42,8 @@ const CLIENT_WAIT: Duration = Duration::from_secs(20);
 pub const MAX_CLIENTS: usize = 8;
 /// A request is one short word; anything longer is not one.
 const MAX_REQUEST: u64 = 64;
+/// The most bytes a client reads of the daemon's answer: a few lines, or a migration's step log.
+const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
 
 /// `<state_dir>/keyrot.sock`.
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -160,7 +162,11 @@ pub fn ask(state_dir: &Path, ask: Ask) -> io::Result<Option<String>> {
         other => other.map_err(named)?,
     }
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(named)?;
+    // Answers are a few lines; the cap keeps a wrong peer from feeding us forever.
+    (&stream)
+        .take(MAX_ANSWER_BYTES)
+        .read_to_string(&mut answer)
+        .map_err(named)?;
     if answer.is_empty() {
         return Err(named(io::Error::new(
             io::ErrorKind::UnexpectedEof,

@@ -384,13 +384,14 @@ impl Progress<'_> {
         let Some(confirmed) = self.rotation.published_confirmed_at else {
             return Decision::act(Action::ConfirmPublished);
         };
-        let settled_at = confirmed + self.plan.timings.publish_settle;
-        if settled_at > self.now && !self.forced(Gate::PublishSettle) {
+        // A time past the end of the calendar never comes.
+        let settled_at = confirmed.checked_add_signed(self.plan.timings.publish_settle);
+        if settled_at.is_none_or(|t| t > self.now) && !self.forced(Gate::PublishSettle) {
             let reason = format!(
-                "caches may hold the previous JWKS until {}",
-                crate::describe::time(settled_at)
+                "caches may hold the previous JWKS {}",
+                crate::describe::until(settled_at)
             );
-            return Decision::wait(Gate::PublishSettle, reason, Some(settled_at));
+            return Decision::wait(Gate::PublishSettle, reason, settled_at);
         }
         Decision::act(Action::EnterPhase {
             phase: Phase::Promote,
@@ -433,14 +434,14 @@ impl Progress<'_> {
         let r = self.rotation;
         if !r.aborted && !self.forced(Gate::RetireAfter) {
             let promoted = r.promoted_at.unwrap_or(r.phase_started_at);
-            let retire_at = promoted + self.plan.timings.retire_after;
-            if retire_at > self.now {
+            let retire_at = promoted.checked_add_signed(self.plan.timings.retire_after);
+            if retire_at.is_none_or(|t| t > self.now) {
                 let reason = format!(
-                    "tokens signed by {} may be in use until {}",
+                    "tokens signed by {} may be in use {}",
                     r.old_kid,
-                    crate::describe::time(retire_at)
+                    crate::describe::until(retire_at)
                 );
-                return Decision::wait(Gate::RetireAfter, reason, Some(retire_at));
+                return Decision::wait(Gate::RetireAfter, reason, retire_at);
             }
         }
         let bundle = self.bundle_with(new, Some(&r.old_kid));
@@ -595,7 +596,11 @@ impl Progress<'_> {
     fn attempt_started(&self) -> DateTime<Utc> {
         let r = self.rotation;
         let retire_at = (r.phase == Phase::Retire && !r.aborted)
-            .then(|| r.promoted_at.unwrap_or(r.phase_started_at) + self.plan.timings.retire_after);
+            .then(|| {
+                let promoted = r.promoted_at.unwrap_or(r.phase_started_at);
+                promoted.checked_add_signed(self.plan.timings.retire_after)
+            })
+            .flatten();
         [Some(r.phase_started_at), r.retry_at, retire_at]
             .into_iter()
             .flatten()
@@ -606,23 +611,38 @@ impl Progress<'_> {
     /// A gate that is closed: look again soon, or count a failed attempt once it times out.
     fn closed(&self, gate: Gate, reason: String) -> Decision {
         let r = self.rotation;
-        let deadline = self.attempt_started() + self.plan.timings.gate_timeout;
-        if self.now >= deadline {
+        // Past the end of the calendar, the deadline never comes: the gate is only polled.
+        let deadline = self
+            .attempt_started()
+            .checked_add_signed(self.plan.timings.gate_timeout);
+        if deadline.is_some_and(|deadline| self.now >= deadline) {
             return Decision::act(Action::GateFailed {
                 gate,
                 reason,
-                retry_at: self.now + backoff(self.plan, r.attempts),
+                retry_at: retry_time(self.plan, r.attempts, self.now),
                 fall_back: matches!(self.observed.apiserver, Probed::Failed(_)),
             });
         }
         let poll = (self.plan.timings.gate_timeout / 20).clamp(POLL_MIN, POLL_MAX);
-        Decision::wait(gate, reason, Some(deadline.min(self.now + poll)))
+        let look_again = self.now.checked_add_signed(poll);
+        Decision::wait(
+            gate,
+            reason,
+            [deadline, look_again].into_iter().flatten().min(),
+        )
     }
 }
 
 /// A rotation's id: its start time, unique because rotations never overlap.
 fn rotation_id(now: DateTime<Utc>) -> String {
     now.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+/// When retry number `attempts + 1` comes: `now` plus the backoff, or the last time the calendar
+/// holds when that is past its end (the retry never comes, and nothing panics on the way).
+pub fn retry_time(plan: &Plan, attempts: u32, now: DateTime<Utc>) -> DateTime<Utc> {
+    now.checked_add_signed(backoff(plan, attempts))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The delay before retry number `attempts + 1`: doubling from `retry_backoff`, capped.

@@ -12,7 +12,7 @@ use crate::plan::Plan;
 
 pub use action::{Action, AdoptedKey, Blocked, Decision, Gate};
 pub use apply::{action_name, apply, apply_failure, record_intent};
-pub use decide::{backoff, decide, next_rotation_due};
+pub use decide::{backoff, decide, next_rotation_due, retry_time};
 pub use observed::{KeyId, Observed, Probed, TargetView};
 // Phases live outside the core: the plan names them (approvals) and the state records them, and
 // neither may depend on the core that reads both.

@@ -42,7 +42,7 @@ pub fn backup_path(backup_dir: &Path, target: &Path, step: &MigrationStep) -> Pa
 /// file, atomically, keeping its mode and owner. Refuses when the file changed since the edit
 /// was computed, and writes nothing when the edit changes nothing.
 pub fn apply(edit: &FlagEdit, backup_dir: &Path) -> Result<Applied, EditError> {
-    let now = fs::read(&edit.path).map_err(|error| io_error(&edit.path, error))?;
+    let now = crate::fs_read::read(&edit.path).map_err(|error| io_error(&edit.path, error))?;
     if now != edit.before.as_bytes() {
         return Err(EditError::ChangedSinceComputed {
             path: edit.path.clone(),
@@ -66,7 +66,7 @@ pub fn rollback(
     backup_dir: &Path,
 ) -> Result<RolledBack, EditError> {
     let backup = backup_path(backup_dir, target, step);
-    let bytes = match fs::read(&backup) {
+    let bytes = match crate::fs_read::read(&backup) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RolledBack::NoBackup),
         Err(e) => return Err(io_error(&backup, e)),

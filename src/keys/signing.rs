@@ -238,13 +238,12 @@ impl SigningKey {
     /// label matters; the first `EC PRIVATE KEY` (SEC1), `RSA PRIVATE KEY` (PKCS#1) or
     /// `PRIVATE KEY` (PKCS#8, RSA or ECDSA) block that parses wins; other blocks are skipped.
     pub fn from_pem_file(path: &Path) -> Result<Self, SigningKeyError> {
-        let data =
-            std::fs::read(path)
-                .map(Zeroizing::new)
-                .map_err(|error| SigningKeyError::Read {
-                    path: path.to_path_buf(),
-                    error,
-                })?;
+        let data = crate::fs_read::read(path)
+            .map(Zeroizing::new)
+            .map_err(|error| SigningKeyError::Read {
+                path: path.to_path_buf(),
+                error,
+            })?;
         scan_pem_blocks(&data)
             .into_iter()
             .filter_map(|block| {

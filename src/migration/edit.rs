@@ -68,7 +68,7 @@ pub fn check_current_issuer(
     new_issuer: &str,
 ) -> Result<(), StepError> {
     let unreadable = |e: String| failed(0, format!("{}: {e}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    let text = crate::fs_read::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
     let flags = file
         .read_flags(&text)
         .map_err(|e| unreadable(e.to_string()))?;

@@ -22,7 +22,8 @@ use crate::keys::{Alg, GenerateSpec};
 
 /// Reads and validates the plan at `path`.
 pub fn load(path: &Path) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|err| PlanError::unreadable(path, &err))?;
+    let text =
+        crate::fs_read::read_to_string(path).map_err(|err| PlanError::unreadable(path, &err))?;
     parse(path, &text)
 }
 

@@ -8,7 +8,7 @@
 //! A file this build cannot read (corrupt, hand-edited wrongly, or from a newer keyrot) is an
 //! error, never a reason to start again from defaults: the store refuses to overwrite it.
 
-use std::fs::{self, File, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -297,14 +297,15 @@ fn record_pid(file: &File) -> io::Result<()> {
 }
 
 /// The holder's PID, if it has recorded one; only a hint for the error message.
-fn recorded_pid(mut file: &File) -> Option<u32> {
+fn recorded_pid(file: &File) -> Option<u32> {
     let mut text = String::new();
-    file.read_to_string(&mut text).ok()?;
+    // A PID is a few digits; whatever else is in the file is not read.
+    file.take(32).read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
 }
 
 fn read_state(path: &Path) -> Result<Option<State>, StateError> {
-    match fs::read(path) {
+    match crate::fs_read::read(path) {
         Ok(bytes) => parse_state(path, &bytes).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(path)(e)),
@@ -368,6 +369,7 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> StateError + '_ {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::mpsc;
     use std::thread;
