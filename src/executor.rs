@@ -22,7 +22,7 @@ pub struct Effects<'a> {
 
 /// What the executor reports as it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
+pub enum StepReport {
     Acted {
         at: DateTime<Utc>,
         phase: Option<Phase>,
@@ -61,7 +61,7 @@ pub struct Io<'a> {
     /// Persists the state; called before every effect and after every change.
     pub save: &'a mut dyn FnMut(&State) -> Result<(), String>,
     pub now: &'a dyn Fn() -> DateTime<Utc>,
-    pub report: &'a mut dyn FnMut(&Progress),
+    pub report: &'a mut dyn FnMut(&StepReport),
 }
 
 /// Why the executor returned without an error.
@@ -84,7 +84,7 @@ pub fn run_until_waiting(
     observe: &mut dyn FnMut() -> Result<Observed, String>,
     save: &mut dyn FnMut(&State) -> Result<(), String>,
     now: &dyn Fn() -> DateTime<Utc>,
-    report: &mut dyn FnMut(&Progress),
+    report: &mut dyn FnMut(&StepReport),
 ) -> Result<Decision, ExecError> {
     let mut io = Io {
         observe,
@@ -123,7 +123,7 @@ pub fn run_until_waiting_or_stopped(
                 record_intent(state, action, at);
                 (io.save)(state).map_err(ExecError::Save)?;
                 if let Err(error) = perform(effects, action, at) {
-                    (io.report)(&Progress::Failed {
+                    (io.report)(&StepReport::Failed {
                         at,
                         phase,
                         action: action.clone(),
@@ -141,7 +141,7 @@ pub fn run_until_waiting_or_stopped(
                 }
             }
             apply(state, plan, action, at);
-            (io.report)(&Progress::Acted {
+            (io.report)(&StepReport::Acted {
                 at,
                 phase,
                 action: action.clone(),

@@ -9,7 +9,7 @@ use std::path::Path;
 use harness::{OLD, fresh_world, plan, t0};
 use keyrot::adapters::{AdapterError, KeyFiles, Restarter};
 use keyrot::decision::{Action, Observed};
-use keyrot::executor::{Effects, ExecError, Progress, run_until_waiting};
+use keyrot::executor::{Effects, ExecError, StepReport, run_until_waiting};
 use keyrot::keys::GenerateSpec;
 use keyrot::simulation::SharedWorld;
 use keyrot::state::{State, Trigger, TriggerKind};
@@ -47,7 +47,7 @@ struct Run {
     state: State,
     clock: Cell<chrono::DateTime<chrono::Utc>>,
     saved: RefCell<Vec<State>>,
-    progress: RefCell<Vec<Progress>>,
+    progress: RefCell<Vec<StepReport>>,
 }
 
 impl Run {
@@ -138,15 +138,15 @@ fn drives_a_rotation_to_its_end_recording_intent_before_every_effect() {
     // Every effect of a rotation was preceded by a save carrying its intent time.
     let saved = run.saved.borrow();
     let progress = run.progress.borrow();
-    let effects: Vec<&Progress> = progress
+    let effects: Vec<&StepReport> = progress
         .iter()
         .filter(
-            |p| matches!(p, Progress::Acted { action, phase: Some(_), .. } if action.is_effect()),
+            |p| matches!(p, StepReport::Acted { action, phase: Some(_), .. } if action.is_effect()),
         )
         .collect();
     assert!(effects.len() >= 8, "{effects:?}");
     for effect in effects {
-        let Progress::Acted { at, .. } = effect else {
+        let StepReport::Acted { at, .. } = effect else {
             unreachable!()
         };
         assert!(
@@ -179,7 +179,7 @@ fn a_failed_effect_is_reported_counted_and_retried_after_backoff() {
     );
     assert!(run.progress.borrow().iter().any(|p| matches!(
         p,
-        Progress::Failed { action: Action::WriteBundle { .. }, error, .. } if error.contains("No space")
+        StepReport::Failed { action: Action::WriteBundle { .. }, error, .. } if error.contains("No space")
     )));
     assert_eq!(run.world.0.borrow().bundle.len(), 1, "nothing was staged");
 
@@ -300,8 +300,8 @@ fn should_stop_is_asked_between_steps_and_a_stopped_run_resumes_where_it_left_of
         Ok(())
     };
     let acted = Cell::new(0usize);
-    let mut report = |p: &Progress| {
-        if matches!(p, Progress::Acted { .. }) {
+    let mut report = |p: &StepReport| {
+        if matches!(p, StepReport::Acted { .. }) {
             acted.set(acted.get() + 1);
         }
     };

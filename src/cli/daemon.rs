@@ -23,9 +23,9 @@ use keyrot::daemon::signals::{self, Signal};
 use keyrot::daemon::status_line::{acting_line, status_line};
 use keyrot::decision::{Action, Phase, action_name, backoff, retry_time};
 use keyrot::describe::{describe_action, shorten_kids};
-use keyrot::executor::{ExecError, Pause, Progress};
+use keyrot::executor::{ExecError, Pause, StepReport};
 use keyrot::migration;
-use keyrot::migration::progress::{Awaiting, ManualStep};
+use keyrot::migration::record::{Awaiting, ManualStep};
 use keyrot::plan::{self, Plan};
 use tracing::{error, info, warn};
 
@@ -154,7 +154,7 @@ impl Daemon {
             !arrived.is_empty()
         };
         let mut acted = false;
-        let mut report = |plan: &Plan, progress: &Progress| {
+        let mut report = |plan: &Plan, progress: &StepReport| {
             acted = true;
             let (mut notifier, mut outcomes) = (notifier.borrow_mut(), outcomes.borrow_mut());
             on_progress(
@@ -431,14 +431,14 @@ enum Flow {
 /// Logs each step, answers consumed requests, counts failures, and moves the status line along.
 fn on_progress(
     plan: &Plan,
-    progress: &Progress,
+    progress: &StepReport,
     notifier: &mut Notifier,
     errors: &mut ErrorCounts,
     replies: &mut VecDeque<Option<Sender<String>>>,
     outcomes: &mut Vec<(Sender<String>, String)>,
 ) {
     match progress {
-        Progress::Acted { phase, action, .. } => {
+        StepReport::Acted { phase, action, .. } => {
             let phase_name = phase.map_or("-", |p| p.as_str());
             match action {
                 Action::ConsumeTrigger { kind, outcome } => {
@@ -473,7 +473,7 @@ fn on_progress(
                 _ => {}
             }
         }
-        Progress::Failed {
+        StepReport::Failed {
             phase,
             action,
             error: message,

@@ -14,7 +14,7 @@ use keyrot::atomic_file;
 use keyrot::decision::{Action, Blocked, Decision, Gate, Observed};
 use keyrot::describe::{describe_action, shorten_kids};
 use keyrot::documents::{DISCOVERY_PATH, JWKS_PATH};
-use keyrot::executor::{Effects, Io, Pause, Progress, run_until_waiting_or_stopped};
+use keyrot::executor::{Effects, Io, Pause, StepReport, run_until_waiting_or_stopped};
 use keyrot::observe::observe;
 use keyrot::plan::{Plan, Probe, Restart, TargetKind};
 use keyrot::state::{Rotation, State, StateStore, StoreLock, Trigger, TriggerKind};
@@ -112,7 +112,7 @@ impl Session {
     pub fn run(
         &mut self,
         should_stop: &mut dyn FnMut() -> bool,
-        report: &mut dyn FnMut(&Plan, &Progress),
+        report: &mut dyn FnMut(&Plan, &StepReport),
     ) -> anyhow::Result<Pause> {
         let plan = &self.plan;
         let (mut key_files, mut restarter, mut publisher) = (
@@ -136,8 +136,8 @@ impl Session {
             Ok(observed)
         };
         let mut save = |s: &State| lock.save(s).map_err(|e| e.to_string());
-        let mut on_progress = |p: &Progress| {
-            if let Progress::Acted {
+        let mut on_progress = |p: &StepReport| {
+            if let StepReport::Acted {
                 action: Action::ConsumeTrigger { outcome, .. },
                 ..
             } = p
@@ -202,8 +202,8 @@ impl Session {
     /// request is consumed and no rotation starts, even one that is due.
     pub fn adopt_only(&mut self) -> anyhow::Result<()> {
         let adopted = std::cell::Cell::new(false);
-        let mut report = |plan: &Plan, progress: &Progress| {
-            if let Progress::Acted {
+        let mut report = |plan: &Plan, progress: &StepReport| {
+            if let StepReport::Acted {
                 action: Action::Adopt { .. },
                 ..
             } = progress
@@ -302,9 +302,9 @@ fn remove_stale_temp_files(plan: &Plan) {
     }
 }
 
-fn print_progress(plan: &Plan, progress: &Progress) {
+fn print_progress(plan: &Plan, progress: &StepReport) {
     match progress {
-        Progress::Acted { at, phase, action } => {
+        StepReport::Acted { at, phase, action } => {
             let shown = action.is_effect()
                 || matches!(action, Action::EnterPhase { .. } | Action::CompleteRotation);
             if let (true, Some(text)) = (shown, describe_action(plan, action)) {
@@ -341,7 +341,7 @@ fn print_progress(plan: &Plan, progress: &Progress) {
                 );
             }
         }
-        Progress::Failed {
+        StepReport::Failed {
             at,
             phase,
             action,

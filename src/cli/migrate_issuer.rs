@@ -5,7 +5,7 @@ use super::out::{out, outln};
 use std::process::ExitCode;
 
 use keyrot::daemon::control::{self, Ask, MigrationAsk};
-use keyrot::migration::progress::{Awaiting, ManualStep};
+use keyrot::migration::record::{Awaiting, ManualStep};
 use keyrot::migration::{self, Outcome, StepError};
 use keyrot::plan::Plan;
 use keyrot::state::StateStore;

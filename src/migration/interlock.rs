@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::grace;
-use super::progress::{self, Awaiting, Progress};
+use super::record::{self, Awaiting, MigrationRecord};
 use crate::plan::{FlagSource, Plan};
 use crate::state::Rotation;
 
@@ -13,11 +13,11 @@ use crate::state::Rotation;
 /// From step 1 on the targets serve the new issuer's discovery document; a rotation with the
 /// plan's issuer would publish the old one's over it, and change the keys under a migration
 /// that checked them. Once the plan names the new issuer, the record is history.
-pub fn blocks_rotation(plan: &Plan, recorded: &Progress) -> Option<String> {
+pub fn blocks_rotation(plan: &Plan, recorded: &MigrationRecord) -> Option<String> {
     if recorded.old_issuer != plan.issuer.url {
         return None;
     }
-    let path = progress::path(&plan.state_dir);
+    let path = record::path(&plan.state_dir);
     let finished = recorded.old_issuer_dropped_at.is_some()
         || (recorded.cluster_verified_at.is_some()
             && plan
@@ -50,7 +50,7 @@ pub fn due(plan: &Plan) -> Option<DateTime<Utc>> {
     if !section.drop_old_issuer || matches!(section.flags, FlagSource::Manual) {
         return None;
     }
-    let recorded = progress::read(&plan.state_dir).ok()??;
+    let recorded = record::read(&plan.state_dir).ok()??;
     let waiting_for_grace = recorded.old_issuer == plan.issuer.url
         && recorded.new_issuer == section.new_issuer.url
         && recorded.cluster_verified_at.is_some()
@@ -65,12 +65,12 @@ pub fn due(plan: &Plan) -> Option<DateTime<Utc>> {
     recorded.flags_changed_at?.checked_add_signed(grace.period)
 }
 
-/// Why a migration may not start now: a key rotation is in progress. A rotation changes the
+/// Why a migration may not start now: a key rotation is in record. A rotation changes the
 /// keys the migration publishes and checks.
 pub fn refused_during_rotation(rotation: Option<&Rotation>) -> Option<String> {
     rotation.map(|r| {
         format!(
-            "key rotation {} is in progress (phase {}): let it finish (or abort it) before \
+            "key rotation {} is in record (phase {}): let it finish (or abort it) before \
              changing the issuer",
             r.id, r.phase
         )
@@ -84,5 +84,5 @@ pub fn awaiting(plan: &Plan) -> Result<Option<Awaiting>, String> {
     if plan.issuer_migration.is_none() {
         return Ok(None);
     }
-    Ok(progress::read(&plan.state_dir)?.and_then(|p| p.awaiting))
+    Ok(record::read(&plan.state_dir)?.and_then(|p| p.awaiting))
 }
