@@ -130,12 +130,11 @@ impl Session {
         let last_observed = &mut self.last_observed;
         let outcomes = &mut self.outcomes;
         let mut observe_now = || {
-            let observed = observe(plan, prober.as_mut().map(|p| p as &mut dyn Prober))
-                .map_err(|e| e.to_string())?;
+            let observed = observe(plan, prober.as_mut().map(|p| p as &mut dyn Prober))?;
             *last_observed = Some(observed.clone());
             Ok(observed)
         };
-        let mut save = |s: &State| lock.save(s).map_err(|e| e.to_string());
+        let mut save = |s: &State| lock.save(s);
         let mut on_progress = |p: &StepReport| {
             if let StepReport::Acted {
                 action: Action::ConsumeTrigger { outcome, .. },
