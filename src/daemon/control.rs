@@ -259,10 +259,10 @@ pub fn serve<E: Send + 'static>(
 /// the answer before reading it. Bounded in time and bytes, as this runs on the accepting thread.
 fn refuse(stream: &UnixStream, line: &str) {
     let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
-    let _ = writeln!(&*stream, "{line}");
+    let _ = writeln!(&mut &*stream, "{line}");
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = stream.set_read_timeout(Some(REFUSED_REQUEST_WAIT));
-    let _ = io::copy(&mut (&*stream).take(MAX_REQUEST), &mut io::sink());
+    let _ = io::copy(&mut stream.take(MAX_REQUEST), &mut io::sink());
 }
 
 /// One of the [`MAX_CLIENTS`] places, given back when the client's thread ends (or never starts).
