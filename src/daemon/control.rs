@@ -323,6 +323,30 @@ fn answer<E>(stream: UnixStream, events: &Sender<E>, wrap: fn(Request) -> E) {
     let _ = writeln!(&stream, "{reply}");
 }
 
+/// The exit code of `keyrot migrate-issuer` when a step waits (for time or for a person).
+pub const MIGRATION_WAITING: u8 = 3;
+
+/// The daemon's answer to a migration request (`rollback`: a rollback's): `exit N` on the
+/// first line, then what the command prints in the foreground.
+pub fn migration_answer(
+    outcome: Result<crate::migration::Outcome, crate::migration::StepError>,
+    lines: Vec<String>,
+    rollback: bool,
+) -> String {
+    let (code, last) = match outcome {
+        Ok(crate::migration::Outcome::Done) if rollback => (0, None),
+        Ok(crate::migration::Outcome::Done) => (0, Some("issuer migration done".to_string())),
+        Ok(crate::migration::Outcome::Waiting(what)) => (MIGRATION_WAITING, Some(what)),
+        Err(e) => (1, Some(format!("error: {e}; nothing after it was changed"))),
+    };
+    let mut answer = format!("exit {code}");
+    for line in lines.iter().chain(last.as_ref()) {
+        answer.push('\n');
+        answer.push_str(line.trim_end());
+    }
+    answer
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::CommandExt;
