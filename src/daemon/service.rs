@@ -213,6 +213,8 @@ impl Daemon {
             }
             Err(e) => {
                 error!("{e}");
+                // The wait that follows a failure is news even when it reads as before it.
+                self.last_wait.clear();
                 let counted = match &e {
                     SessionError::Exec(ExecError::Observe(_)) | SessionError::Observe(_) => {
                         Some(ErrorKind::Observe)
