@@ -3,9 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::grace;
 use super::record::{self, Awaiting, MigrationRecord};
-use crate::plan::{FlagSource, Plan};
+use crate::plan::Plan;
 use crate::state::Rotation;
 
 /// Why no key rotation may start while `recorded` exists, if it concerns the plan's issuer.
@@ -42,27 +41,19 @@ pub fn blocks_rotation(plan: &Plan, recorded: &MigrationRecord) -> Option<String
     })
 }
 
-/// When a running daemon continues the plan's migration on its own: step 5, dropping the old
-/// issuer, once the grace period is over, when an editor changes the flags (a manual drop waits
-/// for a person anyway). `None`: nothing for the daemon to do by itself.
+/// When a running daemon continues the plan's recorded migration on its own
+/// ([`crate::decision::old_issuer_drop_due`]); `None` without a readable record.
 pub fn due(plan: &Plan) -> Option<DateTime<Utc>> {
     let section = plan.issuer_migration.as_ref()?;
-    if !section.drop_old_issuer || matches!(section.flags, FlagSource::Manual) {
-        return None;
-    }
-    let recorded = record::read(&plan.state_dir).ok()??;
-    let waiting_for_grace = recorded.old_issuer == plan.issuer.url
-        && recorded.new_issuer == section.new_issuer.url
-        && recorded.cluster_verified_at.is_some()
-        && recorded.old_issuer_dropped_at.is_none()
-        && recorded.rollback_started_at.is_none()
-        && recorded.awaiting.is_none();
-    if !waiting_for_grace {
-        return None;
-    }
-    let grace = grace::for_section(section).ok()?;
-    // A grace period that ends past the end of the calendar never makes the daemon due.
-    recorded.flags_changed_at?.checked_add_signed(grace.period)
+    let record = record::read(&plan.state_dir).ok()??;
+    let grace = super::grace::for_section(section).ok()?.period;
+    crate::decision::old_issuer_drop_due(
+        plan,
+        crate::decision::RecordedMigration {
+            record: &record,
+            grace,
+        },
+    )
 }
 
 /// Why a migration may not start now: a key rotation is in record. A rotation changes the
