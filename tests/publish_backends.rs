@@ -1,8 +1,8 @@
 //! Publishing to real storage servers on 127.0.0.1, started by scripts/test.sh: moto (S3),
 //! azurite (Azure Blob) and fake-gcs-server (GCS). For each: both documents written and written
 //! again idempotently, headers round-trip, the anonymous read-back passes verification, a
-//! concurrent writer is detected and not overwritten, and a stale object fails verification
-//! with a message that names the URL and the difference.
+//! concurrent writer is detected and not overwritten, and a stale object (JWKS or discovery
+//! document) fails verification with a message that names the URL and the difference.
 
 mod stores;
 
@@ -13,7 +13,7 @@ use keyrot::plan::{Plan, Target};
 use keyrot::stores::conditional::{self, Current, Document, WriteError, Written};
 use keyrot::stores::{Store, document_keys};
 use keyrot::targets::verify::{Expected, check};
-use keyrot::targets::{jwks_kids, read_served_kids};
+use keyrot::targets::{jwks_kids, read_served_view};
 use object_store::{Attribute, ObjectStoreExt};
 use stores::Servers;
 
@@ -132,7 +132,7 @@ fn headers_round_trip(setup: &Setup) {
 fn read_back_passes(setup: &Setup) {
     let target = setup.target();
     assert_eq!(
-        read_served_kids(&setup.plan.issuer, target),
+        read_served_view(&setup.plan.issuer, target).kids,
         keyrot::decision::Probed::Seen(setup.kids.clone())
     );
     let verdict = check(
@@ -142,6 +142,7 @@ fn read_back_passes(setup: &Setup) {
             source: "the key files give",
             kids: setup.kids.clone(),
         }],
+        &setup.documents(&setup.kids).discovery,
     );
     assert_eq!(verdict.problems, Vec::<String>::new());
     assert!(verdict.read_at.ends_with(JWKS_PATH), "{}", verdict.read_at);
@@ -224,15 +225,25 @@ fn stale_objects_fail_verification(setup: &Setup) {
         source: "the key files give",
         kids: setup.kids.clone(),
     }];
+    let discovery = setup.documents(&setup.kids).discovery;
     publish_target(target, &setup.documents(&setup.kids[..1])).unwrap();
-    let verdict = check(&setup.plan.issuer, target, &expected);
+    let verdict = check(&setup.plan.issuer, target, &expected, &discovery);
     assert_eq!(verdict.served.as_deref(), Some(&setup.kids[..1]));
-    assert_eq!(verdict.problems.len(), 1, "{:?}", verdict.problems);
+    assert_eq!(verdict.problems.len(), 2, "{:?}", verdict.problems);
     let problem = &verdict.problems[0];
     assert!(problem.starts_with(&verdict.read_at), "{problem}");
     assert!(
         problem.ends_with(&format!("missing {}", setup.kids[1])),
         "{problem}"
+    );
+    // The RSA-only document lacks the EC key's algorithm.
+    assert!(
+        verdict.problems[1].ends_with(
+            "openid-configuration differs from the discovery document for the key files' keys: \
+             id_token_signing_alg_values_supported is [\"RS256\"], expected [\"ES256\",\"RS256\"]"
+        ),
+        "{}",
+        verdict.problems[1]
     );
 
     // The issuer with a trailing slash: tokens' iss would no longer match.
@@ -251,7 +262,7 @@ fn stale_objects_fail_verification(setup: &Setup) {
         cache_control: &objects.cache_control,
     };
     block_on(conditional::write(&store, &doc)).unwrap();
-    let verdict = check(&setup.plan.issuer, target, &expected);
+    let verdict = check(&setup.plan.issuer, target, &expected, &discovery);
     assert_eq!(verdict.served, None);
     let problem = verdict.problems.join("\n");
     assert!(
