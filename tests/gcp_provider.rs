@@ -162,7 +162,9 @@ fn a_refused_update_names_the_request_and_the_answer() {
     let plan = plan_with_provider(dir.path(), &endpoint);
     let kids = keyrot::observe::observe_files(&plan).unwrap().bundle_kids();
     let documents = render_documents(&plan, &kids).unwrap();
-    let err = publish_target(&plan.targets[0], &documents).unwrap_err();
+    let err = publish_target(&plan.targets[0], &documents)
+        .unwrap_err()
+        .message;
     assert!(
         err.starts_with(&format!(
             "PATCH {endpoint}/v1/{PROVIDER}?updateMask=oidc.jwksJson: answered 403"
