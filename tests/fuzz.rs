@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 /// Cases per target in the normal test run: a few seconds in a debug build.
-const CASES: u32 = 400;
+const CASES: u32 = 1500;
 
 fn cases() -> u32 {
     std::env::var("FUZZ_CASES")
