@@ -71,13 +71,14 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
         targets: plan
             .targets
             .iter()
-            .map(|t| TargetView {
-                name: t.name.clone(),
-                kids: match (&t.kind, remote_targets) {
-                    (TargetKind::LocalDirectory { .. }, _) | (_, true) => {
-                        targets::read_served_kids(&plan.issuer, t)
-                    }
-                    (_, false) => Probed::NotConfigured,
+            .map(|t| match (&t.kind, remote_targets) {
+                (TargetKind::LocalDirectory { .. }, _) | (_, true) => {
+                    targets::read_served_view(&plan.issuer, t)
+                }
+                (_, false) => TargetView {
+                    name: t.name.clone(),
+                    kids: Probed::NotConfigured,
+                    discovery: Probed::NotConfigured,
                 },
             })
             .collect(),

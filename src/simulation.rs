@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::adapters::{AdapterError, KeyFiles, Publisher, Restarter};
 use crate::decision::{Action, KeyId, Observed, Probed, TargetView};
+use crate::documents::DiscoveryDocument;
 use crate::keys::GenerateSpec;
-use crate::plan::{Plan, Probe};
+use crate::plan::{Issuer, Plan, Probe};
 
 /// A cluster as keyrot would observe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +23,10 @@ pub struct World {
     /// What the running apiserver loaded at its last restart: verification kids and signing kid.
     pub apiserver_bundle: Vec<String>,
     pub apiserver_signing: String,
-    pub targets: Vec<(String, Vec<String>)>,
+    /// Each target: its name, the kids of its JWKS and its discovery document (`None`: none yet).
+    pub targets: Vec<(String, Vec<String>, Option<String>)>,
+    /// The plan's issuer, which the discovery documents name.
+    pub issuer: Issuer,
     /// False while the apiserver is not answering (it crashed on the files it was restarted with).
     pub apiserver_up: bool,
     /// Whether the plan probes the apiserver (otherwise probes report NotConfigured).
@@ -50,11 +54,21 @@ impl World {
             targets: observed
                 .targets
                 .iter()
-                .map(|t| match &t.kids {
-                    Probed::Seen(kids) => (t.name.clone(), kids.clone()),
-                    _ => (t.name.clone(), Vec::new()),
+                .map(|t| {
+                    let kids = match &t.kids {
+                        Probed::Seen(kids) => kids.clone(),
+                        _ => Vec::new(),
+                    };
+                    let discovery = match &t.discovery {
+                        Probed::Seen(Some(body)) => {
+                            Some(String::from_utf8_lossy(body).into_owned())
+                        }
+                        _ => None,
+                    };
+                    (t.name.clone(), kids, discovery)
                 })
                 .collect(),
+            issuer: plan.issuer.clone(),
             apiserver_up: true,
             probed: !matches!(plan.probe, Probe::None),
             issuer_migration: observed.issuer_migration.clone(),
@@ -82,9 +96,10 @@ impl World {
             targets: self
                 .targets
                 .iter()
-                .map(|(name, kids)| TargetView {
+                .map(|(name, kids, discovery)| TargetView {
                     name: name.clone(),
                     kids: Probed::Seen(kids.clone()),
+                    discovery: Probed::Seen(discovery.clone().map(String::into_bytes)),
                 })
                 .collect(),
             issuer_migration: self.issuer_migration.clone(),
@@ -145,8 +160,16 @@ impl World {
                 self.apiserver_up = true;
             }
             Action::Publish { kids } => {
-                for (_, served) in &mut self.targets {
+                let algs = kids
+                    .iter()
+                    .map(|kid| self.key(kid).map(|k| k.alg))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let issuer = &self.issuer;
+                let discovery =
+                    DiscoveryDocument::for_algs(&issuer.url, &issuer.jwks_uri, algs).render();
+                for (_, served, served_discovery) in &mut self.targets {
                     *served = kids.clone();
+                    *served_discovery = Some(discovery.clone());
                 }
             }
             Action::DestroyPrivateKey { path, .. } => self.private_keys.retain(|(_, p)| p != path),
@@ -158,6 +181,7 @@ impl World {
     fn key(&self, kid: &str) -> Result<KeyId, String> {
         self.bundle
             .iter()
+            .chain(&self.extra)
             .chain(self.private_keys.iter().map(|(k, _)| k))
             .find(|k| k.kid == kid)
             .cloned()

@@ -1,5 +1,5 @@
 //! `keyrot publish` and `keyrot verify` end to end, on a plan publishing to Azure Blob (azurite)
-//! and GCS (fake-gcs-server), both started by scripts/test.sh.
+//! and GCS (fake-gcs-server), both started by scripts/test.sh, and on a local directory.
 
 mod common;
 mod stores;
@@ -69,6 +69,63 @@ fn publish_is_idempotent_and_verify_reports_every_difference() {
             "the key files give [{kid}, {extra_kid}]: missing {extra_kid}"
         )),
         "{}",
+        verify.stdout
+    );
+}
+
+#[test]
+fn verify_names_what_differs_in_a_stale_discovery_document_beside_a_right_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan_path = common::sandbox_plan(dir.path(), "");
+    let plan = plan_path.to_str().unwrap();
+    keyrot_ok(["init", "-c", plan]);
+    keyrot_ok(["publish", "-c", plan]);
+    let discovery_path = dir.path().join("www/.well-known/openid-configuration");
+    let es256_only = std::fs::read(&discovery_path).unwrap();
+
+    // An RSA key joins the ES256 bundle: the discovery document now lists both algorithms.
+    let private = dir.path().join("rsa.key");
+    let public = dir.path().join("rsa.pub");
+    let (private, public) = (private.to_str().unwrap(), public.to_str().unwrap());
+    keyrot_ok([
+        "keygen",
+        "--alg",
+        "RS256",
+        "--private",
+        private,
+        "--public",
+        public,
+    ]);
+    let bundle = dir.path().join("pki/sa.pub");
+    let joined =
+        std::fs::read_to_string(&bundle).unwrap() + &std::fs::read_to_string(public).unwrap();
+    std::fs::write(&bundle, joined).unwrap();
+    let published = keyrot_ok(["publish", "-c", plan]).stdout;
+    assert_eq!(published.matches(": replaced\n").count(), 2, "{published}");
+    assert!(keyrot(["verify", "-c", plan]).success);
+
+    // Another writer puts the ES256-only document back; the JWKS still lists both keys.
+    std::fs::write(&discovery_path, &es256_only).unwrap();
+    let verify = keyrot(["verify", "-c", plan]);
+    assert_eq!(verify.code, Some(1), "{verify:?}");
+    assert!(
+        verify.stdout.contains(&format!(
+            "{} differs from the discovery document for the key files' keys: \
+             id_token_signing_alg_values_supported is [\"ES256\"], expected [\"ES256\",\"RS256\"]",
+            discovery_path.display()
+        )),
+        "{}",
+        verify.stdout
+    );
+    assert_eq!(
+        verify.stdout.matches("): DIFFERS: ").count(),
+        1,
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        !verify.stdout.contains("missing"),
+        "the kids are right: {}",
         verify.stdout
     );
 }

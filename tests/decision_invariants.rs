@@ -256,7 +256,7 @@ impl Run {
 fn check_promotions(h: &Harness, before: &(String, String), stopped: &mut Vec<Stopped>) {
     let w = &h.world;
     if w.signing.kid != before.0 {
-        for (name, kids) in &w.targets {
+        for (name, kids, _) in &w.targets {
             assert!(
                 kids.contains(&w.signing.kid),
                 "{} signs before target {name} serves it",
@@ -284,7 +284,7 @@ fn run(plan: Plan, events: &[Event]) {
     run.finish();
     let w = &run.h.world;
     if run.h.state.last_rotation_completed_at.is_some() {
-        for (name, kids) in &w.targets {
+        for (name, kids, _) in &w.targets {
             assert!(
                 kids.contains(&w.signing.kid),
                 "after completion target {name} lacks the signing key"

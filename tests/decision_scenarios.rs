@@ -5,6 +5,7 @@ mod harness;
 use chrono::TimeDelta;
 use harness::{Harness, OLD, plan, probed_plan};
 use keyrot::decision::{Action, Gate, Phase};
+use keyrot::keys::Alg;
 use keyrot::state::{Role, TriggerKind};
 
 fn role_of(h: &Harness, kid: &str) -> Role {
@@ -133,6 +134,65 @@ fn promotion_waits_while_a_target_does_not_serve_the_new_key_and_retries_after_t
     let waiting = h.sleep_until_woken();
     assert_eq!(gates(&waiting), [Gate::PublishSettle]);
     assert_eq!(h.target_kids(), [OLD, h.new_kid().as_str()]);
+}
+
+#[test]
+fn a_target_serving_the_old_discovery_document_blocks_promotion_after_an_algorithm_change() {
+    // The cluster signs with an ES256 key; the plan rotates to RSA, so the discovery document's
+    // id_token_signing_alg_values_supported changes from [ES256] to [ES256, RS256].
+    let mut h = Harness::new(plan());
+    h.world.bundle[0].alg = Alg::ES256;
+    h.world.signing.alg = Alg::ES256;
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    let published = h.world.targets[0].2.clone().unwrap();
+    assert!(published.contains(r#"["ES256","RS256"]"#), "{published}");
+
+    // A second writer (or a stale cache) puts the old discovery document back; the JWKS, with
+    // both kids, stays right.
+    let old_discovery = published.replace(r#"["ES256","RS256"]"#, r#"["ES256"]"#);
+    h.world.targets[0].2 = Some(old_discovery);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::TargetsServeKeys]);
+    assert_eq!(
+        waiting.blocked_by[0].reason,
+        format!(
+            "expected [{OLD}, {new}]; web serves another discovery document: \
+             id_token_signing_alg_values_supported is [\"ES256\"], expected [\"ES256\",\"RS256\"]",
+            new = h.new_kid()
+        )
+    );
+    assert_eq!(h.world.signing.kid, OLD, "nothing promoted");
+
+    // After the gate's timeout the retry republishes both documents and promotion goes on.
+    h.advance(h.plan.timings.gate_timeout);
+    assert_eq!(gates(&h.settle()), [Gate::Backoff]);
+    assert_eq!(gates(&h.sleep_until_woken()), [Gate::PublishSettle]);
+    assert_eq!(h.world.targets[0].2.as_deref(), Some(published.as_str()));
+    h.advance(h.plan.timings.publish_settle);
+    h.settle();
+    assert_eq!(h.world.signing.kid, h.new_kid());
+}
+
+#[test]
+fn a_target_serving_no_discovery_document_blocks_promotion() {
+    let mut h = Harness::new(plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    h.world.targets[0].2 = None;
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::TargetsServeKeys]);
+    assert!(
+        waiting.blocked_by[0]
+            .reason
+            .ends_with("web serves no discovery document"),
+        "{}",
+        waiting.blocked_by[0].reason
+    );
+    assert_eq!(h.world.signing.kid, OLD);
 }
 
 #[test]

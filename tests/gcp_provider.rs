@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use keyrot::adapters::publish::{publish_target, render_documents};
 use keyrot::decision::Probed;
 use keyrot::stores::conditional::Written;
-use keyrot::targets::read_served_kids;
+use keyrot::targets::read_served_view;
 use serde_json::json;
 use stores::stand_in::{self, Request, Response};
 
@@ -88,7 +88,7 @@ fn the_jwks_is_patched_into_the_provider_and_read_back() {
     let plan = plan_with_provider(dir.path(), &endpoint);
     let target = &plan.targets[0];
     assert_eq!(
-        read_served_kids(&plan.issuer, target),
+        read_served_view(&plan.issuer, target).kids,
         Probed::Seen(Vec::new()),
         "a provider without jwksJson serves no key of keyrot's"
     );
@@ -131,7 +131,7 @@ fn the_jwks_is_patched_into_the_provider_and_read_back() {
         );
     }
     assert_eq!(
-        read_served_kids(&plan.issuer, target),
+        read_served_view(&plan.issuer, target).kids,
         Probed::Seen(kids.clone())
     );
 
@@ -162,7 +162,9 @@ fn a_refused_update_names_the_request_and_the_answer() {
     let plan = plan_with_provider(dir.path(), &endpoint);
     let kids = keyrot::observe::observe_files(&plan).unwrap().bundle_kids();
     let documents = render_documents(&plan, &kids).unwrap();
-    let err = publish_target(&plan.targets[0], &documents).unwrap_err();
+    let err = publish_target(&plan.targets[0], &documents)
+        .unwrap_err()
+        .message;
     assert!(
         err.starts_with(&format!(
             "PATCH {endpoint}/v1/{PROVIDER}?updateMask=oidc.jwksJson: answered 403"

@@ -1,19 +1,22 @@
 //! Publishing to real storage servers on 127.0.0.1, started by scripts/test.sh: moto (S3),
 //! azurite (Azure Blob) and fake-gcs-server (GCS). For each: both documents written and written
 //! again idempotently, headers round-trip, the anonymous read-back passes verification, a
-//! concurrent writer is detected and not overwritten, and a stale object fails verification
-//! with a message that names the URL and the difference.
+//! concurrent writer is detected and not overwritten, two publishers racing leave a consistent
+//! pair or a reported conflict (a local directory too), and a stale object (JWKS or discovery
+//! document) fails verification with a message that names the URL and the difference.
 
 mod stores;
 
-use keyrot::adapters::publish::{Documents, publish_target, render_documents};
-use keyrot::documents::{DISCOVERY_CONTENT_TYPE, JWKS_PATH};
+use std::sync::{Arc, Barrier};
+
+use keyrot::adapters::publish::{Documents, ObjectOutcome, publish_target, render_documents};
+use keyrot::documents::{DISCOVERY_CONTENT_TYPE, DISCOVERY_PATH, JWKS_PATH};
 use keyrot::http::block_on;
-use keyrot::plan::{Plan, Target};
+use keyrot::plan::{Plan, Target, TargetKind};
 use keyrot::stores::conditional::{self, Current, Document, WriteError, Written};
 use keyrot::stores::{Store, document_keys};
 use keyrot::targets::verify::{Expected, check};
-use keyrot::targets::{jwks_kids, read_served_kids};
+use keyrot::targets::{jwks_kids, read_served_view};
 use object_store::{Attribute, ObjectStoreExt};
 use stores::Servers;
 
@@ -132,7 +135,7 @@ fn headers_round_trip(setup: &Setup) {
 fn read_back_passes(setup: &Setup) {
     let target = setup.target();
     assert_eq!(
-        read_served_kids(&setup.plan.issuer, target),
+        read_served_view(&setup.plan.issuer, target).kids,
         keyrot::decision::Probed::Seen(setup.kids.clone())
     );
     let verdict = check(
@@ -142,6 +145,7 @@ fn read_back_passes(setup: &Setup) {
             source: "the key files give",
             kids: setup.kids.clone(),
         }],
+        &setup.documents(&setup.kids).discovery,
     );
     assert_eq!(verdict.problems, Vec::<String>::new());
     assert!(verdict.read_at.ends_with(JWKS_PATH), "{}", verdict.read_at);
@@ -193,6 +197,29 @@ fn concurrent_writer_is_detected(setup: &Setup) {
             "the other writer's object was overwritten"
         );
 
+        // A writer after keyrot's write: the read-back of the pair names the object.
+        let mine = Document {
+            body: br#"{"keys":[{"kid":"mine"}]}"#,
+            ..doc.clone()
+        };
+        conditional::write(&store, &mine).await.unwrap();
+        conditional::confirm(&store, &mine).await.unwrap();
+        store
+            .client
+            .put(&jwks_key, theirs.to_vec().into())
+            .await
+            .unwrap();
+        let err = conditional::confirm(&store, &mine).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{}: read back after publishing, it no longer holds what keyrot wrote: a second \
+                 writer published to this target meanwhile",
+                store.object_url(&jwks_key)
+            )),
+            "{message}"
+        );
+
         // The first write of an object that someone else creates meanwhile.
         let fresh = object_store::path::Path::from(format!("{}/race", objects.prefix));
         let doc = Document { key: &fresh, ..doc };
@@ -224,15 +251,25 @@ fn stale_objects_fail_verification(setup: &Setup) {
         source: "the key files give",
         kids: setup.kids.clone(),
     }];
+    let discovery = setup.documents(&setup.kids).discovery;
     publish_target(target, &setup.documents(&setup.kids[..1])).unwrap();
-    let verdict = check(&setup.plan.issuer, target, &expected);
+    let verdict = check(&setup.plan.issuer, target, &expected, &discovery);
     assert_eq!(verdict.served.as_deref(), Some(&setup.kids[..1]));
-    assert_eq!(verdict.problems.len(), 1, "{:?}", verdict.problems);
+    assert_eq!(verdict.problems.len(), 2, "{:?}", verdict.problems);
     let problem = &verdict.problems[0];
     assert!(problem.starts_with(&verdict.read_at), "{problem}");
     assert!(
         problem.ends_with(&format!("missing {}", setup.kids[1])),
         "{problem}"
+    );
+    // The RSA-only document lacks the EC key's algorithm.
+    assert!(
+        verdict.problems[1].ends_with(
+            "openid-configuration differs from the discovery document for the key files' keys: \
+             id_token_signing_alg_values_supported is [\"RS256\"], expected [\"ES256\",\"RS256\"]"
+        ),
+        "{}",
+        verdict.problems[1]
     );
 
     // The issuer with a trailing slash: tokens' iss would no longer match.
@@ -251,7 +288,7 @@ fn stale_objects_fail_verification(setup: &Setup) {
         cache_control: &objects.cache_control,
     };
     block_on(conditional::write(&store, &doc)).unwrap();
-    let verdict = check(&setup.plan.issuer, target, &expected);
+    let verdict = check(&setup.plan.issuer, target, &expected, &discovery);
     assert_eq!(verdict.served, None);
     let problem = verdict.problems.join("\n");
     assert!(
@@ -272,6 +309,100 @@ fn exercise(backend: Backend) {
     read_back_passes(&setup);
     concurrent_writer_is_detected(&setup);
     stale_objects_fail_verification(&setup);
+    let store = setup.store();
+    let objects = setup.target().kind.objects().unwrap();
+    let keys = document_keys(&objects.prefix);
+    // A few rounds: each costs a dozen requests to the server.
+    two_publishers_leave_a_consistent_pair_or_report_the_conflict(setup.target(), 10, || {
+        keys.clone().map(|key| {
+            block_on(async { store.client.get(&key).await.unwrap().bytes().await.unwrap() })
+                .to_vec()
+        })
+    });
+}
+
+/// Two publishers start together, each writing a pair of its own. Afterwards the target holds
+/// one writer's JWKS and discovery document, or a writer reported the conflict; every object a
+/// writer got written is in its report, also when it failed afterwards; and every failure is
+/// one of the two conflicts, naming the object.
+/// `rounds` races, each with a pair of its own per writer.
+fn two_publishers_leave_a_consistent_pair_or_report_the_conflict(
+    target: &Target,
+    rounds: usize,
+    served: impl Fn() -> [Vec<u8>; 2],
+) {
+    let conflict = |message: &str| {
+        message.contains("another writer") || message.contains("a second writer published")
+    };
+    for round in 0..rounds {
+        let pair = |writer: &str| Documents {
+            jwks: format!(r#"{{"keys":[{{"kid":"{writer}-{round}"}}]}}"#),
+            discovery: format!(r#"{{"issuer":"https://{writer}.example","round":{round}}}"#),
+        };
+        let pairs = [pair("a"), pair("b")];
+        let barrier = Arc::new(Barrier::new(2));
+        let reports: Vec<(Vec<ObjectOutcome>, Option<String>)> = std::thread::scope(|scope| {
+            let racers: Vec<_> = pairs
+                .iter()
+                .map(|documents| {
+                    let barrier = Arc::clone(&barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        match publish_target(target, documents) {
+                            Ok(written) => (written, None),
+                            Err(e) => (e.written, Some(e.message)),
+                        }
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let [jwks, discovery] = served();
+        let label = format!("round {round}: {reports:?}");
+        let consistent = pairs
+            .iter()
+            .any(|p| p.jwks.as_bytes() == jwks && p.discovery.as_bytes() == discovery);
+        assert!(
+            consistent
+                || reports
+                    .iter()
+                    .any(|(_, e)| e.as_deref().is_some_and(conflict)),
+            "a torn pair that nobody reported: {label}"
+        );
+        for (_, error) in &reports {
+            if let Some(error) = error {
+                assert!(conflict(error), "{label}");
+            }
+        }
+        // The writer whose document the target serves reported writing it.
+        for (served, document, path) in [(&jwks, 0, JWKS_PATH), (&discovery, 1, DISCOVERY_PATH)] {
+            let writer = pairs
+                .iter()
+                .position(|p| [&p.jwks, &p.discovery][document].as_bytes() == served.as_slice())
+                .unwrap_or_else(|| panic!("{path} holds neither pair: {label}"));
+            let reported = reports[writer].0.iter().any(|o| {
+                o.url.ends_with(path) && matches!(o.written, Written::Created | Written::Replaced)
+            });
+            assert!(
+                reported,
+                "writer {writer}'s {path} write went unreported: {label}"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_publishers_to_a_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    let target = Target {
+        name: "www".into(),
+        kind: TargetKind::LocalDirectory { path: www.clone() },
+        cache_max_age: chrono::TimeDelta::seconds(1),
+    };
+    two_publishers_leave_a_consistent_pair_or_report_the_conflict(&target, 100, || {
+        [JWKS_PATH, DISCOVERY_PATH].map(|path| std::fs::read(www.join(path)).unwrap())
+    });
 }
 
 #[test]

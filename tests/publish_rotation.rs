@@ -19,13 +19,13 @@ use keyrot::keys::SigningKey;
 use keyrot::observe::{observe, observe_files};
 use keyrot::plan::Plan;
 use keyrot::state::{State, Trigger, TriggerKind};
-use keyrot::targets::read_served_kids;
+use keyrot::targets::read_served_view;
 
 /// The kids each target serves now, read as a verifier reads them.
 fn served(plan: &Plan) -> Vec<(String, Vec<String>)> {
     plan.targets
         .iter()
-        .map(|target| match read_served_kids(&plan.issuer, target) {
+        .map(|target| match read_served_view(&plan.issuer, target).kids {
             Probed::Seen(kids) => (target.name.clone(), kids),
             other => panic!("target {} could not be read: {other:?}", target.name),
         })

@@ -1,6 +1,6 @@
 //! The real publisher: renders the JWKS and discovery document for the requested kids and writes
-//! them to every target: local directories here, object stores and GCP providers through
-//! `publish_remote`.
+//! them to every target (local directories here, object stores and GCP providers through
+//! `publish_remote`), reporting every object written.
 
 use std::path::Path;
 
@@ -11,7 +11,7 @@ use crate::keys::VerificationKey;
 use crate::keys::private_dir;
 use crate::keys::reader::read_file;
 use crate::plan::{Plan, Target, TargetKind};
-use crate::stores::conditional::Written;
+use crate::stores::conditional::{WriteError, Written};
 use crate::targets::local_dir;
 
 pub struct TargetsPublisher<'a> {
@@ -34,9 +34,26 @@ impl Publisher for TargetsPublisher<'_> {
             .targets
             .iter()
             .filter_map(|target| {
-                publish_target(target, &documents)
-                    .err()
-                    .map(|e| format!("target {}: {e}", target.name))
+                let (written, failure) = match publish_target(target, &documents) {
+                    Ok(written) => (written, None),
+                    Err(e) => (e.written, Some(e.message)),
+                };
+                // Every write is reported: in the log, and with the failure that followed it.
+                for object in &written {
+                    tracing::info!("target {}: {}: {}", target.name, object.url, object.written);
+                }
+                let report = written
+                    .iter()
+                    .map(|o| format!("{} {}", o.url, o.written))
+                    .collect::<Vec<_>>();
+                failure.map(|e| match report.is_empty() {
+                    true => format!("target {}: {e}", target.name),
+                    false => format!(
+                        "target {}: {e} (before that: {})",
+                        target.name,
+                        report.join(", ")
+                    ),
+                })
             })
             .collect();
         if failures.is_empty() {
@@ -62,6 +79,25 @@ pub struct ObjectOutcome {
     pub written: Written,
 }
 
+/// Why publishing to a target stopped, and what it had written (or found unchanged) by then:
+/// every write is reported, also when a later one fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PublishError {
+    pub written: Vec<ObjectOutcome>,
+    pub message: String,
+}
+
+impl PublishError {
+    pub(super) fn after(written: Vec<ObjectOutcome>, message: String) -> Self {
+        PublishError { written, message }
+    }
+
+    pub(super) fn nothing_written(message: String) -> Self {
+        Self::after(Vec::new(), message)
+    }
+}
+
 /// The documents listing `kids`, in that order, from the key files and keyrot's own keys.
 pub fn render_documents(plan: &Plan, kids: &[String]) -> Result<Documents, AdapterError> {
     let known = known_public_keys(plan)?;
@@ -83,11 +119,11 @@ pub fn render_documents(plan: &Plan, kids: &[String]) -> Result<Documents, Adapt
     })
 }
 
-/// Writes both documents to one target; `dry_run` only says what would change.
+/// Writes both documents to one target, JWKS first, then reads the pair back.
 pub fn publish_target(
     target: &Target,
     documents: &Documents,
-) -> Result<Vec<ObjectOutcome>, String> {
+) -> Result<Vec<ObjectOutcome>, PublishError> {
     match &target.kind {
         TargetKind::LocalDirectory { path } => write_local(path, documents),
         _ => publish_remote::publish(target, documents, false),
@@ -98,23 +134,45 @@ pub fn publish_target(
 pub fn preview_target(
     target: &Target,
     documents: &Documents,
-) -> Result<Vec<ObjectOutcome>, String> {
+) -> Result<Vec<ObjectOutcome>, PublishError> {
     match &target.kind {
-        TargetKind::LocalDirectory { path } => local_changes(path, documents),
+        TargetKind::LocalDirectory { path } => {
+            local_changes(path, documents).map_err(PublishError::nothing_written)
+        }
         _ => publish_remote::publish(target, documents, true),
     }
 }
 
-/// Writes both documents under `dir`, JWKS first: a verifier that follows the new discovery
-/// document always finds a JWKS at least as new.
-fn write_local(dir: &Path, documents: &Documents) -> Result<Vec<ObjectOutcome>, String> {
-    let changes = local_changes(dir, documents)?;
-    for ((relative, body), change) in local_files(documents).into_iter().zip(&changes) {
-        if change.written != Written::Unchanged {
-            local_dir::write_document(dir, relative, body.as_bytes()).map_err(|e| e.to_string())?;
+/// Writes both documents under `dir`, JWKS first (see `stores::document_keys`), then reads both
+/// back: a file that no longer holds what keyrot wrote means a second writer published there.
+fn write_local(dir: &Path, documents: &Documents) -> Result<Vec<ObjectOutcome>, PublishError> {
+    let changes = local_changes(dir, documents).map_err(PublishError::nothing_written)?;
+    let mut written = Vec::new();
+    for ((relative, body), change) in local_files(documents).into_iter().zip(changes) {
+        if change.written != Written::Unchanged
+            && let Err(e) = local_dir::write_document(dir, relative, body.as_bytes())
+        {
+            return Err(PublishError::after(written, e.to_string()));
+        }
+        written.push(change);
+    }
+    let mut overwritten = Vec::new();
+    for (relative, body) in local_files(documents) {
+        match local_dir::read_document(dir, relative) {
+            Ok(Some(found)) if found == body.as_bytes() => {}
+            Ok(_) => overwritten.push(
+                WriteError::Overwritten {
+                    url: dir.join(relative).display().to_string(),
+                }
+                .to_string(),
+            ),
+            Err(e) => overwritten.push(e.to_string()),
         }
     }
-    Ok(changes)
+    match overwritten.is_empty() {
+        true => Ok(written),
+        false => Err(PublishError::after(written, overwritten.join("; "))),
+    }
 }
 
 fn local_files(documents: &Documents) -> [(&'static str, &str); 2] {

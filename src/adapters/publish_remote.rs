@@ -1,7 +1,8 @@
 //! Publication to the targets outside this machine: both documents to an object store with
-//! conditional writes, or the JWKS into a GCP workload identity provider.
+//! conditional writes and a read-back of the pair, or the JWKS into a GCP workload identity
+//! provider.
 
-use super::publish::{Documents, ObjectOutcome};
+use super::publish::{Documents, ObjectOutcome, PublishError};
 use crate::documents::DISCOVERY_CONTENT_TYPE;
 use crate::gcp_provider::Iam;
 use crate::http::block_on;
@@ -14,7 +15,7 @@ pub fn publish(
     target: &Target,
     documents: &Documents,
     dry_run: bool,
-) -> Result<Vec<ObjectOutcome>, String> {
+) -> Result<Vec<ObjectOutcome>, PublishError> {
     if let TargetKind::GcpWorkloadIdentityProvider(provider) = &target.kind {
         return block_on(async {
             let iam = Iam::connect(provider).await?;
@@ -31,14 +32,18 @@ pub fn publish(
                 url: format!("{}/v1/{} (oidc.jwksJson)", provider.endpoint, provider.name),
                 written,
             }])
-        });
+        })
+        .map_err(PublishError::nothing_written);
     }
     let objects = target
         .kind
         .objects()
         .expect("local directories are written by the caller");
-    let store = stores::open(&target.kind).expect("an object-store target")?;
+    let store = stores::open(&target.kind)
+        .expect("an object-store target")
+        .map_err(PublishError::nothing_written)?;
     let [jwks_key, discovery_key] = document_keys(&objects.prefix);
+    // In this order: see `document_keys`.
     let docs = [
         Document {
             key: &jwks_key,
@@ -61,18 +66,34 @@ pub fn publish(
                     Ok(Current::Absent) => Written::Created,
                     Ok(Current::Present { same: true, .. }) => Written::Unchanged,
                     Ok(Current::Present { .. }) => Written::Replaced,
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(PublishError::after(outcomes, e.to_string())),
                 }
             } else {
-                conditional::write(&store, doc)
-                    .await
-                    .map_err(|e| e.to_string())?
+                match conditional::write(&store, doc).await {
+                    Ok(written) => written,
+                    Err(e) => return Err(PublishError::after(outcomes, e.to_string())),
+                }
             };
             outcomes.push(ObjectOutcome {
                 url: store.object_url(doc.key),
                 written,
             });
         }
-        Ok(outcomes)
+        if dry_run {
+            return Ok(outcomes);
+        }
+        // Each write was conditional on its own read, so two writers can still interleave and
+        // leave one's JWKS beside the other's discovery document; reading the pair back once
+        // both are written catches it (the writer that came last sees its own pair).
+        let mut overwritten = Vec::new();
+        for doc in &docs {
+            if let Err(e) = conditional::confirm(&store, doc).await {
+                overwritten.push(e.to_string());
+            }
+        }
+        match overwritten.is_empty() {
+            true => Ok(outcomes),
+            false => Err(PublishError::after(outcomes, overwritten.join("; "))),
+        }
     })
 }

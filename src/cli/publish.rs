@@ -42,23 +42,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             true => preview_target(target, &documents),
             false => publish_target(target, &documents),
         };
-        match outcome {
-            Ok(objects) => {
-                for object in objects {
-                    let what = match (object.written, args.dry_run) {
-                        (Written::Unchanged, _) => "unchanged",
-                        (Written::Created, false) => "created",
-                        (Written::Replaced, false) => "replaced",
-                        (Written::Created, true) => "would create",
-                        (Written::Replaced, true) => "would replace",
-                    };
-                    outln!("target {}: {}: {what}", target.name, object.url);
-                }
-            }
-            Err(e) => {
-                failed = true;
-                eprintln!("error: target {}: {e}", target.name);
-            }
+        // Every object written is reported, also those written before a failure.
+        let (objects, error) = match outcome {
+            Ok(objects) => (objects, None),
+            Err(e) => (e.written, Some(e.message)),
+        };
+        for object in objects {
+            let what = match (object.written, args.dry_run) {
+                (Written::Unchanged, _) => "unchanged",
+                (Written::Created, false) => "created",
+                (Written::Replaced, false) => "replaced",
+                (Written::Created, true) => "would create",
+                (Written::Replaced, true) => "would replace",
+            };
+            outln!("target {}: {}: {what}", target.name, object.url);
+        }
+        if let Some(e) = error {
+            failed = true;
+            eprintln!("error: target {}: {e}", target.name);
         }
     }
     Ok(if failed {

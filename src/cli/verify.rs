@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use keyrot::adapters::Prober;
 use keyrot::adapters::probe::KubeProber;
+use keyrot::adapters::publish::render_documents;
 use keyrot::decision::Probed;
 use keyrot::plan::Probe;
 use keyrot::state::StateStore;
@@ -18,8 +19,9 @@ use super::publish::verification_kids;
 /// Read each target's documents from outside (anonymous GETs of the discovery document and its
 /// jwks_uri for object stores, the provider for GCP, the files for a local directory) and
 /// compare its kids with the cluster's key files, with what the apiserver serves (when the plan
-/// has a probe) and with keyrot's last publication. Exits 1 on any difference, an unreadable
-/// target or an apiserver that does not answer. Reads only.
+/// has a probe) and with keyrot's last publication, and its discovery document (as parsed JSON,
+/// every member) with the one keyrot publishes for the key files. Exits 1 on any difference, an
+/// unreadable target or an apiserver that does not answer. Reads only.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -45,9 +47,11 @@ struct ExpectedKids {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
+    let kids = verification_kids(&plan)?;
+    let discovery = render_documents(&plan, &kids)?.discovery;
     let mut expected = vec![Expected {
         source: "the key files give",
-        kids: verification_kids(&plan)?,
+        kids,
     }];
     let state = StateStore::new(&plan.state_dir).read()?;
     let published = state
@@ -85,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let targets: Vec<TargetCheck> = plan
         .targets
         .iter()
-        .map(|target| check(&plan.issuer, target, &expected))
+        .map(|target| check(&plan.issuer, target, &expected, &discovery))
         .collect();
     let report = Report {
         ok: apiserver_error.is_none() && targets.iter().all(|t| t.problems.is_empty()),

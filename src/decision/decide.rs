@@ -8,8 +8,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::action::{Action, AdoptedKey, Decision, Gate};
 use super::due::next_rotation_due;
-use super::observed::{Observed, Probed};
+use super::observed::{Observed, Probed, TargetView};
 use super::{Phase, key_path_for_adopted, key_path_for_rotation};
+use crate::documents::{DiscoveryDocument, discovery_differences};
 use crate::plan::Plan;
 use crate::state::{Cause, Role, Rotation, State, Trigger, TriggerKind};
 
@@ -525,12 +526,13 @@ impl Progress<'_> {
         {
             return Some(Decision::act(Action::Publish { kids }));
         }
+        let discovery = self.discovery_for(&kids);
         let wrong: Vec<String> = self
             .observed
             .targets
             .iter()
             .filter_map(|t| match &t.kids {
-                Probed::Seen(seen) if *seen == kids => None,
+                Probed::Seen(seen) if *seen == kids => discovery_problem(t, &discovery),
                 Probed::Seen(seen) => Some(format!("{} serves [{}]", t.name, seen.join(", "))),
                 Probed::Failed(why) => Some(format!("{}: {why}", t.name)),
                 Probed::NotConfigured => Some(format!("{} was not read back", t.name)),
@@ -541,6 +543,25 @@ impl Progress<'_> {
         }
         let reason = format!("expected [{}]; {}", kids.join(", "), wrong.join("; "));
         Some(self.closed(Gate::TargetsServeKeys, reason))
+    }
+
+    /// The discovery document keyrot publishes with a JWKS of `kids`: its algorithms follow
+    /// the keys, so a rotation to another algorithm changes it.
+    fn discovery_for(&self, kids: &[String]) -> String {
+        let observed = self.observed;
+        let keys = || {
+            observed
+                .bundle
+                .iter()
+                .flatten()
+                .chain(&observed.extra)
+                .chain(observed.private_keys.iter().map(|(k, _)| k))
+        };
+        let algs = kids
+            .iter()
+            .filter_map(|kid| keys().find(|k| &k.kid == kid).map(|k| k.alg));
+        let issuer = &self.plan.issuer;
+        DiscoveryDocument::for_algs(&issuer.url, &issuer.jwks_uri, algs).render()
     }
 
     /// The kids every JWKS lists: the bundle, then the extra verification files.
@@ -620,6 +641,18 @@ impl Progress<'_> {
             reason,
             [deadline, look_again].into_iter().flatten().min(),
         )
+    }
+}
+
+/// What is wrong with the discovery document a target serving the right kids has, if anything.
+fn discovery_problem(target: &TargetView, expected: &str) -> Option<String> {
+    let name = &target.name;
+    match &target.discovery {
+        Probed::NotConfigured => None,
+        Probed::Failed(why) => Some(format!("{name}: discovery document: {why}")),
+        Probed::Seen(None) => Some(format!("{name} serves no discovery document")),
+        Probed::Seen(Some(served)) => discovery_differences(expected, served)
+            .map(|what| format!("{name} serves another discovery document: {what}")),
     }
 }
 

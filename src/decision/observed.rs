@@ -27,6 +27,10 @@ pub struct TargetView {
     pub name: String,
     /// The kids of the JWKS the target serves, in order (empty when it serves nothing yet).
     pub kids: Probed<Vec<String>>,
+    /// The discovery document it serves, byte for byte as read (`None`: nothing there yet).
+    /// `NotConfigured` when the target holds none (a GCP provider is given the JWKS alone) or
+    /// was not read back, which `kids` then says too.
+    pub discovery: Probed<Option<Vec<u8>>>,
 }
 
 /// The world as observed.

@@ -6,7 +6,8 @@ mod go_json;
 mod jwks;
 
 pub use discovery::{
-    DiscoveryDocument, IssuerError, default_jwks_uri, validate_issuer, validate_jwks_uri,
+    DiscoveryDocument, IssuerError, default_jwks_uri, differences as discovery_differences,
+    validate_issuer, validate_jwks_uri,
 };
 pub use jwks::render_jwks;
 

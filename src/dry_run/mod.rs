@@ -214,7 +214,7 @@ impl Keys {
             targets: world
                 .targets
                 .iter()
-                .map(|(target, kids)| TargetKeys {
+                .map(|(target, kids, _)| TargetKeys {
                     target: target.clone(),
                     kids: kids.clone(),
                 })

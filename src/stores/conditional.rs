@@ -1,6 +1,7 @@
 //! Writing one document to a store without losing another writer's change: read what is there
 //! (body, headers, ETag/generation), skip the write when it is already right, else write only
-//! if the object is still the one read (`PutMode::Update`) or still absent (`PutMode::Create`).
+//! if the object is still the one read (`PutMode::Update`) or still absent (`PutMode::Create`);
+//! and reading it back once its pair is written, to catch a writer that came after.
 
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -37,6 +38,16 @@ pub enum Written {
     Replaced,
 }
 
+impl std::fmt::Display for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Written::Unchanged => "unchanged",
+            Written::Created => "created",
+            Written::Replaced => "replaced",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// Someone else wrote the object between keyrot's read and its write.
@@ -45,6 +56,13 @@ pub enum WriteError {
          overwrite it (stop the other writer, then publish again)"
     )]
     ConcurrentWriter { url: String, what: &'static str },
+    /// The object no longer holds what keyrot wrote (or found right) when the pair is read back.
+    #[error(
+        "{url}: read back after publishing, it no longer holds what keyrot wrote: a second writer \
+         published to this target meanwhile, and the target may serve a JWKS and a discovery \
+         document from different writers (stop the other writer, then publish again)"
+    )]
+    Overwritten { url: String },
     #[error("{url}: {message}")]
     Store { url: String, message: String },
 }
@@ -130,5 +148,15 @@ pub async fn write(store: &Store, doc: &Document<'_>) -> Result<Written, WriteEr
     match current(store, doc).await? {
         Current::Present { same: true, .. } => Ok(Written::Unchanged),
         expected => put(store, doc, &expected).await,
+    }
+}
+
+/// Reads the object back: it must still hold the document, body and headers.
+pub async fn confirm(store: &Store, doc: &Document<'_>) -> Result<(), WriteError> {
+    match current(store, doc).await? {
+        Current::Present { same: true, .. } => Ok(()),
+        _ => Err(WriteError::Overwritten {
+            url: store.object_url(doc.key),
+        }),
     }
 }

@@ -98,8 +98,12 @@ pub fn open(kind: &TargetKind) -> Option<Result<Store, String>> {
     )
 }
 
-/// `PREFIX/openid/v1/jwks` and `PREFIX/.well-known/openid-configuration`, JWKS first: a verifier
-/// that follows a new discovery document always finds a JWKS at least as new.
+/// `PREFIX/openid/v1/jwks` and `PREFIX/.well-known/openid-configuration`, in the order they are
+/// written. JWKS first: a verifier that reads the new discovery document then finds a JWKS at
+/// least as new, holding keys of every algorithm it advertises; the other way round it could
+/// follow a document naming an algorithm to a JWKS without a key of it. Keys join the JWKS
+/// before they sign and leave after they stopped, so an older discovery document beside a newer
+/// JWKS never misleads a verifier about a token it is given.
 pub fn document_keys(prefix: &str) -> [ObjectPath; 2] {
     [JWKS_PATH, DISCOVERY_PATH].map(|path| {
         let key = if prefix.is_empty() {

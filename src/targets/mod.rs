@@ -4,33 +4,59 @@ pub mod local_dir;
 pub mod public;
 pub mod verify;
 
-use crate::decision::Probed;
+use crate::decision::{Probed, TargetView};
+use crate::documents::{DISCOVERY_PATH, JWKS_PATH};
 use crate::gcp_provider::Iam;
 use crate::http::block_on;
 use crate::plan::{Issuer, Target, TargetKind};
 
-/// The kids the target serves now, as a cloud verifier would see them: a local directory's file;
-/// an object store's documents read anonymously from outside (see `public`); a GCP provider's
-/// uploaded jwksJson.
-pub fn read_served_kids(issuer: &Issuer, target: &Target) -> Probed<Vec<String>> {
-    match read_served(issuer, target).kids {
-        Ok(kids) => Probed::Seen(kids),
-        Err(why) => Probed::Failed(why),
+/// The kids and the discovery document the target serves now, as a cloud verifier would see
+/// them: a local directory's files; an object store's documents read anonymously from outside
+/// (see `public`); a GCP provider's uploaded jwksJson (it holds no discovery document).
+pub fn read_served_view(issuer: &Issuer, target: &Target) -> TargetView {
+    fn probed<T>(read: Result<T, String>) -> Probed<T> {
+        match read {
+            Ok(value) => Probed::Seen(value),
+            Err(why) => Probed::Failed(why),
+        }
+    }
+    let served = read_served(issuer, target);
+    TargetView {
+        name: target.name.clone(),
+        kids: probed(served.kids),
+        discovery: match served.discovery {
+            Some(discovery) => probed(discovery.body),
+            None => Probed::NotConfigured,
+        },
     }
 }
 
-/// Where a target's JWKS was read, and its kids or why they could not be read.
+/// Where a target's JWKS was read, and its kids or why they could not be read; the same for
+/// its discovery document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Served {
     pub at: String,
     pub kids: Result<Vec<String>, String>,
+    /// `None` for a target that holds no discovery document (a GCP provider).
+    pub discovery: Option<ServedDiscovery>,
+}
+
+/// A discovery document as read back: where, and its bytes (`None`: nothing there yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedDiscovery {
+    pub at: String,
+    pub body: Result<Option<Vec<u8>>, String>,
 }
 
 pub fn read_served(issuer: &Issuer, target: &Target) -> Served {
     match &target.kind {
         TargetKind::LocalDirectory { path } => Served {
-            at: path.join(crate::documents::JWKS_PATH).display().to_string(),
+            at: path.join(JWKS_PATH).display().to_string(),
             kids: local_dir::read_served_kids(path),
+            discovery: Some(ServedDiscovery {
+                at: path.join(DISCOVERY_PATH).display().to_string(),
+                body: local_dir::read_document(path, DISCOVERY_PATH).map_err(|e| e.to_string()),
+            }),
         },
         TargetKind::S3 { objects, .. }
         | TargetKind::Azure { objects, .. }
@@ -38,14 +64,25 @@ pub fn read_served(issuer: &Issuer, target: &Target) -> Served {
             Ok(view) => Served {
                 at: view.jwks_url,
                 kids: Ok(view.kids),
+                discovery: Some(ServedDiscovery {
+                    at: view.discovery_url,
+                    body: Ok(Some(view.discovery)),
+                }),
             },
-            Err(why) => Served {
-                at: public::join(
+            Err(why) => {
+                let discovery_url = public::join(
                     objects.public.url.as_deref().unwrap_or(&issuer.url),
-                    crate::documents::DISCOVERY_PATH,
-                ),
-                kids: Err(why),
-            },
+                    DISCOVERY_PATH,
+                );
+                Served {
+                    at: discovery_url.clone(),
+                    kids: Err(why.clone()),
+                    discovery: Some(ServedDiscovery {
+                        at: discovery_url,
+                        body: Err(why),
+                    }),
+                }
+            }
         },
         TargetKind::GcpWorkloadIdentityProvider(provider) => Served {
             at: format!("{} (oidc.jwksJson)", provider.name),
@@ -56,6 +93,7 @@ pub fn read_served(issuer: &Issuer, target: &Target) -> Served {
                     None => Ok(Vec::new()),
                 }
             }),
+            discovery: None,
         },
     }
 }

@@ -5,12 +5,16 @@ use crate::documents::{DISCOVERY_CONTENT_TYPE, DISCOVERY_PATH, JWKS_PATH};
 use crate::http::{self, Reach};
 use crate::plan::{Issuer, Objects, PublicRead, is_loopback};
 
-/// What a verifier finds: both URLs read and the kids of the JWKS, in order.
+/// What a verifier finds: both URLs read, the kids of the JWKS in order, and the discovery
+/// document.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PublicView {
     pub discovery_url: String,
     pub jwks_url: String,
     pub kids: Vec<String>,
+    /// The discovery document's bytes as served, for comparison with keyrot's.
+    #[serde(skip)]
+    pub discovery: Vec<u8>,
 }
 
 /// `{base}/.well-known/openid-configuration`, `base` being the target's public URL or the
@@ -38,8 +42,8 @@ pub async fn read_public(
         ca_file: public.ca_file.as_deref(),
     })?;
 
-    let body = get(&client, &discovery_url, DISCOVERY_CONTENT_TYPE).await?;
-    let document: Discovery = serde_json::from_slice(&body)
+    let discovery = get(&client, &discovery_url, DISCOVERY_CONTENT_TYPE).await?;
+    let document: Discovery = serde_json::from_slice(&discovery)
         .map_err(|e| format!("{discovery_url}: not a discovery document: {e}"))?;
     if document.issuer != issuer.url {
         return Err(format!(
@@ -64,6 +68,7 @@ pub async fn read_public(
         discovery_url,
         jwks_url,
         kids,
+        discovery,
     })
 }
 

@@ -1,9 +1,11 @@
 //! `keyrot verify`'s comparison: what each target serves, read as a verifier reads it, against
-//! the kids the cluster's key files give and the kids keyrot's state last published.
+//! the kids the cluster's key files give and the kids keyrot's state last published, and its
+//! discovery document against the one keyrot renders for the key files.
 
 use serde::Serialize;
 
-use super::read_served;
+use super::{ServedDiscovery, read_served};
+use crate::documents::discovery_differences;
 use crate::plan::{Issuer, Target};
 
 /// One target's verdict.
@@ -26,7 +28,14 @@ pub struct Expected {
     pub kids: Vec<String>,
 }
 
-pub fn check(issuer: &Issuer, target: &Target, expected: &[Expected]) -> TargetCheck {
+/// Compares what `target` serves with each of `expected` and, where the target holds one, its
+/// discovery document with `discovery` (keyrot's, for the key files' keys).
+pub fn check(
+    issuer: &Issuer,
+    target: &Target,
+    expected: &[Expected],
+    discovery: &str,
+) -> TargetCheck {
     let served = read_served(issuer, target);
     let mut problems = Vec::new();
     match &served.kids {
@@ -40,6 +49,21 @@ pub fn check(issuer: &Issuer, target: &Target, expected: &[Expected]) -> TargetC
                         kids.join(", "),
                         want.source,
                         want.kids.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(ServedDiscovery { at, body }) = &served.discovery {
+        match body {
+            // An unreadable object store fails both reads with one error, already listed.
+            Err(why) if served.kids.as_ref().err() == Some(why) => {}
+            Err(why) => problems.push(why.clone()),
+            Ok(None) => problems.push(format!("{at}: no discovery document")),
+            Ok(Some(body)) => {
+                if let Some(what) = discovery_differences(discovery, body) {
+                    problems.push(format!(
+                        "{at} differs from the discovery document for the key files' keys: {what}"
                     ));
                 }
             }

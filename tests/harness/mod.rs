@@ -95,6 +95,7 @@ pub fn fresh_world(plan: &Plan) -> World {
             .map(|t| TargetView {
                 name: t.name.clone(),
                 kids: Probed::Seen(Vec::new()),
+                discovery: Probed::Seen(None),
             })
             .collect(),
         issuer_migration: None,
