@@ -6,6 +6,7 @@ pub mod key_files;
 pub mod probe;
 pub mod publish;
 pub mod publish_remote;
+pub mod published;
 pub mod restart;
 
 use std::path::Path;

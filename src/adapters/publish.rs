@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::publish_remote;
+pub use super::published::{Documents, ObjectOutcome, PublishError};
 use super::{AdapterError, Publisher};
 use crate::documents::{DISCOVERY_PATH, DiscoveryDocument, JWKS_PATH, render_jwks};
 use crate::keys::VerificationKey;
@@ -62,39 +63,6 @@ impl Publisher for TargetsPublisher<'_> {
             // Target answers are not typed yet: retried with backoff, as a server hiccup is.
             Err(AdapterError::transient(failures.join("; ")))
         }
-    }
-}
-
-/// The two bodies, byte for byte as kube-apiserver serves them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Documents {
-    pub discovery: String,
-    pub jwks: String,
-}
-
-/// What one object (or provider) got: where, and whether it changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectOutcome {
-    pub url: String,
-    pub written: Written,
-}
-
-/// Why publishing to a target stopped, and what it had written (or found unchanged) by then:
-/// every write is reported, also when a later one fails.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct PublishError {
-    pub written: Vec<ObjectOutcome>,
-    pub message: String,
-}
-
-impl PublishError {
-    pub(super) fn after(written: Vec<ObjectOutcome>, message: String) -> Self {
-        PublishError { written, message }
-    }
-
-    pub(super) fn nothing_written(message: String) -> Self {
-        Self::after(Vec::new(), message)
     }
 }
 

@@ -2,7 +2,7 @@
 //! conditional writes and a read-back of the pair, or the JWKS into a GCP workload identity
 //! provider.
 
-use super::publish::{Documents, ObjectOutcome, PublishError};
+use super::published::{Documents, ObjectOutcome, PublishError};
 use crate::documents::DISCOVERY_CONTENT_TYPE;
 use crate::gcp_provider::Iam;
 use crate::http::block_on;

@@ -30,7 +30,7 @@ pub fn decide(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc
         return on_trigger(trigger, plan, state, observed, now);
     }
     match &state.rotation {
-        Some(rotation) => Progress {
+        Some(rotation) => InRotation {
             plan,
             observed,
             rotation,
@@ -164,7 +164,7 @@ fn on_trigger(
         },
         TriggerKind::Approve if trigger.force => match rotation {
             Some(r) => {
-                let waiting = Progress {
+                let waiting = InRotation {
                     plan,
                     observed,
                     rotation: r,
@@ -279,14 +279,14 @@ fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> 
 }
 
 /// One rotation's progress through its phases.
-struct Progress<'a> {
+struct InRotation<'a> {
     plan: &'a Plan,
     observed: &'a Observed,
     rotation: &'a Rotation,
     now: DateTime<Utc>,
 }
 
-impl Progress<'_> {
+impl InRotation<'_> {
     fn next(&self) -> Decision {
         let r = self.rotation;
         let backing_off = r
