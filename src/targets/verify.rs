@@ -55,7 +55,7 @@ pub fn check(issuer: &Issuer, target: &Target, expected: &[Expected]) -> TargetC
 }
 
 /// What is missing and what is extra; the order too, since the JWKS lists keys in bundle order.
-fn differs(served: &[String], expected: &[String]) -> Option<String> {
+pub fn differs(served: &[String], expected: &[String]) -> Option<String> {
     if served == expected {
         return None;
     }
