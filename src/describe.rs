@@ -10,6 +10,14 @@ pub fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// `until TIME`, or `forever` for a time past the end of the calendar, which never comes.
+pub fn until(t: Option<DateTime<Utc>>) -> String {
+    match t {
+        Some(t) => format!("until {}", time(t)),
+        None => "forever".to_string(),
+    }
+}
+
 /// Kids are 43 characters; progress lines and timelines show enough of one to tell it apart.
 const SHORT_KID: usize = 12;
 
@@ -71,8 +79,25 @@ pub fn describe_action(plan: &Plan, action: &Action) -> Option<String> {
             }
             format!("write {} with key {kid}", paths.join(" and "))
         }
-        Action::Restart { .. } => {
-            format!("restart the apiserver: {}", restart_name(&files.restart))
+        Action::Restart {
+            controller_manager, ..
+        } => {
+            let mut text = format!("restart the apiserver: {}", restart_name(&files.restart));
+            if let Some(cm) = plan
+                .controller_manager
+                .as_ref()
+                .filter(|_| *controller_manager)
+            {
+                if cm.restart == files.restart {
+                    text.push_str(" (which restarts kube-controller-manager too)");
+                } else {
+                    let how = restart_name(&cm.restart);
+                    text.push_str(&format!(
+                        "; restart kube-controller-manager (its key file changed): {how}"
+                    ));
+                }
+            }
+            text
         }
         Action::Publish { kids } => {
             let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
@@ -106,8 +131,8 @@ fn restart_name(restart: &Restart) -> String {
         Restart::StaticPod { manifest } => {
             format!("touch static pod manifest {}", manifest.display())
         }
-        Restart::SystemdUnit { unit } => format!("systemctl restart {unit}"),
-        Restart::Command { argv } => format!("run {}", argv.join(" ")),
+        Restart::SystemdUnit { unit, .. } => format!("systemctl restart -- {unit}"),
+        Restart::Command { argv, .. } => format!("run {}", argv.join(" ")),
         Restart::None => "none configured (nothing to restart)".into(),
     }
 }

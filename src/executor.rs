@@ -165,9 +165,12 @@ fn perform(
         Action::GenerateKey { path, spec } => effects.key_files.generate(path, *spec),
         Action::WriteBundle { kids } => effects.key_files.write_bundle(kids),
         Action::WriteSigningKey { kid } => effects.key_files.write_signing_key(kid),
-        Action::Restart { .. } => effects
-            .restarter
-            .restart(&at.format("%Y%m%dT%H%M%S%.3fZ").to_string()),
+        Action::Restart {
+            controller_manager, ..
+        } => effects.restarter.restart(
+            &at.format("%Y%m%dT%H%M%S%.3fZ").to_string(),
+            *controller_manager,
+        ),
         Action::Publish { kids } => effects.publisher.publish(kids),
         Action::DestroyPrivateKey { path, .. } => effects.key_files.destroy_private_key(path),
         _ => Ok(()),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use object_store::gcp::GoogleCloudStorageBuilder;
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::http::{self, Reach};
 use crate::plan::{GcpProvider, is_loopback};
@@ -18,8 +19,18 @@ const OPERATION_POLL: Duration = Duration::from_millis(500);
 pub struct Iam<'a> {
     provider: &'a GcpProvider,
     client: reqwest::Client,
-    /// `None` when the credentials say no OAuth (a test server); never printed.
-    bearer: Option<String>,
+    /// `None` when the credentials say no OAuth (a test server).
+    bearer: Option<Bearer>,
+}
+
+/// An OAuth access token: wiped when dropped, and its `Debug` shows no part of it. (object_store
+/// keeps its own copy in its credential cache, which keyrot cannot wipe.)
+struct Bearer(Zeroizing<String>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(redacted)")
+    }
 }
 
 impl<'a> Iam<'a> {
@@ -44,7 +55,9 @@ impl<'a> Iam<'a> {
             .get_credential()
             .await
             .map_err(|e| what(&e))?;
-        let bearer = Some(credential.bearer.clone()).filter(|b| !b.is_empty());
+        let bearer = Some(&credential.bearer)
+            .filter(|b| !b.is_empty())
+            .map(|b| Bearer(Zeroizing::new(b.clone())));
         let allow_http = url::Url::parse(&provider.endpoint).is_ok_and(|u| is_loopback(&u))
             && provider.endpoint.starts_with("http:");
         let client = http::client(&Reach {
@@ -64,7 +77,7 @@ impl<'a> Iam<'a> {
 
     fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.bearer {
-            Some(token) => request.bearer_auth(token),
+            Some(Bearer(token)) => request.bearer_auth(token.as_str()),
             None => request,
         }
     }
@@ -139,10 +152,10 @@ impl<'a> Iam<'a> {
     ) -> Result<serde_json::Value, String> {
         let response = http::send(what, make).await?;
         let status = response.status();
-        let text = response
-            .text()
+        let body = http::body(what, response)
             .await
-            .map_err(|e| format!("{what}: {}", http::chain(&e)))?;
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             return Err(format!("{what}: answered {status}: {}", text.trim()));
         }
@@ -161,6 +174,13 @@ fn same_json(stored: Option<&str>, uploaded: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gcp_bearer_token_is_not_printed() {
+        let bearer = Bearer(Zeroizing::new("ya29.secret-token".into()));
+        let shown = format!("{bearer:?} {:?}", Some(&bearer));
+        assert!(!shown.contains("ya29"), "{shown}");
+    }
 
     #[test]
     fn stored_jwks_compares_as_json() {

@@ -30,7 +30,7 @@ pub fn client(reach: &Reach<'_>) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .https_only(!reach.allow_http);
     if let Some(path) = reach.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pem = crate::fs_read::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
         builder = builder.tls_certs_only(certs);
@@ -75,6 +75,36 @@ pub async fn send(
         backoff *= 2;
         attempt += 1;
     }
+}
+
+/// The most bytes keyrot reads from one HTTP answer: discovery documents, JWKS and API answers
+/// are kilobytes.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("{what}: {detail}")]
+    Read { what: String, detail: String },
+    #[error("{what}: the answer is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge { what: String },
+}
+
+/// The body of `response`, read chunk by chunk and refused past [`MAX_BODY_BYTES`], so that an
+/// endless or huge answer cannot exhaust memory.
+pub async fn body(what: &str, mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| BodyError::Read {
+        what: what.to_string(),
+        detail: chain(&e),
+    })? {
+        if body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge {
+                what: what.to_string(),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// An error with its causes: reqwest's own Display says little ("error sending request").

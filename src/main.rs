@@ -11,7 +11,9 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // The error may quote a file or a server: no control characters reach the terminal.
+            let message = format!("{err:#}");
+            eprintln!("error: {}", keyrot::escape::printable(&message));
             ExitCode::FAILURE
         }
     }

@@ -53,6 +53,7 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
         Some(cm) => signing_key(&cm.private_key_file)?,
         None => None,
     };
+    let (private_keys, unusable_private_keys) = private_keys(&plan.private_key_dir)?;
     Ok(Observed {
         bundle: verification_keys(&files.verification_bundle, false)?,
         extra: files
@@ -63,7 +64,8 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
             .concat(),
         signing: signing_key(&files.signing_key_file)?,
         controller_manager_signing,
-        private_keys: private_keys(&plan.private_key_dir)?,
+        private_keys,
+        unusable_private_keys,
         apiserver: Probed::NotConfigured,
         token_kid: Probed::NotConfigured,
         targets: plan
@@ -114,25 +116,21 @@ fn signing_key(path: &Path) -> Result<Option<KeyId>, ObserveError> {
     Ok(Some(key_id(SigningKey::from_pem_file(path)?.public())))
 }
 
-/// keyrot's private key files (`*.key`) in its directory, sorted by name.
-fn private_keys(dir: &Path) -> Result<Vec<(KeyId, PathBuf)>, ObserveError> {
-    let listing = |error| ObserveError::PrivateKeyDir {
-        path: dir.to_path_buf(),
-        error,
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(listing(e)),
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(listing)?;
-    paths.retain(|p| p.extension().is_some_and(|ext| ext == "key"));
-    paths.sort();
-    paths
+/// Each of keyrot's private keys and its file.
+type PrivateKeys = Vec<(KeyId, PathBuf)>;
+
+/// keyrot's private key files (`*.key`) in its directory, sorted by name, and those it cannot use.
+fn private_keys(dir: &Path) -> Result<(PrivateKeys, Vec<String>), ObserveError> {
+    let listing =
+        crate::keys::private_dir::list(dir).map_err(|error| ObserveError::PrivateKeyDir {
+            path: dir.to_path_buf(),
+            error,
+        })?;
+    let keys = listing
+        .keys
         .into_iter()
-        .map(|path| Ok((key_id(SigningKey::from_pem_file(&path)?.public()), path)))
-        .collect()
+        .map(|file| (key_id(file.key.public()), file.path))
+        .collect();
+    let unusable = listing.unusable.iter().map(ToString::to_string).collect();
+    Ok((keys, unusable))
 }

@@ -76,6 +76,7 @@ impl World {
             signing: Some(self.signing.clone()),
             controller_manager_signing: self.controller_manager_signing.clone(),
             private_keys: self.private_keys.clone(),
+            unusable_private_keys: Vec::new(),
             apiserver: probe(self, self.apiserver_bundle.clone()),
             token_kid: probe(self, self.apiserver_signing.clone()),
             targets: self
@@ -214,10 +215,11 @@ impl KeyFiles for SharedWorld {
 }
 
 impl Restarter for SharedWorld {
-    fn restart(&mut self, _tag: &str) -> Result<(), AdapterError> {
+    fn restart(&mut self, _tag: &str, controller_manager: bool) -> Result<(), AdapterError> {
         self.perform(Action::Restart {
             bundle: Vec::new(),
             signing: None,
+            controller_manager,
         })
     }
 }

@@ -8,11 +8,13 @@ use serde::Serialize;
 use crate::decision::{Blocked, Observed, decide};
 use crate::migration::progress::Progress;
 use crate::plan::Plan;
-use crate::state::{Role, State};
+use crate::state::{Holder, Role, State};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub cluster: String,
+    /// The plan's state directory, where the lock lives.
+    pub state_dir: String,
     pub keys: Vec<KeyStatus>,
     /// The phase of the rotation in progress, if any.
     pub phase: Option<String>,
@@ -23,9 +25,18 @@ pub struct Status {
     pub last_error: Option<String>,
     /// False before keyrot first recorded this cluster's keys.
     pub adopted: bool,
+    /// A rotation or a request is recorded and not finished.
+    pub in_progress: bool,
+    /// Who holds the state lock, when the caller looked (`keyrot status` does): with a rotation
+    /// in progress and nobody holding it, nothing carries the rotation on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_holder: Option<Holder>,
     /// The issuer migration recorded in the state directory, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer_migration: Option<Progress>,
+    /// Files in keyrot's private key directory it set aside, each "path: reason".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unusable_private_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,10 +79,44 @@ pub fn status(
     let empty = State::default();
     let state = state.unwrap_or(&empty);
     let decision = decide(plan, state, observed, now);
+    let mut status = recorded(plan, state, now);
+    status.blocked_by = decision
+        .blocked_by
+        .iter()
+        .map(|Blocked { gate, reason }| BlockedStatus {
+            gate: *gate,
+            reason: reason.clone(),
+            until: decision.wake_at,
+        })
+        .collect();
+    status.unusable_private_keys = observed.unusable_private_keys.clone();
+    status
+}
+
+/// The status when the files cannot be read (a damaged key file, say): what the state records,
+/// and the cluster-keys gate failing with `error`. An operator needs it most at that moment.
+pub fn status_with_unreadable_files(
+    plan: &Plan,
+    state: Option<&State>,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Status {
+    let empty = State::default();
+    let mut status = recorded(plan, state.unwrap_or(&empty), now);
+    status.blocked_by = vec![BlockedStatus {
+        gate: crate::decision::Gate::ClusterKeys,
+        reason: error.to_string(),
+        until: None,
+    }];
+    status
+}
+
+/// What the state alone says.
+fn recorded(plan: &Plan, state: &State, now: DateTime<Utc>) -> Status {
     let rotation = state.rotation.as_ref();
     let retire_at = rotation
         .and_then(|r| r.promoted_at)
-        .map(|t| t + plan.timings.retire_after);
+        .and_then(|t| t.checked_add_signed(plan.timings.retire_after));
     let keys = state
         .keys
         .iter()
@@ -85,17 +130,11 @@ pub fn status(
         .collect();
     let next_rotation = match rotation {
         Some(_) => None,
-        None => plan.schedule.as_ref().and_then(|s| {
-            s.next_after(
-                state
-                    .last_rotation_started_at
-                    .or(state.adopted_at)
-                    .unwrap_or(now),
-            )
-        }),
+        None => crate::decision::next_rotation_due(plan, state, now),
     };
     Status {
         cluster: plan.cluster.clone(),
+        state_dir: plan.state_dir.display().to_string(),
         keys,
         phase: rotation.map(|r| r.phase.to_string()),
         rotation: rotation.map(|r| RotationStatus {
@@ -110,18 +149,13 @@ pub fn status(
         }),
         next_rotation,
         last_rotation_completed_at: state.last_rotation_completed_at,
-        blocked_by: decision
-            .blocked_by
-            .iter()
-            .map(|Blocked { gate, reason }| BlockedStatus {
-                gate: *gate,
-                reason: reason.clone(),
-                until: decision.wake_at,
-            })
-            .collect(),
+        blocked_by: Vec::new(),
         last_error: rotation.and_then(|r| r.last_error.clone()),
         adopted: !state.keys.is_empty(),
+        in_progress: rotation.is_some() || !state.triggers.is_empty(),
+        lock_holder: None,
         issuer_migration: None,
+        unusable_private_keys: Vec::new(),
     }
 }
 
@@ -209,6 +243,27 @@ pub fn render_text(status: &Status, now: DateTime<Utc>) -> String {
     }
     if let Some(e) = &status.last_error {
         let _ = writeln!(out, "error    {e}");
+    }
+    if status.in_progress {
+        match status.lock_holder {
+            Some(Holder::Process { pid }) => {
+                let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                let _ = writeln!(out, "acting   a keyrot{pid} carries it on");
+            }
+            Some(Holder::Nobody) => {
+                let _ = writeln!(
+                    out,
+                    "warning  nothing carries this rotation on: no keyrot holds the lock on {}; \
+                     start the service (`systemctl start keyrot`, or `keyrot run`) or run \
+                     `keyrot rotate`, which continues it in the foreground",
+                    status.state_dir
+                );
+            }
+            None => {}
+        }
+    }
+    for unusable in &status.unusable_private_keys {
+        let _ = writeln!(out, "warning  set aside {unusable}");
     }
     out
 }

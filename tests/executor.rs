@@ -195,7 +195,7 @@ struct BrokenRestart {
 }
 
 impl Restarter for BrokenRestart {
-    fn restart(&mut self, _tag: &str) -> Result<(), AdapterError> {
+    fn restart(&mut self, _tag: &str, _controller_manager: bool) -> Result<(), AdapterError> {
         self.calls += 1;
         Err(AdapterError::new("kill: No such process"))
     }

@@ -1,6 +1,7 @@
 //! How presets and defaults fill a plan, and how written fields override them.
 
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::TimeDelta;
 use keyrot::decision::Phase;
@@ -45,7 +46,7 @@ fn keyrot_defaults_apply_to_every_flavour() {
     assert_eq!(
         plan.probe,
         Probe::Kubeconfig {
-            path: "/etc/kubernetes/admin.conf".into(),
+            path: "/etc/keyrot/probe.kubeconfig".into(),
             namespace: "keyrot-system".into(),
             service_account: "keyrot-probe".into(),
             audience: "keyrot-probe".into(),
@@ -104,7 +105,8 @@ fn a_controller_manager_added_to_k3s_needs_its_own_fields() {
         Some(ControllerManager {
             private_key_file: "/etc/kcm/sa.key".into(),
             restart: Restart::Command {
-                argv: vec!["pkill".into(), "-HUP".into(), "kcm".into()]
+                argv: vec!["pkill".into(), "-HUP".into(), "kcm".into()],
+                timeout: Duration::from_secs(90),
             },
         })
     );
@@ -172,7 +174,8 @@ fn every_written_value_reaches_the_plan() {
     assert_eq!(
         plan.apiserver.restart,
         Restart::SystemdUnit {
-            unit: "rke2-server.service".into()
+            unit: "rke2-server.service".into(),
+            timeout: Duration::from_secs(90),
         }
     );
 }

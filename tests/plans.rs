@@ -194,6 +194,7 @@ fn the_corpus_covers_the_problems_people_make() {
         "flavour custom supplies no defaults",
         "where the kubelet runs every file",
         "is not an address",
+        "is longer than 10 years",
     ] {
         assert!(all.contains(needle), "no bad plan expects {needle:?}");
     }

@@ -2,15 +2,18 @@
 //!
 //! The bundle is edited, not regenerated: blocks that stay are kept byte for byte (k3s keeps
 //! private keys in its bundle), removed keys' blocks are dropped, new keys are appended as SPKI
-//! `PUBLIC KEY` blocks. Every write is atomic and keeps the file's mode and owner.
+//! `PUBLIC KEY` blocks. Every write is atomic. The bundle keeps its mode and owner; a private
+//! key file always comes out a regular file 0600 owned by keyrot's user, or is not written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{AdapterError, KeyFiles};
 use crate::atomic_file::{self, Existing};
+use crate::keys::private_dir::{self, PrivateKeyFile};
 use crate::keys::reader::parse_file;
 use crate::keys::{GenerateSpec, SigningKey, VerificationKey};
 use crate::plan::Plan;
+use crate::safe_dir::{self, Trust};
 
 pub struct KeyFilesOnDisk<'a> {
     plan: &'a Plan,
@@ -21,35 +24,36 @@ impl<'a> KeyFilesOnDisk<'a> {
         KeyFilesOnDisk { plan }
     }
 
-    /// keyrot's private key file holding `kid`.
-    fn private_key_file(&self, kid: &str) -> Result<(PathBuf, SigningKey), AdapterError> {
+    /// keyrot's private key file holding `kid`; unusable files in the directory are named only
+    /// when none of the others holds it.
+    fn private_key_file(&self, kid: &str) -> Result<PrivateKeyFile, AdapterError> {
         let dir = &self.plan.private_key_dir;
-        let entries = std::fs::read_dir(dir).map_err(|e| err(dir, e))?;
-        for entry in entries {
-            let path = entry.map_err(|e| err(dir, e))?.path();
-            if path.extension().is_none_or(|ext| ext != "key") {
-                continue;
-            }
-            let key =
-                SigningKey::from_pem_file(&path).map_err(|e| AdapterError::new(e.to_string()))?;
-            if key.public().kid() == kid {
-                return Ok((path, key));
-            }
+        let mut listing = private_dir::list(dir).map_err(|e| err(dir, e))?;
+        if let Some(i) = listing
+            .keys
+            .iter()
+            .position(|f| f.key.public().kid() == kid)
+        {
+            return Ok(listing.keys.swap_remove(i));
         }
+        let unusable: Vec<String> = listing.unusable.iter().map(|u| u.to_string()).collect();
+        let also = match unusable.is_empty() {
+            true => String::new(),
+            false => format!(" (set aside: {})", unusable.join("; ")),
+        };
         Err(AdapterError::new(format!(
-            "{}: keyrot holds no private key with kid {kid}",
+            "{}: keyrot holds no private key with kid {kid}{also}",
             dir.display()
         )))
     }
 
+    /// Refuses a private key directory others could read or change; creates a missing one 0700.
     fn ensure_private_key_dir(&self) -> Result<(), AdapterError> {
-        use std::os::unix::fs::DirBuilderExt;
         let dir = &self.plan.private_key_dir;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| err(dir, e))
+        safe_dir::check_trusted(dir, Trust::Private, "private keys")
+            .and_then(|()| safe_dir::create_dir_all(dir, safe_dir::PRIVATE_DIR_MODE))
+            .map(drop)
+            .map_err(|e| AdapterError::new(e.to_string()))
     }
 }
 
@@ -57,33 +61,28 @@ impl KeyFiles for KeyFilesOnDisk<'_> {
     fn generate(&mut self, path: &Path, spec: GenerateSpec) -> Result<(), AdapterError> {
         self.ensure_private_key_dir()?;
         let key = SigningKey::generate(spec).map_err(|e| AdapterError::new(e.to_string()))?;
-        atomic_file::write(
-            path,
-            key.to_private_pem().as_bytes(),
-            0o600,
-            Existing::Refuse,
-        )
-        .map_err(|e| AdapterError::new(e.to_string()))
+        atomic_file::write_private_key(path, key.to_private_pem().as_bytes(), Existing::Refuse)
+            .map_err(|e| AdapterError::new(e.to_string()))
     }
 
     fn copy_signing_key(&mut self, to: &Path) -> Result<(), AdapterError> {
         self.ensure_private_key_dir()?;
         let from = &self.plan.apiserver.signing_key_file;
-        let bytes = zeroize::Zeroizing::new(std::fs::read(from).map_err(|e| err(from, e))?);
-        atomic_file::write(to, &bytes, 0o600, Existing::Replace)
+        let bytes = zeroize::Zeroizing::new(crate::fs_read::read(from).map_err(|e| err(from, e))?);
+        atomic_file::write_private_key(to, &bytes, Existing::Replace)
             .map_err(|e| AdapterError::new(e.to_string()))
     }
 
     fn write_bundle(&mut self, kids: &[String]) -> Result<(), AdapterError> {
         let path = &self.plan.apiserver.verification_bundle;
-        let current = std::fs::read(path).map_err(|e| err(path, e))?;
+        let current = crate::fs_read::read(path).map_err(|e| err(path, e))?;
         let present: Vec<String> = parse_file(path, &current)
             .keys()
             .map(|k| k.kid().to_string())
             .collect();
         let mut added = Vec::new();
         for kid in kids.iter().filter(|k| !present.contains(k)) {
-            added.push(self.private_key_file(kid)?.1.public().clone());
+            added.push(self.private_key_file(kid)?.key.public().clone());
         }
         let edited = edit_bundle(path, &current, kids, &added)?;
         atomic_file::replace_keeping_metadata(path, &edited, 0o644)
@@ -91,8 +90,9 @@ impl KeyFiles for KeyFilesOnDisk<'_> {
     }
 
     fn write_signing_key(&mut self, kid: &str) -> Result<(), AdapterError> {
-        let (source, _) = self.private_key_file(kid)?;
-        let bytes = zeroize::Zeroizing::new(std::fs::read(&source).map_err(|e| err(&source, e))?);
+        let source = self.private_key_file(kid)?.path;
+        let bytes =
+            zeroize::Zeroizing::new(crate::fs_read::read(&source).map_err(|e| err(&source, e))?);
         let mut targets = vec![self.plan.apiserver.signing_key_file.clone()];
         if let Some(cm) = &self.plan.controller_manager
             && !targets.contains(&cm.private_key_file)
@@ -100,7 +100,12 @@ impl KeyFiles for KeyFilesOnDisk<'_> {
             targets.push(cm.private_key_file.clone());
         }
         for target in &targets {
-            atomic_file::replace_keeping_metadata(target, &bytes, 0o600)
+            // A signing key file's directory others can write would let them swap the key.
+            if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+                safe_dir::check_trusted(dir, Trust::NotWritableByOthers, "a signing key")
+                    .map_err(|e| AdapterError::new(e.to_string()))?;
+            }
+            atomic_file::write_private_key(target, &bytes, Existing::Replace)
                 .map_err(|e| AdapterError::new(e.to_string()))?;
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! Narrow interfaces between the executor and the world, each with a real implementation here and
 //! an in-memory one (`crate::simulation::World`) for tests.
 
+pub mod command;
 pub mod key_files;
 pub mod probe;
 pub mod publish;
@@ -38,8 +39,9 @@ pub trait KeyFiles {
 
 /// Restarts the apiserver (and kube-controller-manager) so they read their key files again.
 pub trait Restarter {
-    /// `tag` is unique per restart (a static-pod restart writes it into the manifest).
-    fn restart(&mut self, tag: &str) -> Result<(), AdapterError>;
+    /// `tag` is unique per restart (a static-pod restart writes it into the manifest);
+    /// `controller_manager`: restart kube-controller-manager too.
+    fn restart(&mut self, tag: &str, controller_manager: bool) -> Result<(), AdapterError>;
 }
 
 /// Publishes the issuer documents to every target.

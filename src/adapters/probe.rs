@@ -43,6 +43,9 @@ impl KubeProber {
             .map_err(|e| AdapterError::new(format!("cannot start the probe runtime: {e}")))?;
         let what =
             |e: &dyn std::fmt::Display| AdapterError::new(format!("{}: {e}", kubeconfig.display()));
+        // kube's own message for an unreadable file repeats the path, quoted twice; open it first
+        // so the common case (missing, no permission) reads as one clean line.
+        std::fs::File::open(kubeconfig).map_err(|e| what(&e))?;
         let config = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| what(&e))?;
         let client = runtime.block_on(async {
             let options = kube::config::KubeConfigOptions::default();

@@ -6,12 +6,13 @@ use std::path::Path;
 
 use super::publish_remote;
 use super::{AdapterError, Publisher};
-use crate::atomic_file;
 use crate::documents::{DISCOVERY_PATH, DiscoveryDocument, JWKS_PATH, render_jwks};
+use crate::keys::VerificationKey;
+use crate::keys::private_dir;
 use crate::keys::reader::read_file;
-use crate::keys::{SigningKey, VerificationKey};
 use crate::plan::{Plan, Target, TargetKind};
 use crate::stores::conditional::Written;
+use crate::targets::local_dir;
 
 pub struct TargetsPublisher<'a> {
     plan: &'a Plan,
@@ -98,7 +99,7 @@ pub fn preview_target(
     documents: &Documents,
 ) -> Result<Vec<ObjectOutcome>, String> {
     match &target.kind {
-        TargetKind::LocalDirectory { path } => Ok(local_changes(path, documents)),
+        TargetKind::LocalDirectory { path } => local_changes(path, documents),
         _ => publish_remote::publish(target, documents, true),
     }
 }
@@ -106,16 +107,11 @@ pub fn preview_target(
 /// Writes both documents under `dir`, JWKS first: a verifier that follows the new discovery
 /// document always finds a JWKS at least as new.
 fn write_local(dir: &Path, documents: &Documents) -> Result<Vec<ObjectOutcome>, String> {
-    let changes = local_changes(dir, documents);
+    let changes = local_changes(dir, documents)?;
     for ((relative, body), change) in local_files(documents).into_iter().zip(&changes) {
-        if change.written == Written::Unchanged {
-            continue;
+        if change.written != Written::Unchanged {
+            local_dir::write_document(dir, relative, body.as_bytes()).map_err(|e| e.to_string())?;
         }
-        let path = dir.join(relative);
-        let parent = path.parent().expect("documents live in a subdirectory");
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        atomic_file::replace_keeping_metadata(&path, body.as_bytes(), 0o644)
-            .map_err(|e| e.to_string())?;
     }
     Ok(changes)
 }
@@ -127,20 +123,22 @@ fn local_files(documents: &Documents) -> [(&'static str, &str); 2] {
     ]
 }
 
-fn local_changes(dir: &Path, documents: &Documents) -> Vec<ObjectOutcome> {
+/// What writing the documents under `dir` would change. A symlink or other non-regular file in
+/// a document's place is an error here already, so the dry run shows it too.
+fn local_changes(dir: &Path, documents: &Documents) -> Result<Vec<ObjectOutcome>, String> {
     local_files(documents)
         .into_iter()
         .map(|(relative, body)| {
-            let path = dir.join(relative);
-            let written = match std::fs::read(&path) {
-                Ok(existing) if existing == body.as_bytes() => Written::Unchanged,
-                Ok(_) => Written::Replaced,
-                Err(_) => Written::Created,
-            };
-            ObjectOutcome {
-                url: path.display().to_string(),
+            let written =
+                match local_dir::read_document(dir, relative).map_err(|e| e.to_string())? {
+                    Some(existing) if existing == body.as_bytes() => Written::Unchanged,
+                    Some(_) => Written::Replaced,
+                    None => Written::Created,
+                };
+            Ok(ObjectOutcome {
+                url: dir.join(relative).display().to_string(),
                 written,
-            }
+            })
         })
         .collect()
 }
@@ -155,15 +153,10 @@ fn known_public_keys(plan: &Plan) -> Result<Vec<VerificationKey>, AdapterError> 
             keys.extend(report.keys().cloned());
         }
     }
-    if let Ok(entries) = std::fs::read_dir(&plan.private_key_dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|ext| ext == "key") {
-                let key = SigningKey::from_pem_file(&path)
-                    .map_err(|e| AdapterError::new(e.to_string()))?;
-                keys.push(key.public().clone());
-            }
-        }
+    // Unusable files in keyrot's directory are skipped here: a kid they held is reported as
+    // unknown by the caller, and `keyrot status` names the files.
+    if let Ok(listing) = private_dir::list(&plan.private_key_dir) {
+        keys.extend(listing.keys.iter().map(|file| file.key.public().clone()));
     }
     Ok(keys)
 }

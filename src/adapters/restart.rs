@@ -1,12 +1,15 @@
 //! The real restarter: static-pod manifest edit, systemd unit restart, a command, or nothing.
 //!
+//! Units and commands run through [`super::command::run`]: clean environment, time limit, capped
+//! output.
+//!
 //! A static pod restarts only when its manifest's content changes, so keyrot sets one annotation
 //! (`keyrot.io/restart`) to a new value, editing that line alone and writing the manifest
 //! atomically; the temp file is a dot-file, which the kubelet ignores.
 
 use std::path::Path;
-use std::process::Command;
 
+use super::command;
 use super::{AdapterError, Restarter};
 use crate::atomic_file;
 use crate::plan::{Plan, Restart};
@@ -25,9 +28,10 @@ impl<'a> ProcessRestarter<'a> {
 }
 
 impl Restarter for ProcessRestarter<'_> {
-    fn restart(&mut self, tag: &str) -> Result<(), AdapterError> {
+    fn restart(&mut self, tag: &str, controller_manager: bool) -> Result<(), AdapterError> {
         restart_one(&self.plan.apiserver.restart, tag)?;
         if let Some(cm) = &self.plan.controller_manager
+            && controller_manager
             && cm.restart != self.plan.apiserver.restart
         {
             restart_one(&cm.restart, tag)?;
@@ -40,33 +44,25 @@ fn restart_one(restart: &Restart, tag: &str) -> Result<(), AdapterError> {
     match restart {
         Restart::None => Ok(()),
         Restart::StaticPod { manifest } => touch_static_pod(manifest, tag),
-        Restart::SystemdUnit { unit } => run(&["systemctl".into(), "restart".into(), unit.clone()]),
-        Restart::Command { argv } => run(argv),
+        Restart::SystemdUnit { unit, timeout } => run(&systemctl_restart(unit), *timeout),
+        Restart::Command { argv, timeout } => run(argv, *timeout),
     }
 }
 
-fn run(argv: &[String]) -> Result<(), AdapterError> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| AdapterError::new("empty restart command"))?;
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| AdapterError::new(format!("cannot run {}: {e}", argv.join(" "))))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    Err(AdapterError::new(format!(
-        "{} failed ({}): {}",
-        argv.join(" "),
-        output.status,
-        stderr.trim()
-    )))
+/// `--` ends systemctl's options: the plan validates unit names, and this holds even if a name
+/// starting with `-` got through, which systemctl would otherwise read as an option.
+fn systemctl_restart(unit: &str) -> Vec<String> {
+    ["systemctl", "restart", "--", unit]
+        .map(String::from)
+        .to_vec()
+}
+
+fn run(argv: &[String], timeout: std::time::Duration) -> Result<(), AdapterError> {
+    command::run(argv, timeout).map_err(|e| AdapterError::new(e.to_string()))
 }
 
 fn touch_static_pod(manifest: &Path, tag: &str) -> Result<(), AdapterError> {
-    let text = std::fs::read_to_string(manifest)
+    let text = crate::fs_read::read_to_string(manifest)
         .map_err(|e| AdapterError::new(format!("{}: {e}", manifest.display())))?;
     let edited = set_restart_annotation(&text, tag).ok_or_else(|| {
         AdapterError::new(format!(
@@ -130,6 +126,12 @@ mod tests {
     use super::*;
 
     const KUBEADM: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  annotations:\n    kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint: 10.0.0.1:6443\n  creationTimestamp: null\n  labels:\n    component: kube-apiserver\n  name: kube-apiserver\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n    - kube-apiserver\n";
+
+    #[test]
+    fn systemd_unit_starting_with_a_dash_is_not_an_option() {
+        let argv = systemctl_restart("--now");
+        assert_eq!(argv, ["systemctl", "restart", "--", "--now"]);
+    }
 
     #[test]
     fn adds_the_annotation_under_existing_annotations_and_changes_nothing_else() {

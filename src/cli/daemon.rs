@@ -21,7 +21,7 @@ use keyrot::daemon::metrics::Snapshot;
 use keyrot::daemon::notify::Notifier;
 use keyrot::daemon::signals::{self, Signal};
 use keyrot::daemon::status_line::{acting_line, status_line};
-use keyrot::decision::{Action, Phase, action_name, backoff};
+use keyrot::decision::{Action, Phase, action_name, backoff, retry_time};
 use keyrot::describe::{describe_action, shorten_kids};
 use keyrot::executor::{ExecError, Pause, Progress};
 use keyrot::migration;
@@ -201,9 +201,10 @@ impl Daemon {
                     self.errors.count(kind);
                 }
                 let delay = backoff(self.session.plan(), self.failures);
-                self.failures += 1;
+                let retry_at = retry_time(self.session.plan(), self.failures, Utc::now());
+                self.failures = self.failures.saturating_add(1);
                 info!("trying again in {}s", delay.num_seconds());
-                Some(Utc::now() + delay)
+                Some(retry_at)
             }
         };
         if !stopped {
@@ -221,8 +222,9 @@ impl Daemon {
             if wake_at.is_some_and(|t| t <= now) {
                 return None;
             }
-            let until_wake =
-                wake_at.map(|t| Instant::now() + (t - now).to_std().unwrap_or_default());
+            // A wake-up too far away for the monotonic clock is no wake-up.
+            let until_wake = wake_at
+                .and_then(|t| Instant::now().checked_add((t - now).to_std().unwrap_or_default()));
             let deadline = [until_wake, self.notifier.next_ping()]
                 .into_iter()
                 .flatten()
@@ -340,8 +342,9 @@ impl Daemon {
         // retried in a tight loop.
         if !answer.starts_with("exit 0") {
             let delay = backoff(self.session.plan(), self.migration_failures);
-            self.migration_failures += 1;
-            self.migration_retry_at = Some(Utc::now() + delay);
+            let plan = self.session.plan();
+            self.migration_retry_at = Some(retry_time(plan, self.migration_failures, Utc::now()));
+            self.migration_failures = self.migration_failures.saturating_add(1);
             info!("issuer migration: trying again in {}s", delay.num_seconds());
         } else {
             self.migration_failures = 0;

@@ -1,5 +1,6 @@
 //! `keyrot discovery`: the body kube-apiserver serves at `/.well-known/openid-configuration`.
 
+use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,6 +30,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .jwks_uri
         .unwrap_or_else(|| default_jwks_uri(&args.issuer));
     let doc = DiscoveryDocument::new(&args.issuer, &jwks_uri, &loaded.keys)?;
-    println!("{}", doc.render());
+    outln!("{}", doc.render());
     Ok(ExitCode::SUCCESS)
 }

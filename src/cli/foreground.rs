@@ -1,7 +1,7 @@
 //! Running the executor in this process: the state lock, the real adapters, progress lines, and
 //! sleeping until the next gate can pass. `keyrot run` drives the same session from its loop.
 
-use std::io::Write;
+use super::out::outln;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use keyrot::adapters::probe::KubeProber;
 use keyrot::adapters::publish::TargetsPublisher;
 use keyrot::adapters::restart::ProcessRestarter;
 use keyrot::atomic_file;
-use keyrot::decision::{Action, Decision, Gate, Observed};
+use keyrot::decision::{Action, Blocked, Decision, Gate, Observed};
 use keyrot::describe::{describe_action, shorten_kids};
 use keyrot::documents::{DISCOVERY_PATH, JWKS_PATH};
 use keyrot::executor::{Effects, Io, Pause, Progress, run_until_waiting_or_stopped};
@@ -170,31 +170,73 @@ impl Session {
         }
     }
 
-    /// Acts and sleeps through timed waits until the rotation completes or waits for a person.
-    pub fn run_to_rest(&mut self) -> anyhow::Result<()> {
+    /// Acts and sleeps through timed waits until the rotation completes, waits for a person, or
+    /// waits on something no timer changes (a missing key file, say); says which.
+    pub fn run_to_rest(&mut self) -> anyhow::Result<Rest> {
         loop {
             let decision = self.run_until_waiting()?;
             let blocked = decision.blocked_by.first();
             if let Some(b) = blocked {
                 let reason = shorten_kids(&b.reason);
-                println!(
+                outln!(
                     "{}  waiting  [{}] {reason}",
                     Utc::now().format("%H:%M:%S"),
                     b.gate
                 );
             }
             let rotating = self.state.rotation.is_some() || !self.state.triggers.is_empty();
-            match (rotating, blocked.map(|b| b.gate), decision.wake_at) {
-                (false, _, _) => return Ok(()),
-                (true, Some(Gate::Approval), _) | (true, _, None) => return Ok(()),
+            match (rotating, blocked, decision.wake_at) {
+                (false, _, _) => return Ok(Rest::Done),
+                (true, Some(b), _) if b.gate == Gate::Approval => return Ok(Rest::AwaitsApproval),
+                (true, Some(b), None) => return Ok(Rest::Stuck(b.clone())),
+                (true, None, None) => return Ok(Rest::Done),
                 (true, _, Some(wake)) => {
-                    let _ = std::io::stdout().flush();
                     let pause = (wake - Utc::now()).to_std().unwrap_or_default();
                     std::thread::sleep(pause);
                 }
             }
         }
     }
+
+    /// Records the keys the files hold when keyrot has none recorded yet, and nothing else: no
+    /// request is consumed and no rotation starts, even one that is due.
+    pub fn adopt_only(&mut self) -> anyhow::Result<()> {
+        let adopted = std::cell::Cell::new(false);
+        let mut report = |plan: &Plan, progress: &Progress| {
+            if let Progress::Acted {
+                action: Action::Adopt { .. },
+                ..
+            } = progress
+            {
+                adopted.set(true);
+            }
+            print_progress(plan, progress);
+        };
+        self.run(&mut || adopted.get(), &mut report)?;
+        Ok(())
+    }
+
+    /// Takes back the last request of `kind` recorded in this session, if no step consumed it yet.
+    /// Returns whether it was still pending.
+    pub fn withdraw(&mut self, kind: TriggerKind) -> anyhow::Result<bool> {
+        let Some(i) = self.state.triggers.iter().rposition(|t| t.kind == kind) else {
+            return Ok(false);
+        };
+        self.state.triggers.remove(i);
+        self.lock.save(&self.state)?;
+        Ok(true)
+    }
+}
+
+/// Why [`Session::run_to_rest`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rest {
+    /// Nothing is in progress (the rotation completed, or none was started).
+    Done,
+    /// A phase waits for `keyrot approve`.
+    AwaitsApproval,
+    /// The rotation (or the request) waits on a gate that only a change by a person opens.
+    Stuck(Blocked),
 }
 
 fn prober(plan: &Plan) -> anyhow::Result<Option<KubeProber>> {
@@ -245,7 +287,7 @@ fn remove_stale_temp_files(plan: &Plan) {
         match atomic_file::remove_stale_temp_files(&dir) {
             Ok(removed) => {
                 for path in removed {
-                    println!(
+                    outln!(
                         "{}  -        removed {}, left by a write that an interrupted keyrot never finished",
                         Utc::now().format("%H:%M:%S"),
                         path.display()
@@ -267,14 +309,14 @@ fn print_progress(plan: &Plan, progress: &Progress) {
                 || matches!(action, Action::EnterPhase { .. } | Action::CompleteRotation);
             if let (true, Some(text)) = (shown, describe_action(plan, action)) {
                 let text = shorten_kids(&text);
-                println!(
+                outln!(
                     "{}  {:<8} {text}",
                     at.format("%H:%M:%S"),
                     phase.map_or("-", |p| p.as_str())
                 );
             }
             if let Action::ConsumeTrigger { kind, outcome } = action {
-                println!("{}  {:<8} {kind:?}: {outcome}", at.format("%H:%M:%S"), "-");
+                outln!("{}  {:<8} {kind:?}: {outcome}", at.format("%H:%M:%S"), "-");
             }
             // A timed-out gate is a failed attempt: say so, and why the files change next.
             if let Action::GateFailed {

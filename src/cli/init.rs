@@ -1,9 +1,11 @@
 //! `keyrot init`: a first key set for a cluster that has none (a new cluster, the sandbox).
 
+use super::out::outln;
 use std::process::ExitCode;
 
 use keyrot::atomic_file::{self, Existing};
 use keyrot::keys::SigningKey;
+use keyrot::safe_dir::{self, Trust};
 
 use super::foreground;
 use super::plan_args::PlanArg;
@@ -32,15 +34,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut session = foreground::Session::open(plan.clone())?;
     let key = SigningKey::generate(plan.key)?;
-    for path in [&files.signing_key_file, &files.verification_bundle] {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    // The signing key's directory first: when both files share it, it holds a private key and
+    // gets 0700; modes are explicit, so `umask 0` does not make it world-writable.
+    let dirs = [
+        (&files.signing_key_file, safe_dir::PRIVATE_DIR_MODE),
+        (&files.verification_bundle, safe_dir::PUBLIC_DIR_MODE),
+    ];
+    for (path, mode) in dirs {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            safe_dir::create_dir_all(dir, mode)?;
         }
     }
-    atomic_file::write(
+    if let Some(dir) = files
+        .signing_key_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        safe_dir::check_trusted(dir, Trust::NotWritableByOthers, "a signing key")?;
+    }
+    atomic_file::write_private_key(
         &files.signing_key_file,
         key.to_private_pem().as_bytes(),
-        0o600,
         Existing::Refuse,
     )?;
     atomic_file::write(
@@ -49,12 +63,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         0o644,
         Existing::Refuse,
     )?;
-    println!(
+    outln!(
         "created {} and {}",
         files.signing_key_file.display(),
         files.verification_bundle.display()
     );
-    println!("kid {}", key.public().kid());
-    session.run_until_waiting()?;
+    outln!("kid {}", key.public().kid());
+    session.adopt_only()?;
     Ok(ExitCode::SUCCESS)
 }

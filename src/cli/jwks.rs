@@ -1,5 +1,6 @@
 //! `keyrot jwks`: the body kube-apiserver serves at `/openid/v1/jwks` for given key files.
 
+use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,6 +22,6 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = load_verification_keys(&args.files)?;
     super::print_warnings(&loaded.warnings);
-    println!("{}", render_jwks(&loaded.keys));
+    outln!("{}", render_jwks(&loaded.keys));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `keyrot keygen`: create a signing key pair in the forms every Kubernetes version reads.
 
+use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -61,6 +62,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let key = SigningKey::generate(spec)?;
     key.write_pair(&args.private, &args.public, existing)?;
-    println!("{}", key.public().kid());
+    outln!("{}", key.public().kid());
     Ok(ExitCode::SUCCESS)
 }

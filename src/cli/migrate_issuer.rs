@@ -1,6 +1,7 @@
 //! `keyrot migrate-issuer`: runs the issuer migration of the plan's `issuerMigration` section,
 //! or rolls it back; `keyrot approve` continues one that waits for a person.
 
+use super::out::{out, outln};
 use std::process::ExitCode;
 
 use keyrot::daemon::control::{self, Ask, MigrationAsk};
@@ -52,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             migration::dry_run(&plan)?
         };
-        print!("{preview}");
+        out!("{preview}");
         return Ok(ExitCode::SUCCESS);
     }
     let ask = match args.rollback {
@@ -70,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(why) = migration::refused_during_rotation(rotation) {
         anyhow::bail!(why);
     }
-    let say = &mut |line: String| println!("{line}");
+    let say = &mut |line: String| outln!("{line}");
     let outcome = if args.rollback {
         migration::rollback(&plan, chrono::Utc::now, false, say)
     } else {
@@ -85,7 +86,7 @@ pub fn approve(plan: Plan, awaiting: Awaiting, foreground: bool) -> anyhow::Resu
         return Ok(code);
     }
     let _lock = StateStore::new(&plan.state_dir).try_lock()?;
-    let say = &mut |line: String| println!("{line}");
+    let say = &mut |line: String| outln!("{line}");
     let rolling_back = awaiting
         == Awaiting::ManualChange {
             step: ManualStep::Rollback,
@@ -114,10 +115,10 @@ fn hand_to_daemon(plan: &Plan, ask: MigrationAsk) -> anyhow::Result<Option<ExitC
             for line in output.lines() {
                 match line.starts_with("error: ") {
                     true => eprintln!("{line}"),
-                    false => println!("{line}"),
+                    false => outln!("{line}"),
                 }
             }
-            println!("(carried out by the running keyrot daemon)");
+            outln!("(carried out by the running keyrot daemon)");
             Ok(Some(ExitCode::from(code)))
         }
         None => {
@@ -152,12 +153,12 @@ fn report(outcome: Result<Outcome, StepError>, rollback: bool) -> ExitCode {
     match outcome {
         Ok(Outcome::Done) => {
             if !rollback {
-                println!("issuer migration done");
+                outln!("issuer migration done");
             }
             ExitCode::SUCCESS
         }
         Ok(Outcome::Waiting(what)) => {
-            println!("{what}");
+            outln!("{what}");
             ExitCode::from(WAITING)
         }
         Err(e) => {

@@ -11,6 +11,7 @@ mod jwks;
 mod keygen;
 mod logging;
 mod migrate_issuer;
+mod out;
 mod plan;
 mod plan_args;
 mod publish;
@@ -90,6 +91,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Prints kube's silent skips so the user sees them.
 fn print_warnings(warnings: &[String]) {
     for warning in warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", keyrot::escape::printable(warning));
     }
 }

@@ -1,5 +1,6 @@
 //! `keyrot plan`: the dry run. Reads, never writes: no state file, no lock, no key file.
 
+use super::out::{out, outln};
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
@@ -67,16 +68,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     run.notes.extend(probe_note);
     match args.output {
-        Output::Text => print!("{}", render_text(&run)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&run)?),
+        Output::Text => out!("{}", render_text(&run)),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&run)?),
     }
     // The migration's preview reads the targets (object stores over the network) and the flag
     // file; text only, and not offline.
     if plan.issuer_migration.is_some() && args.output == Output::Text && !args.offline {
-        println!("\nissuer migration (keyrot migrate-issuer):");
+        outln!("\nissuer migration (keyrot migrate-issuer):");
         match keyrot::migration::dry_run(&plan) {
-            Ok(preview) => print!("{preview}"),
-            Err(e) => println!("cannot preview: {e}"),
+            Ok(preview) => out!("{preview}"),
+            Err(e) => outln!("cannot preview: {e}"),
         }
     }
     Ok(if run.blocked.is_some() {

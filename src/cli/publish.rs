@@ -1,5 +1,6 @@
 //! `keyrot publish`: the documents for the current key files, written to every target now.
 
+use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,7 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let kids = verification_kids(&plan)?;
     let documents = render_documents(&plan, &kids)?;
-    println!("kids [{}]", kids.join(", "));
+    outln!("kids [{}]", kids.join(", "));
     let mut failed = false;
     for target in &plan.targets {
         let outcome = match args.dry_run {
@@ -51,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         (Written::Created, true) => "would create",
                         (Written::Replaced, true) => "would replace",
                     };
-                    println!("target {}: {}: {what}", target.name, object.url);
+                    outln!("target {}: {}: {what}", target.name, object.url);
                 }
             }
             Err(e) => {

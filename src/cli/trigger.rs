@@ -2,6 +2,7 @@
 //! record it and carry it out in the foreground. `approve` goes to the issuer migration instead
 //! when it waits for a person.
 
+use super::out::outln;
 use std::process::ExitCode;
 
 use keyrot::daemon::control::{self, Ask};
@@ -9,8 +10,9 @@ use keyrot::migration;
 use keyrot::plan::Plan;
 use keyrot::state::TriggerKind;
 
+use super::foreground::{self, Rest};
+use super::migrate_issuer;
 use super::plan_args::PlanArg;
-use super::{foreground, migrate_issuer};
 
 /// Arguments shared by the four triggers.
 #[derive(Debug, clap::Args)]
@@ -72,7 +74,7 @@ fn run_trigger(
     if !foreground
         && let Some(answer) = control::ask(&plan.state_dir, Ask::Trigger { kind, force })?
     {
-        println!(
+        outln!(
             "{}: {answer} (by the running keyrot daemon)",
             control::request_word(kind)
         );
@@ -80,7 +82,29 @@ fn run_trigger(
     }
     let mut session = foreground::Session::open(plan)?;
     session.trigger(kind, force)?;
-    session.run_to_rest()?;
+    let rest = session.run_to_rest()?;
+    if let Rest::Stuck(blocked) = rest {
+        // A request left recorded would be acted on by whatever runs next (`keyrot init`, say),
+        // long after the person who asked has gone: take it back, and fail so they see it.
+        let withdrawn = session.withdraw(kind)?;
+        let what = match (withdrawn, session.rotation()) {
+            (true, _) => format!("{}: nothing was done", control::request_word(kind)),
+            (false, Some(r)) => format!(
+                "rotation {} stopped in phase {}: nothing will carry it on until this is fixed",
+                r.id, r.phase
+            ),
+            (false, None) => format!("{}: cannot go on", control::request_word(kind)),
+        };
+        let resume = match withdrawn {
+            true => "then run this command again",
+            false => "then run `keyrot rotate` (it continues the rotation) or start `keyrot run`",
+        };
+        anyhow::bail!(
+            "{what}: [{}] {}; fix that, {resume}",
+            blocked.gate,
+            blocked.reason
+        );
+    }
     let outcome = session.outcomes().last().map_or("", String::as_str);
     Ok(exit_code(outcome))
 }

@@ -1,12 +1,15 @@
 //! `keyrot validate`: check a rotation plan and summarise it, or list every problem in it.
 
+use super::out::out;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
+use keyrot::decision::next_rotation_due;
 use keyrot::keys::GenerateSpec;
 use keyrot::plan::{self, Plan, Probe, Restart, TargetKind, flavour_name, format_duration};
+use keyrot::state::{State, StateStore};
 
 /// Check a rotation plan without touching anything.
 ///
@@ -23,7 +26,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match plan::load(&args.config) {
         Ok(plan) => {
-            print!("{}", summary(&plan, Utc::now()));
+            // The state only says when the schedule next fires; an unreadable one is `status`'s
+            // to report, not a problem of the plan.
+            let state = StateStore::new(&plan.state_dir).read().ok().flatten();
+            out!("{}", summary(&plan, state.as_ref(), Utc::now()));
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -36,8 +42,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The plan as keyrot will act on it. `now` picks the next scheduled run.
-fn summary(plan: &Plan, now: DateTime<Utc>) -> String {
+/// The plan as keyrot will act on it. The state and `now` give the next scheduled run.
+fn summary(plan: &Plan, state: Option<&State>, now: DateTime<Utc>) -> String {
     let mut out = String::new();
     let mut line = |label: &str, value: String| {
         let _ = writeln!(out, "{label:<20} {value}");
@@ -84,7 +90,7 @@ fn summary(plan: &Plan, now: DateTime<Utc>) -> String {
             ),
         );
     }
-    line("schedule", schedule(plan, now));
+    line("schedule", schedule(plan, state, now));
     let t = &plan.timings;
     line(
         "timings",
@@ -130,11 +136,21 @@ fn key(spec: GenerateSpec) -> String {
     }
 }
 
+fn std_duration(duration: std::time::Duration) -> String {
+    chrono::TimeDelta::from_std(duration)
+        .map(format_duration)
+        .unwrap_or_else(|_| format!("{duration:?}"))
+}
+
 fn restart(restart: &Restart) -> String {
     match restart {
         Restart::StaticPod { manifest } => format!("static pod {}", manifest.display()),
-        Restart::SystemdUnit { unit } => format!("systemd unit {unit}"),
-        Restart::Command { argv } => format!("command {argv:?}"),
+        Restart::SystemdUnit { unit, timeout } => {
+            format!("systemd unit {unit}, timeout {}", std_duration(*timeout))
+        }
+        Restart::Command { argv, timeout } => {
+            format!("command {argv:?}, timeout {}", std_duration(*timeout))
+        }
         Restart::None => "none".to_string(),
     }
 }
@@ -154,11 +170,13 @@ fn probe(probe: &Probe) -> String {
     }
 }
 
-fn schedule(plan: &Plan, now: DateTime<Utc>) -> String {
+fn schedule(plan: &Plan, state: Option<&State>, now: DateTime<Utc>) -> String {
     let Some(schedule) = &plan.schedule else {
         return "none: rotations start only when triggered by hand".to_string();
     };
-    let next = match schedule.next_after(now) {
+    let empty = State::default();
+    let next = match next_rotation_due(plan, state.unwrap_or(&empty), now) {
+        Some(due) if due <= now => format!("due now (since {})", due.format("%Y-%m-%d %H:%M UTC")),
         Some(next) if schedule.timezone() == chrono_tz::Tz::UTC => {
             format!("next run {}", next.format("%Y-%m-%d %H:%M UTC"))
         }
@@ -233,7 +251,7 @@ approvals: [promote]
 ";
         let plan = plan::parse(Path::new("/etc/keyrot/plan.yaml"), text).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 1, 7, 12, 0, 0).unwrap();
-        let summary = summary(&plan, now);
+        let summary = summary(&plan, None, now);
         for expected in [
             "cluster              demo (flavour kubeadm)",
             "signing key          /etc/kubernetes/pki/sa.key",
@@ -248,5 +266,33 @@ approvals: [promote]
                 "{expected:?} not in\n{summary}"
             );
         }
+    }
+
+    #[test]
+    fn the_next_run_counts_from_the_last_rotation_as_status_and_the_daemon_do() {
+        let text = "\
+cluster: demo
+flavour: kubeadm
+issuer: { url: \"https://oidc.example.com/demo\" }
+targets: [{ name: web, localDirectory: www }]
+schedule: { cron: \"0 3 * * SUN\" }
+";
+        let plan = plan::parse(Path::new("/etc/keyrot/plan.yaml"), text).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 7, 12, 0, 0).unwrap();
+        // The last rotation started before last Sunday's run: the schedule is overdue.
+        let state = State {
+            last_rotation_started_at: Some(Utc.with_ymd_and_hms(2025, 12, 30, 3, 0, 0).unwrap()),
+            ..State::default()
+        };
+        let summary = summary(&plan, Some(&state), now);
+        assert!(
+            summary.contains("due now (since 2026-01-04 03:00 UTC)"),
+            "{summary}"
+        );
+        let status = keyrot::status::status_with_unreadable_files(&plan, Some(&state), "-", now);
+        assert_eq!(
+            status.next_rotation,
+            Some(Utc.with_ymd_and_hms(2026, 1, 4, 3, 0, 0).unwrap())
+        );
     }
 }

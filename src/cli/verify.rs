@@ -1,6 +1,7 @@
 //! `keyrot verify`: what every target serves, read as a cloud verifier reads it, compared with
 //! the key files and with what keyrot's state last published.
 
+use super::out::{out, outln};
 use std::process::ExitCode;
 
 use keyrot::adapters::Prober;
@@ -99,8 +100,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         targets,
     };
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Text => print!("{}", text(&report)),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => out!("{}", text(&report)),
     }
     Ok(if report.ok {
         ExitCode::SUCCESS

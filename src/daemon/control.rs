@@ -6,17 +6,26 @@
 //! it, and answers one line: the outcome the decision core gave (`rotation started`,
 //! `refused: ...`), or `queued: ...` when it could not act on the request yet. An issuer
 //! migration request is carried out whole before the answer, which is its output: the exit
-//! status on the first line (`exit 3`), then the lines the command would print. The socket is created only by the process that holds the state lock, mode 0600
-//! inside the 0700 state directory, so only its owner (root on a node) can send requests. A socket
-//! file nobody listens on (left by a killed daemon) reads as "no daemon": the client then runs the
-//! request in the foreground, where the state lock decides.
+//! status on the first line (`exit 3`), then the lines the command would print.
+//!
+//! Who may ask: the socket is created only by the process that holds the state lock, bound inside
+//! a fresh 0700 directory and set to 0600 before it is renamed into place, so it is never
+//! reachable with a laxer mode; and every connection's peer is checked with `SO_PEERCRED`: only
+//! root and the daemon's own uid are answered, others are refused and logged. At most
+//! [`MAX_CLIENTS`] connections are served at once, each given [`REQUEST_WAIT`] to send its line.
+//! A socket file nobody listens on (left by a killed daemon) reads as "no daemon": the client then
+//! runs the request in the foreground, where the state lock decides.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
+
+use tracing::warn;
 
 use crate::state::TriggerKind;
 
@@ -28,8 +37,13 @@ const REPLY_WAIT: Duration = Duration::from_secs(10);
 const REQUEST_WAIT: Duration = Duration::from_secs(5);
 /// Longer than [`REPLY_WAIT`], so the daemon's `queued` arrives before the client gives up.
 const CLIENT_WAIT: Duration = Duration::from_secs(20);
+/// Connections answered at once; more are told the daemon is busy. A person sends one request
+/// at a time; this only stops a runaway client from making a thread per connection.
+pub const MAX_CLIENTS: usize = 8;
 /// A request is one short word; anything longer is not one.
 const MAX_REQUEST: u64 = 64;
+/// The most bytes a client reads of the daemon's answer: a few lines, or a migration's step log.
+const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
 
 /// `<state_dir>/keyrot.sock`.
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -141,9 +155,18 @@ pub fn ask(state_dir: &Path, ask: Ask) -> io::Result<Option<String>> {
         Ask::Migration(_) => None,
     };
     stream.set_read_timeout(wait).map_err(named)?;
-    writeln!(stream, "{}", ask.word()).map_err(named)?;
+    match writeln!(stream, "{}", ask.word()) {
+        // A daemon that refuses (another uid, too many clients) answers and closes without
+        // reading: its answer is still there to read.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        other => other.map_err(named)?,
+    }
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(named)?;
+    // Answers are a few lines; the cap keeps a wrong peer from feeding us forever.
+    (&stream)
+        .take(MAX_ANSWER_BYTES)
+        .read_to_string(&mut answer)
+        .map_err(named)?;
     if answer.is_empty() {
         return Err(named(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -169,9 +192,16 @@ pub fn bind(state_dir: &Path) -> io::Result<UnixListener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(named(e)),
     }
-    let listener = UnixListener::bind(&path).map_err(named)?;
-    // The state directory is 0700 already; the mode says the same on the socket itself.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(named)?;
+    // Bound where only keyrot can reach it, made 0600, then moved into place: there is no moment
+    // at which the socket exists with the mode the umask gave it.
+    let private = tempfile::Builder::new()
+        .prefix(".keyrot.sock.")
+        .tempdir_in(state_dir)
+        .map_err(named)?;
+    let staged = private.path().join(SOCKET_FILE);
+    let listener = UnixListener::bind(&staged).map_err(named)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).map_err(named)?;
+    std::fs::rename(&staged, &path).map_err(named)?;
     Ok(listener)
 }
 
@@ -190,14 +220,60 @@ pub fn serve<E: Send + 'static>(
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
+            let busy = Arc::new(AtomicUsize::new(0));
             for stream in listener.incoming().flatten() {
+                if let Err(refusal) = allowed_peer(&stream) {
+                    warn!("control socket: {refusal}");
+                    let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
+                    let _ = writeln!(&stream, "refused: {refusal}");
+                    continue;
+                }
+                if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
+                    let _ = writeln!(
+                        &stream,
+                        "error: the daemon is answering {MAX_CLIENTS} requests already; try again"
+                    );
+                    continue;
+                }
                 let events = events.clone();
+                let slot = Slot(busy.clone());
                 let _ = std::thread::Builder::new()
                     .name("control-client".into())
-                    .spawn(move || answer(stream, &events, wrap));
+                    .spawn(move || {
+                        answer(stream, &events, wrap);
+                        drop(slot);
+                    });
             }
         })?;
     Ok(())
+}
+
+/// One of the [`MAX_CLIENTS`] places, given back when the client's thread ends (or never starts).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Root and the daemon's own uid may send requests; the mode keeps others out, and this holds
+/// even if the socket or its directory were made reachable.
+fn allowed_peer(stream: &UnixStream) -> Result<(), String> {
+    let peer = rustix::net::sockopt::socket_peercred(stream)
+        .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+    let own = rustix::process::geteuid();
+    if peer.uid.is_root() || peer.uid == own {
+        return Ok(());
+    }
+    Err(format!(
+        "uid {} (pid {}) may not send requests: only root and uid {} may",
+        peer.uid.as_raw(),
+        peer.pid.as_raw_nonzero(),
+        own.as_raw()
+    ))
 }
 
 fn answer<E>(stream: UnixStream, events: &Sender<E>, wrap: fn(Request) -> E) {
@@ -234,6 +310,8 @@ fn answer<E>(stream: UnixStream, events: &Sender<E>, wrap: fn(Request) -> E) {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::process::CommandExt;
+
     use super::*;
 
     #[test]
@@ -275,6 +353,78 @@ mod tests {
         let answer = ask(dir.path(), Ask::Migration(MigrationAsk::Run)).unwrap();
         assert_eq!(answer.as_deref(), Some("exit 3\nstep 1: x\nstep 2: y"));
         main_loop.join().unwrap();
+    }
+
+    fn serve_rotate_answers(dir: &Path) {
+        let (events, requests) = mpsc::channel::<Request>();
+        serve(bind(dir).unwrap(), events, |r| r).unwrap();
+        std::thread::spawn(move || {
+            for request in requests {
+                let _ = request.reply.send("rotation started".into());
+            }
+        });
+    }
+
+    #[test]
+    fn control_socket_refuses_a_peer_with_another_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        serve_rotate_answers(dir.path());
+        // Made reachable on purpose, so that only the peer check stands in the way.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = socket_path(dir.path());
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let client = "import socket,sys\n\
+            s=socket.socket(socket.AF_UNIX)\n\
+            s.connect(sys.argv[1])\n\
+            try: s.sendall(b'rotate\\n')\n\
+            except BrokenPipeError: pass\n\
+            print(s.makefile().read(), end='')";
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", client, socket.to_str().unwrap()])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("python3 runs as nobody");
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            answer.starts_with("refused: uid 65534 "),
+            "{answer}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The owner is still answered.
+        let rotate = Ask::Trigger {
+            kind: TriggerKind::Rotate,
+            force: false,
+        };
+        assert_eq!(
+            ask(dir.path(), rotate).unwrap().as_deref(),
+            Some("rotation started")
+        );
+    }
+
+    #[test]
+    fn idle_control_clients_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        serve_rotate_answers(dir.path());
+        let socket = socket_path(dir.path());
+        let idle: Vec<UnixStream> = (0..MAX_CLIENTS)
+            .map(|_| UnixStream::connect(&socket).unwrap())
+            .collect();
+        // Each idle client holds its place until its read timeout; a new one is turned away.
+        let mut extra = UnixStream::connect(&socket).unwrap();
+        let mut answer = String::new();
+        extra.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("try again"), "{answer}");
+        drop(idle);
+        let rotate = Ask::Trigger {
+            kind: TriggerKind::Rotate,
+            force: false,
+        };
+        let answered = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            ask(dir.path(), rotate).unwrap().as_deref() == Some("rotation started")
+        });
+        assert!(answered, "places are given back when clients go");
     }
 
     #[test]

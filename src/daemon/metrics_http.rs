@@ -1,19 +1,24 @@
-//! A minimal HTTP/1.1 server for `GET /metrics`, on a thread of its own.
+//! A minimal HTTP/1.1 server for `GET /metrics`, on a few threads of its own.
 //!
-//! One request per connection, answered and closed; connections are served one after another
-//! with a short read timeout, which is plenty for a Prometheus scraping every few seconds and
-//! bounds what a misbehaving client can hold.
+//! One request per connection, answered and closed. [`WORKERS`] threads accept on the one
+//! listener, so a client that stalls holds one of them, never the scrapes; each request has
+//! [`REQUEST_WAIT`] in all to arrive and as long again to be written, so a stalled worker comes
+//! back. The endpoint has no authentication: an address beyond loopback is logged as a warning.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tracing::warn;
 
 use super::metrics::{CONTENT_TYPE, Snapshot, render};
 
-const READ_WAIT: Duration = Duration::from_secs(5);
+/// Threads serving scrapes: Prometheus scrapes one at a time, so a few cover stalled clients.
+pub const WORKERS: usize = 4;
+/// The whole request (line and headers) must arrive within this; the answer is written within it.
+const REQUEST_WAIT: Duration = Duration::from_secs(5);
 /// Request line and headers; a scrape sends a few hundred bytes.
 const MAX_REQUEST: u64 = 16 * 1024;
 
@@ -26,25 +31,35 @@ pub fn serve(address: SocketAddr, snapshot: Arc<Mutex<Snapshot>>) -> io::Result<
         )
     })?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = respond(stream, &snapshot);
-            }
-        })?;
+    if !bound.ip().is_loopback() {
+        warn!(
+            "metrics.listen {bound} is not a loopback address: anyone who reaches it reads the \
+             metrics, without authentication"
+        );
+    }
+    for _ in 0..WORKERS {
+        let listener = listener.try_clone()?;
+        let snapshot = snapshot.clone();
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let _ = respond(stream, &snapshot);
+                }
+            })?;
+    }
     Ok(bound)
 }
 
 fn respond(stream: TcpStream, snapshot: &Mutex<Snapshot>) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_WAIT))?;
-    stream.set_write_timeout(Some(READ_WAIT))?;
+    let deadline = Instant::now() + REQUEST_WAIT;
+    stream.set_write_timeout(Some(REQUEST_WAIT))?;
     let mut reader = BufReader::new((&stream).take(MAX_REQUEST));
     let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
+    read_line_by(&mut reader, &stream, deadline, &mut request_line)?;
     // Read the headers to their end, so closing does not reset a connection with unread data.
     let mut header = String::new();
-    while reader.read_line(&mut header)? > 2 {
+    while read_line_by(&mut reader, &stream, deadline, &mut header)? > 2 {
         header.clear();
     }
     let mut parts = request_line.split_whitespace();
@@ -73,6 +88,25 @@ fn respond(stream: TcpStream, snapshot: &Mutex<Snapshot>) -> io::Result<()> {
         body.len()
     )?;
     out.flush()
+}
+
+/// One line, with the read timeout shrunk to what is left until `deadline`: a client sending a
+/// byte at a time cannot hold a worker longer than that.
+fn read_line_by(
+    reader: &mut impl BufRead,
+    stream: &TcpStream,
+    deadline: Instant,
+    line: &mut String,
+) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request not received in time",
+        ));
+    }
+    stream.set_read_timeout(Some(left))?;
+    reader.read_line(line)
 }
 
 #[cfg(test)]
@@ -105,6 +139,31 @@ mod tests {
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
         let post = get(address, "POST /metrics HTTP/1.1\r\n\r\n");
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    }
+
+    #[test]
+    fn metrics_scrape_is_served_while_another_client_stalls() {
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let address = serve("127.0.0.1:0".parse().unwrap(), snapshot).unwrap();
+        // Fewer stalled clients than workers, each sending half a request and waiting.
+        let stalled: Vec<TcpStream> = (0..WORKERS - 1)
+            .map(|_| {
+                let mut stream = TcpStream::connect(address).unwrap();
+                stream.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+                stream
+            })
+            .collect();
+        let (done, answered) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(get(address, "GET /metrics HTTP/1.1\r\n\r\n"));
+        });
+        // A serial server answers only after every stalled client's timeout; this one at once.
+        // The bound is generous: it is shorter than the stalled clients' timeouts put together.
+        let ok = answered
+            .recv_timeout(REQUEST_WAIT * (WORKERS as u32 - 1) - Duration::from_secs(1))
+            .expect("the scrape is answered while the others stall");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        drop(stalled);
     }
 
     #[test]

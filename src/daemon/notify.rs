@@ -57,7 +57,8 @@ impl Notifier {
 
     /// When the next watchdog ping is due; `None` without a watchdog.
     pub fn next_ping(&self) -> Option<Instant> {
-        self.ping_every.map(|every| self.last_ping + every)
+        self.ping_every
+            .and_then(|every| self.last_ping.checked_add(every))
     }
 
     /// Pings the watchdog if a ping is due.

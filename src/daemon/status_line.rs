@@ -70,6 +70,10 @@ mod tests {
             last_error: None,
             adopted: true,
             issuer_migration: None,
+            unusable_private_keys: Vec::new(),
+            state_dir: "/var/lib/keyrot".into(),
+            in_progress: false,
+            lock_holder: None,
         };
         assert_eq!(
             status_line(&status),

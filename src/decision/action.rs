@@ -47,11 +47,13 @@ pub enum Action {
     WriteBundle { kids: Vec<String> },
     /// Effect: the signing key file (and kube-controller-manager's) holds this key.
     WriteSigningKey { kid: String },
-    /// Effect: restart the apiserver (and kube-controller-manager when its file changed) so it
-    /// loads these files; recorded once done.
+    /// Effect: restart the apiserver so it loads these files, and kube-controller-manager too
+    /// when `controller_manager` (its key file may have changed since it last started); recorded
+    /// once done.
     Restart {
         bundle: Vec<String>,
         signing: Option<String>,
+        controller_manager: bool,
     },
     /// Effect: every target serves the documents for these keys, in this order.
     Publish { kids: Vec<String> },

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::Phase;
 use super::action::{Action, Gate};
-use super::decide::backoff;
+use super::decide::retry_time;
 use crate::plan::Plan;
 use crate::state::{GateRecord, KeyRecord, Loaded, Published, Role, RoleChange, Rotation, State};
 
@@ -114,7 +114,9 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
                 }],
             });
         }
-        Action::Restart { bundle, signing } => {
+        Action::Restart {
+            bundle, signing, ..
+        } => {
             rotation(state).apiserver_loaded = Some(Loaded {
                 bundle: bundle.clone(),
                 signing: signing.clone(),
@@ -147,7 +149,7 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
             if *fall_back {
                 r.fallback = r.last_good.clone();
             }
-            r.attempts += 1;
+            r.attempts = r.attempts.saturating_add(1);
             r.retry_at = Some(*retry_at);
             r.last_error = Some(format!("{gate}: {reason}"));
             record_gate(r, gate.as_str(), false, reason, now);
@@ -199,8 +201,9 @@ pub fn apply_failure(
         let falling_back = r.fallback.is_some()
             && r.retry_at.is_some_and(|t| t > now)
             && !r.forced.contains(&Gate::Backoff);
-        r.attempts += 1;
-        r.retry_at = Some(now + backoff(plan, r.attempts - 1));
+        let failed_before = r.attempts;
+        r.attempts = failed_before.saturating_add(1);
+        r.retry_at = Some(retry_time(plan, failed_before, now));
         r.last_error = Some(format!("{}: {error}", action_name(action)));
         if falling_back {
             // The fallback failed too (a restart command that cannot reach a dead apiserver):

@@ -44,14 +44,8 @@ fn check_cluster_keys(plan: &Plan, observed: &Observed) -> Option<Decision> {
     let bundle = &plan.apiserver.verification_bundle;
     let signing_file = &plan.apiserver.signing_key_file;
     let reason = match (&observed.bundle, &observed.signing) {
-        (None, _) => format!(
-            "verification key file {} is missing; `keyrot init` creates a first key set",
-            bundle.display()
-        ),
-        (_, None) => format!(
-            "signing key file {} is missing; `keyrot init` creates a first key set",
-            signing_file.display()
-        ),
+        (None, _) => missing_key_file(plan, "verification key file", bundle),
+        (_, None) => missing_key_file(plan, "signing key file", signing_file),
         (Some(keys), Some(signing)) => {
             let verifiable = keys
                 .iter()
@@ -69,6 +63,21 @@ fn check_cluster_keys(plan: &Plan, observed: &Observed) -> Option<Decision> {
         }
     };
     Some(Decision::wait(Gate::ClusterKeys, reason, None))
+}
+
+/// What to do about a missing key file. Only a new cluster or a sandbox lacks its keys: on a
+/// running cluster the path or the node is wrong, and `keyrot init` would create keys the
+/// apiserver does not use.
+fn missing_key_file(plan: &Plan, what: &str, path: &std::path::Path) -> String {
+    let advice = match plan.test_plan {
+        true => "`keyrot init` creates a first key set",
+        false => {
+            "check the path against the apiserver's flags (--service-account-key-file, \
+             --service-account-signing-key-file) and that this is a control-plane node; \
+             `keyrot init` is only for a cluster that has no keys yet"
+        }
+    };
+    format!("{what} {} is missing; {advice}", path.display())
 }
 
 /// First use: record what the files hold, change nothing in them.
@@ -233,6 +242,17 @@ fn old_private_key_missing(state: &State, observed: &Observed, kid: &str) -> boo
     !recorded || observed.private_key(kid).is_none()
 }
 
+/// When the schedule next starts a rotation: the first time it fires after the last rotation
+/// started (or the keys were adopted); at or before `now` means due now. `None`: no schedule, or
+/// one that never fires again. The one answer the core, `status`, `validate` and `plan` give.
+pub fn next_rotation_due(plan: &Plan, state: &State, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let anchor = state
+        .last_rotation_started_at
+        .or(state.adopted_at)
+        .unwrap_or(now);
+    plan.schedule.as_ref()?.next_after(anchor)
+}
+
 fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> Decision {
     if let Some(why) = &observed.issuer_migration {
         return Decision::wait(Gate::IssuerMigration, why.clone(), None);
@@ -244,11 +264,7 @@ fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> 
             None,
         );
     };
-    let anchor = state
-        .last_rotation_started_at
-        .or(state.adopted_at)
-        .unwrap_or(now);
-    match schedule.next_after(anchor) {
+    match next_rotation_due(plan, state, now) {
         Some(due) if due <= now => Decision::act(Action::StartRotation {
             id: rotation_id(now),
             cause: Cause::Schedule,
@@ -368,13 +384,14 @@ impl Progress<'_> {
         let Some(confirmed) = self.rotation.published_confirmed_at else {
             return Decision::act(Action::ConfirmPublished);
         };
-        let settled_at = confirmed + self.plan.timings.publish_settle;
-        if settled_at > self.now && !self.forced(Gate::PublishSettle) {
+        // A time past the end of the calendar never comes.
+        let settled_at = confirmed.checked_add_signed(self.plan.timings.publish_settle);
+        if settled_at.is_none_or(|t| t > self.now) && !self.forced(Gate::PublishSettle) {
             let reason = format!(
-                "caches may hold the previous JWKS until {}",
-                crate::describe::time(settled_at)
+                "caches may hold the previous JWKS {}",
+                crate::describe::until(settled_at)
             );
-            return Decision::wait(Gate::PublishSettle, reason, Some(settled_at));
+            return Decision::wait(Gate::PublishSettle, reason, settled_at);
         }
         Decision::act(Action::EnterPhase {
             phase: Phase::Promote,
@@ -417,14 +434,14 @@ impl Progress<'_> {
         let r = self.rotation;
         if !r.aborted && !self.forced(Gate::RetireAfter) {
             let promoted = r.promoted_at.unwrap_or(r.phase_started_at);
-            let retire_at = promoted + self.plan.timings.retire_after;
-            if retire_at > self.now {
+            let retire_at = promoted.checked_add_signed(self.plan.timings.retire_after);
+            if retire_at.is_none_or(|t| t > self.now) {
                 let reason = format!(
-                    "tokens signed by {} may be in use until {}",
+                    "tokens signed by {} may be in use {}",
                     r.old_kid,
-                    crate::describe::time(retire_at)
+                    crate::describe::until(retire_at)
                 );
-                return Decision::wait(Gate::RetireAfter, reason, Some(retire_at));
+                return Decision::wait(Gate::RetireAfter, reason, retire_at);
             }
         }
         let bundle = self.bundle_with(new, Some(&r.old_kid));
@@ -487,9 +504,20 @@ impl Progress<'_> {
         let signing_now = observed.signing_kid().map(str::to_string);
         let loaded = self.rotation.apiserver_loaded.as_ref();
         if loaded.is_none_or(|l| l.bundle != bundle || l.signing != signing_now) {
+            // kube-controller-manager reads only its private key file, which changes with the
+            // signing key: it restarts only when that may differ from what it last loaded.
+            let key_unchanged = match loaded {
+                Some(l) => l.signing == signing_now,
+                None => {
+                    !self.rotation.new_key_may_sign
+                        && !self.rotation.rolled_back
+                        && signing_now.as_deref() == Some(self.rotation.old_kid.as_str())
+                }
+            };
             return Some(Decision::act(Action::Restart {
                 bundle: bundle.to_vec(),
                 signing: signing_now,
+                controller_manager: self.plan.controller_manager.is_some() && !key_unchanged,
             }));
         }
         None
@@ -568,7 +596,11 @@ impl Progress<'_> {
     fn attempt_started(&self) -> DateTime<Utc> {
         let r = self.rotation;
         let retire_at = (r.phase == Phase::Retire && !r.aborted)
-            .then(|| r.promoted_at.unwrap_or(r.phase_started_at) + self.plan.timings.retire_after);
+            .then(|| {
+                let promoted = r.promoted_at.unwrap_or(r.phase_started_at);
+                promoted.checked_add_signed(self.plan.timings.retire_after)
+            })
+            .flatten();
         [Some(r.phase_started_at), r.retry_at, retire_at]
             .into_iter()
             .flatten()
@@ -579,23 +611,38 @@ impl Progress<'_> {
     /// A gate that is closed: look again soon, or count a failed attempt once it times out.
     fn closed(&self, gate: Gate, reason: String) -> Decision {
         let r = self.rotation;
-        let deadline = self.attempt_started() + self.plan.timings.gate_timeout;
-        if self.now >= deadline {
+        // Past the end of the calendar, the deadline never comes: the gate is only polled.
+        let deadline = self
+            .attempt_started()
+            .checked_add_signed(self.plan.timings.gate_timeout);
+        if deadline.is_some_and(|deadline| self.now >= deadline) {
             return Decision::act(Action::GateFailed {
                 gate,
                 reason,
-                retry_at: self.now + backoff(self.plan, r.attempts),
+                retry_at: retry_time(self.plan, r.attempts, self.now),
                 fall_back: matches!(self.observed.apiserver, Probed::Failed(_)),
             });
         }
         let poll = (self.plan.timings.gate_timeout / 20).clamp(POLL_MIN, POLL_MAX);
-        Decision::wait(gate, reason, Some(deadline.min(self.now + poll)))
+        let look_again = self.now.checked_add_signed(poll);
+        Decision::wait(
+            gate,
+            reason,
+            [deadline, look_again].into_iter().flatten().min(),
+        )
     }
 }
 
 /// A rotation's id: its start time, unique because rotations never overlap.
 fn rotation_id(now: DateTime<Utc>) -> String {
     now.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+/// When retry number `attempts + 1` comes: `now` plus the backoff, or the last time the calendar
+/// holds when that is past its end (the retry never comes, and nothing panics on the way).
+pub fn retry_time(plan: &Plan, attempts: u32, now: DateTime<Utc>) -> DateTime<Utc> {
+    now.checked_add_signed(backoff(plan, attempts))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The delay before retry number `attempts + 1`: doubling from `retry_backoff`, capped.

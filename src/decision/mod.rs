@@ -5,7 +5,6 @@ mod action;
 mod apply;
 mod decide;
 mod observed;
-mod phase;
 
 use std::path::PathBuf;
 
@@ -13,9 +12,11 @@ use crate::plan::Plan;
 
 pub use action::{Action, AdoptedKey, Blocked, Decision, Gate};
 pub use apply::{action_name, apply, apply_failure, record_intent};
-pub use decide::{backoff, decide};
+pub use decide::{backoff, decide, next_rotation_due, retry_time};
 pub use observed::{KeyId, Observed, Probed, TargetView};
-pub use phase::Phase;
+// Phases live outside the core: the plan names them (approvals) and the state records them, and
+// neither may depend on the core that reads both.
+pub use crate::phase::Phase;
 
 /// Where a rotation's new private key lives: named after the rotation, so a key generated just
 /// before a crash is found again.

@@ -42,6 +42,9 @@ pub struct Observed {
     pub controller_manager_signing: Option<KeyId>,
     /// keyrot's private key files: each key and its path.
     pub private_keys: Vec<(KeyId, PathBuf)>,
+    /// `*.key` files in keyrot's directory it set aside (unreadable, damaged, symlinked), each
+    /// "path: reason": shown, never used.
+    pub unusable_private_keys: Vec<String>,
     /// The kids the apiserver serves at /openid/v1/jwks.
     pub apiserver: Probed<Vec<String>>,
     /// The kid in the header of a freshly requested token.

@@ -234,6 +234,8 @@ pub enum EditError {
     },
     #[error("{0}")]
     Write(#[from] crate::atomic_file::WriteError),
+    #[error(transparent)]
+    BackupDir(#[from] crate::safe_dir::DirError),
 }
 
 /// Reads `path` and computes the edit `step` makes to it; writes nothing.
@@ -242,7 +244,7 @@ pub fn compute_edit(
     path: &Path,
     step: &MigrationStep,
 ) -> Result<FlagEdit, EditError> {
-    let before = std::fs::read_to_string(path).map_err(|error| EditError::Io {
+    let before = crate::fs_read::read_to_string(path).map_err(|error| EditError::Io {
         path: path.to_path_buf(),
         error,
     })?;

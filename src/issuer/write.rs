@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::{EditError, FlagEdit, MigrationStep};
@@ -43,7 +42,7 @@ pub fn backup_path(backup_dir: &Path, target: &Path, step: &MigrationStep) -> Pa
 /// file, atomically, keeping its mode and owner. Refuses when the file changed since the edit
 /// was computed, and writes nothing when the edit changes nothing.
 pub fn apply(edit: &FlagEdit, backup_dir: &Path) -> Result<Applied, EditError> {
-    let now = fs::read(&edit.path).map_err(|error| io_error(&edit.path, error))?;
+    let now = crate::fs_read::read(&edit.path).map_err(|error| io_error(&edit.path, error))?;
     if now != edit.before.as_bytes() {
         return Err(EditError::ChangedSinceComputed {
             path: edit.path.clone(),
@@ -67,7 +66,7 @@ pub fn rollback(
     backup_dir: &Path,
 ) -> Result<RolledBack, EditError> {
     let backup = backup_path(backup_dir, target, step);
-    let bytes = match fs::read(&backup) {
+    let bytes = match crate::fs_read::read(&backup) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RolledBack::NoBackup),
         Err(e) => return Err(io_error(&backup, e)),
@@ -87,38 +86,16 @@ fn prepare_backup_dir(backup_dir: &Path, target: &Path) -> Result<(), EditError>
     let target_dir = target_dir
         .canonicalize()
         .map_err(|e| io_error(target_dir, e))?;
-    let resolved = resolve(backup_dir).map_err(|e| io_error(backup_dir, e))?;
+    let resolved = crate::safe_dir::resolve(backup_dir).map_err(|e| io_error(backup_dir, e))?;
     if resolved.starts_with(&target_dir) {
         return Err(EditError::BackupBesideTarget {
             backup_dir: backup_dir.to_path_buf(),
             target_dir,
         });
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(backup_dir)
-        .map_err(|e| io_error(backup_dir, e))
-}
-
-/// `path` made absolute with symlinks resolved, for the part of it that exists.
-fn resolve(path: &Path) -> io::Result<PathBuf> {
-    let mut existing = std::path::absolute(path)?;
-    let mut missing = Vec::new();
-    loop {
-        match existing.canonicalize() {
-            Ok(mut resolved) => {
-                resolved.extend(missing.iter().rev());
-                return Ok(resolved);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let name = existing.file_name().ok_or(e)?.to_os_string();
-                missing.push(name);
-                existing.pop();
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    crate::safe_dir::create_dir_all(backup_dir, crate::safe_dir::PRIVATE_DIR_MODE)
+        .map(drop)
+        .map_err(EditError::from)
 }
 
 fn io_error(path: &Path, error: io::Error) -> EditError {

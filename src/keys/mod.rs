@@ -6,6 +6,7 @@
 //! `keyIDFromPublicKey`).
 
 mod pem_blocks;
+pub mod private_dir;
 pub mod reader;
 pub mod signing;
 

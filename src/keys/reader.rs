@@ -164,7 +164,7 @@ pub fn load_verification_keys(paths: &[PathBuf]) -> Result<LoadedKeys, KeyFileEr
 
 /// Reads one file and reports every block, without failing on a file that has no key.
 pub fn read_file(path: &Path) -> Result<FileReport, KeyFileError> {
-    let data = std::fs::read(path)
+    let data = crate::fs_read::read(path)
         .map(Zeroizing::new)
         .map_err(|error| KeyFileError::Read {
             path: path.to_path_buf(),

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 
 use der::Decode;
 use elliptic_curve::Generate;
+use elliptic_curve::sec1::ToSec1Point;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::DecodePrivateKey;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::pem_blocks::scan_pem_blocks;
-use super::reader::ec_public_point;
+
 use super::{Alg, Curve, VerificationKey, oids};
 use crate::atomic_file::{self, Existing};
 
@@ -136,9 +137,20 @@ impl SigningKey {
                 )
                 .map_err(|e| e.to_string())?
             }
-            Secret::P256(key) => ec_public(Curve::P256, &key.to_bytes())?,
-            Secret::P384(key) => ec_public(Curve::P384, &key.to_bytes())?,
-            Secret::P521(key) => ec_public(Curve::P521, &key.to_bytes())?,
+            // From the key itself: going through `to_bytes` would leave a copy of the scalar
+            // behind that nothing wipes; `SecretKey` wipes its own on drop.
+            Secret::P256(key) => ec_public(
+                Curve::P256,
+                key.public_key().to_sec1_point(false).as_bytes(),
+            )?,
+            Secret::P384(key) => ec_public(
+                Curve::P384,
+                key.public_key().to_sec1_point(false).as_bytes(),
+            )?,
+            Secret::P521(key) => ec_public(
+                Curve::P521,
+                key.public_key().to_sec1_point(false).as_bytes(),
+            )?,
         };
         Ok(Self { secret, public })
     }
@@ -206,7 +218,7 @@ impl SigningKey {
             return Err(KeyGenError::Exists(taken.to_path_buf()));
         }
         let private_pem = self.to_private_pem();
-        atomic_file::write(private, private_pem.as_bytes(), 0o600, existing)?;
+        atomic_file::write_private_key(private, private_pem.as_bytes(), existing)?;
         if let Err(e) = atomic_file::write(
             public,
             self.public.to_spki_pem().as_bytes(),
@@ -226,13 +238,12 @@ impl SigningKey {
     /// label matters; the first `EC PRIVATE KEY` (SEC1), `RSA PRIVATE KEY` (PKCS#1) or
     /// `PRIVATE KEY` (PKCS#8, RSA or ECDSA) block that parses wins; other blocks are skipped.
     pub fn from_pem_file(path: &Path) -> Result<Self, SigningKeyError> {
-        let data =
-            std::fs::read(path)
-                .map(Zeroizing::new)
-                .map_err(|error| SigningKeyError::Read {
-                    path: path.to_path_buf(),
-                    error,
-                })?;
+        let data = crate::fs_read::read(path)
+            .map(Zeroizing::new)
+            .map_err(|error| SigningKeyError::Read {
+                path: path.to_path_buf(),
+                error,
+            })?;
         scan_pem_blocks(&data)
             .into_iter()
             .filter_map(|block| {
@@ -254,9 +265,8 @@ impl SigningKey {
     }
 }
 
-fn ec_public(curve: Curve, scalar: &[u8]) -> Result<VerificationKey, String> {
-    let point = ec_public_point(curve, scalar).ok_or("invalid EC scalar")?;
-    VerificationKey::from_ec_point(curve, &point).map_err(|e| e.to_string())
+fn ec_public(curve: Curve, point: &[u8]) -> Result<VerificationKey, String> {
+    VerificationKey::from_ec_point(curve, point).map_err(|e| e.to_string())
 }
 
 fn sec1_secret(der: &[u8]) -> Option<Secret> {

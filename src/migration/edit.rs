@@ -68,7 +68,7 @@ pub fn check_current_issuer(
     new_issuer: &str,
 ) -> Result<(), StepError> {
     let unreadable = |e: String| failed(0, format!("{}: {e}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    let text = crate::fs_read::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
     let flags = file
         .read_flags(&text)
         .map_err(|e| unreadable(e.to_string()))?;
@@ -89,18 +89,21 @@ pub fn check_current_issuer(
     ))
 }
 
-/// Restarts kube-apiserver the plan's way, naming the cause `tag`.
+/// Restarts kube-apiserver the plan's way, naming the cause `tag`. The issuer flags are the
+/// apiserver's alone: kube-controller-manager is not restarted.
 pub fn restart(plan: &Plan, tag: &str, number: u8) -> Result<(), StepError> {
     let tag = format!("{tag}-{}", Utc::now().timestamp());
-    ProcessRestarter::new(plan).restart(&tag).map_err(|e| {
-        failed(
-            number,
-            format!(
-                "the flag file is written but restarting kube-apiserver failed: {e}; run the \
+    ProcessRestarter::new(plan)
+        .restart(&tag, false)
+        .map_err(|e| {
+            failed(
+                number,
+                format!(
+                    "the flag file is written but restarting kube-apiserver failed: {e}; run the \
                  command again to restart"
-            ),
-        )
-    })
+                ),
+            )
+        })
 }
 
 /// The flags a person is asked to change with `flags: manual`, and to what.

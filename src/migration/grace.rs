@@ -65,7 +65,8 @@ pub fn for_section(section: &IssuerMigration) -> Result<Grace, String> {
     let FlagSource::File { path, file } = &section.flags else {
         return Ok(grace(section, None));
     };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text =
+        crate::fs_read::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let values = file
         .values_of(&text, MAX_TOKEN_EXPIRATION)
         .map_err(|e| format!("{}: {e}", path.display()))?;

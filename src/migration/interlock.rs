@@ -61,7 +61,8 @@ pub fn due(plan: &Plan) -> Option<DateTime<Utc>> {
         return None;
     }
     let grace = grace::for_section(section).ok()?;
-    Some(recorded.flags_changed_at? + grace.period)
+    // A grace period that ends past the end of the calendar never makes the daemon due.
+    recorded.flags_changed_at?.checked_add_signed(grace.period)
 }
 
 /// Why a migration may not start now: a key rotation is in progress. A rotation changes the

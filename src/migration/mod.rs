@@ -310,13 +310,16 @@ pub fn run(
     }
     let grace = grace::for_section(migration.section).map_err(|e| failed(5, e))?;
     let changed = progress.flags_changed_at.expect("step 3 recorded above");
-    let due = changed + grace.period;
-    if now() < due {
+    // A grace period that ends past the end of the calendar never ends.
+    let due = changed.checked_add_signed(grace.period);
+    if due.is_none_or(|due| now() < due) {
+        let when = match due {
+            Some(due) => format!("again after {}", crate::describe::time(due)),
+            None => "again once the grace period is shorter".to_string(),
+        };
         return Ok(Outcome::Waiting(format!(
-            "step 5 waits for the grace period ({}): run `keyrot migrate-issuer` again after {} \
-             to drop {}",
+            "step 5 waits for the grace period ({}): run `keyrot migrate-issuer` {when} to drop {}",
             grace.why,
-            due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             migration.old_issuer()
         )));
     }

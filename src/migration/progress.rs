@@ -136,7 +136,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// The record, or `None` when no migration was started.
 pub fn read(state_dir: &Path) -> Result<Option<Progress>, String> {
     let path = path(state_dir);
-    match std::fs::read(&path) {
+    match crate::fs_read::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("{}: {e}", path.display())),

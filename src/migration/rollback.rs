@@ -159,7 +159,8 @@ fn original(migration: &Migration, path: &Path) -> Option<(usize, PathBuf)> {
 
 fn restore_diff(path: &Path, backup: &Path) -> Result<String, StepError> {
     let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|e| failed(ROLLBACK, format!("{}: {e}", p.display())))
+        crate::fs_read::read_to_string(p)
+            .map_err(|e| failed(ROLLBACK, format!("{}: {e}", p.display())))
     };
     let label = path.display();
     Ok(diff::unified(

@@ -89,24 +89,88 @@ pub fn key_files_apart(
 }
 
 /// The kubelet runs every file in a static-pod directory (k3s and RKE2 also apply every file in
-/// their manifests directory): a key, a state file or a temp file there would be run.
+/// their manifests directory): a key, a state file or a temp file there would be run. Paths are
+/// compared as written and with symlinks resolved: a symlink must not lead a write there.
 pub fn nothing_in_watched_dirs(
     cx: &mut Context,
     watched: &[WatchedDir],
     written: &[(FieldPath, PathBuf)],
 ) {
     for (at, path) in written {
-        if let Some(dir) = watched.iter().find(|dir| path.starts_with(&dir.path)) {
+        let resolved = resolved(path);
+        let inside = |dir: &WatchedDir| {
+            path.starts_with(&dir.path)
+                || resolved.starts_with(&dir.path)
+                || resolved.starts_with(self::resolved(&dir.path))
+        };
+        if let Some(dir) = watched.iter().find(|dir| inside(dir)) {
             cx.error(
                 at,
                 format!(
-                    "{} is inside {}, where {}: keep keyrot's files elsewhere",
+                    "{}{} is inside {}, where {}: keep keyrot's files elsewhere",
                     path.display(),
+                    resolved_note(path, &resolved),
                     dir.path.display(),
                     dir.what
                 ),
             );
         }
+    }
+}
+
+/// A local-directory target is served to the world: nothing private may be in it, and it may
+/// not lie inside a directory of keyrot's own private files. `private` holds every such path
+/// with its field; the comparison is on resolved paths, so a symlink cannot hide one.
+pub fn nothing_private_published(
+    cx: &mut Context,
+    targets: &[(FieldPath, PathBuf)],
+    private: &[(FieldPath, PathBuf, Private)],
+) {
+    for (target_at, target) in targets {
+        let target_resolved = resolved(target);
+        for (private_at, path, kind) in private {
+            let path_resolved = resolved(path);
+            let problem = if path_resolved.starts_with(&target_resolved) {
+                "would publish"
+            } else if *kind == Private::Directory && target_resolved.starts_with(&path_resolved) {
+                "lies inside"
+            } else {
+                continue;
+            };
+            cx.error(
+                target_at,
+                format!(
+                    "{}{} {problem} {private_at} {}{}: a web server serving the target would                      serve keyrot's private files; publish from a directory of its own",
+                    target.display(),
+                    resolved_note(target, &target_resolved),
+                    path.display(),
+                    resolved_note(path, &path_resolved),
+                ),
+            );
+        }
+    }
+}
+
+/// What a private path is, for [`nothing_private_published`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Private {
+    /// A private key file: a target must not contain it.
+    File,
+    /// A directory of keyrot's own (state, private keys): a target must neither contain it nor
+    /// lie inside it.
+    Directory,
+}
+
+/// `path` with symlinks resolved where it exists; as written where it cannot be resolved.
+fn resolved(path: &Path) -> PathBuf {
+    crate::safe_dir::resolve(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// " (resolved: X)" when resolving changed the path.
+fn resolved_note(path: &Path, resolved: &Path) -> String {
+    match std::path::absolute(path) {
+        Ok(absolute) if absolute == resolved => String::new(),
+        _ => format!(" (resolved: {})", resolved.display()),
     }
 }
 

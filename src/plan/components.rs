@@ -1,8 +1,10 @@
 //! The control-plane sections of a plan: apiserver, controllerManager, their restarts, the probe.
 
+use std::time::Duration;
+
 use super::locate::FieldPath;
 use super::presets::{self, Preset};
-use super::raw::{OrNone, RawApiserver, RawControllerManager, RawProbe, RawRestart};
+use super::raw::{OrNone, RawApiserver, RawControllerManager, RawDuration, RawProbe, RawRestart};
 use super::values::Context;
 use super::{Apiserver, ControllerManager, Probe, Restart};
 
@@ -101,17 +103,30 @@ fn restart(
         static_pod,
         systemd_unit,
         command,
+        timeout,
     } = written;
+    let timeout_at = at.key("timeout");
     match (static_pod, systemd_unit, command) {
         (Some(manifest), None, None) => {
+            if timeout.is_some() {
+                cx.error(
+                    &timeout_at,
+                    "applies to systemdUnit and command only: a static pod restart is one file write",
+                );
+            }
             let manifest = cx.path(&at.key("staticPod"), manifest)?;
-            Some(Restart::StaticPod { manifest })
+            timeout.is_none().then_some(Restart::StaticPod { manifest })
         }
         (None, Some(unit), None) => {
-            let unit = cx.text(&at.key("systemdUnit"), unit)?;
-            Some(Restart::SystemdUnit { unit })
+            let unit = systemd_unit_name(cx, &at.key("systemdUnit"), unit);
+            let timeout = restart_timeout(cx, &timeout_at, timeout.as_ref());
+            Some(Restart::SystemdUnit {
+                unit: unit?,
+                timeout: timeout?,
+            })
         }
         (None, None, Some(argv)) => {
+            let timeout = restart_timeout(cx, &timeout_at, timeout.as_ref());
             if argv.first().is_none_or(|program| program.trim().is_empty()) {
                 cx.error(
                     &at.key("command"),
@@ -119,7 +134,10 @@ fn restart(
                 );
                 return None;
             }
-            Some(Restart::Command { argv: argv.clone() })
+            Some(Restart::Command {
+                argv: argv.clone(),
+                timeout: timeout?,
+            })
         }
         (None, None, None) => {
             cx.error(
@@ -130,6 +148,36 @@ fn restart(
         }
         _ => {
             cx.error(at, "set only one of staticPod, systemdUnit and command");
+            None
+        }
+    }
+}
+
+/// A unit name systemctl cannot take for an option.
+fn systemd_unit_name(cx: &mut Context, at: &FieldPath, written: &str) -> Option<String> {
+    let unit = cx.text(at, written)?;
+    if unit.starts_with('-') {
+        cx.error(
+            at,
+            format!("{unit:?} starts with '-': systemctl would read it as an option, not a unit"),
+        );
+        return None;
+    }
+    Some(unit)
+}
+
+/// A restart's time limit: more than zero, and it should stay below the unit's `WatchdogSec`
+/// (the acting thread does not ping while it waits for the restart).
+fn restart_timeout(
+    cx: &mut Context,
+    at: &FieldPath,
+    written: Option<&RawDuration>,
+) -> Option<Duration> {
+    let limit = cx.duration(at, written, presets::RESTART_TIMEOUT)?;
+    match limit.to_std() {
+        Ok(limit) if !limit.is_zero() => Some(limit),
+        _ => {
+            cx.error(at, "must be more than zero");
             None
         }
     }

@@ -19,11 +19,12 @@ mod values;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::TimeDelta;
 
-use crate::decision::Phase;
 use crate::keys::GenerateSpec;
+use crate::phase::Phase;
 
 pub use destinations::{GCP_IAM_ENDPOINT, is_loopback};
 pub use locate::{FieldPath, Position};
@@ -143,11 +144,15 @@ pub enum Restart {
     StaticPod {
         manifest: PathBuf,
     },
+    /// `systemctl restart -- UNIT`, given up (and killed) after `timeout`.
     SystemdUnit {
         unit: String,
+        timeout: Duration,
     },
+    /// Run `argv` with a clean environment, given up (and killed) after `timeout`.
     Command {
         argv: Vec<String>,
+        timeout: Duration,
     },
     None,
 }

@@ -9,6 +9,10 @@ use super::{ControllerManager, Flavour, Restart, Timings};
 pub const STATE_DIR: &str = "/var/lib/keyrot";
 /// The private key directory when not given: this, under the state directory.
 pub const PRIVATE_KEY_SUBDIR: &str = "keys";
+/// The probe's kubeconfig for every flavour: an identity with only the probe's RBAC
+/// (`docs/probe-rbac.yaml`), not the cluster-admin `admin.conf`, and outside `/root`, which the
+/// unit's `ProtectHome=yes` hides.
+pub const PROBE_KUBECONFIG: &str = "/etc/keyrot/probe.kubeconfig";
 pub const PROBE_NAMESPACE: &str = "keyrot-system";
 pub const PROBE_SERVICE_ACCOUNT: &str = "keyrot-probe";
 pub const PROBE_AUDIENCE: &str = "keyrot-probe";
@@ -27,6 +31,10 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// Where `metrics: {}` serves: this host only, on the port registered for keyrot's neighbours
 /// in the Prometheus exporter list's free range.
 pub const METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// How long a systemd unit or command restart may take before keyrot kills it: below the unit's
+/// `WatchdogSec=2min`, since the acting thread does not ping while it waits.
+pub const RESTART_TIMEOUT: TimeDelta = TimeDelta::seconds(90);
 
 pub const TIMINGS: Timings = Timings {
     publish_settle: TimeDelta::minutes(10),
@@ -71,7 +79,7 @@ pub fn preset(flavour: Flavour) -> Preset {
                 private_key_file: "/etc/kubernetes/pki/sa.key".into(),
                 restart: static_pod("/etc/kubernetes/manifests/kube-controller-manager.yaml"),
             }),
-            kubeconfig: Some("/etc/kubernetes/admin.conf".into()),
+            kubeconfig: Some(PROBE_KUBECONFIG.into()),
             watched_dirs: vec![watched("/etc/kubernetes/manifests", STATIC_PODS)],
         },
         Flavour::K3s => rancher("k3s", "k3s.service"),
@@ -81,16 +89,12 @@ pub fn preset(flavour: Flavour) -> Preset {
         Flavour::Systemd => Preset {
             verification_key_file: Some("/var/lib/kubernetes/service-accounts.crt".into()),
             signing_key_file: Some("/var/lib/kubernetes/service-accounts.key".into()),
-            apiserver_restart: Some(Restart::SystemdUnit {
-                unit: "kube-apiserver.service".into(),
-            }),
+            apiserver_restart: Some(systemd_unit("kube-apiserver.service")),
             controller_manager: Some(ControllerManager {
                 private_key_file: "/var/lib/kubernetes/service-accounts.key".into(),
-                restart: Restart::SystemdUnit {
-                    unit: "kube-controller-manager.service".into(),
-                },
+                restart: systemd_unit("kube-controller-manager.service"),
             }),
-            kubeconfig: Some("/root/admin.kubeconfig".into()),
+            kubeconfig: Some(PROBE_KUBECONFIG.into()),
             watched_dirs: Vec::new(),
         },
         Flavour::Custom => Preset {
@@ -112,9 +116,9 @@ fn rancher(name: &str, unit: &str) -> Preset {
     Preset {
         verification_key_file: Some(format!("{data}/server/tls/service.key").into()),
         signing_key_file: Some(format!("{data}/server/tls/service.current.key").into()),
-        apiserver_restart: Some(Restart::SystemdUnit { unit: unit.into() }),
+        apiserver_restart: Some(systemd_unit(unit)),
         controller_manager: None,
-        kubeconfig: Some(format!("/etc/rancher/{name}/{name}.yaml").into()),
+        kubeconfig: Some(PROBE_KUBECONFIG.into()),
         watched_dirs: vec![
             watched(&format!("{data}/agent/pod-manifests"), STATIC_PODS),
             watched(&format!("{data}/server/manifests"), AUTO_DEPLOY),
@@ -125,6 +129,13 @@ fn rancher(name: &str, unit: &str) -> Preset {
 fn static_pod(manifest: &str) -> Restart {
     Restart::StaticPod {
         manifest: manifest.into(),
+    }
+}
+
+fn systemd_unit(unit: &str) -> Restart {
+    Restart::SystemdUnit {
+        unit: unit.into(),
+        timeout: RESTART_TIMEOUT.to_std().expect("a positive constant"),
     }
 }
 
@@ -179,28 +190,18 @@ mod tests {
             k3s.verification_key_file.as_deref(),
             Some(Path::new("/var/lib/rancher/k3s/server/tls/service.key"))
         );
-        assert_eq!(
-            k3s.apiserver_restart,
-            Some(Restart::SystemdUnit {
-                unit: "k3s.service".into()
-            })
-        );
+        assert_eq!(k3s.apiserver_restart, Some(systemd_unit("k3s.service")));
         assert_eq!(k3s.controller_manager, None);
-        assert_eq!(
-            k3s.kubeconfig.as_deref(),
-            Some(Path::new("/etc/rancher/k3s/k3s.yaml"))
-        );
+        assert_eq!(k3s.kubeconfig.as_deref(), Some(Path::new(PROBE_KUBECONFIG)));
 
         let rke2 = preset(Flavour::Rke2);
         assert_eq!(
             rke2.apiserver_restart,
-            Some(Restart::SystemdUnit {
-                unit: "rke2-server.service".into()
-            })
+            Some(systemd_unit("rke2-server.service"))
         );
         assert_eq!(
             rke2.kubeconfig.as_deref(),
-            Some(Path::new("/etc/rancher/rke2/rke2.yaml"))
+            Some(Path::new(PROBE_KUBECONFIG))
         );
         assert!(
             rke2.watched_dirs
@@ -214,9 +215,7 @@ mod tests {
         let p = preset(Flavour::Systemd);
         assert_eq!(
             p.apiserver_restart,
-            Some(Restart::SystemdUnit {
-                unit: "kube-apiserver.service".into()
-            })
+            Some(systemd_unit("kube-apiserver.service"))
         );
         let cm = p.controller_manager.expect("a unit of its own");
         assert_eq!(Some(cm.private_key_file), p.signing_key_file);

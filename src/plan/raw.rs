@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use crate::decision::Phase;
+use crate::phase::Phase;
 
 /// The whole file. Every field is optional here, even required ones: presets fill many of them,
 /// and a missing field is reported by `validate` with its path and place, beside every other
@@ -94,6 +94,8 @@ pub struct RawRestart {
     pub static_pod: Option<PathBuf>,
     pub systemd_unit: Option<String>,
     pub command: Option<Vec<String>>,
+    /// How long a systemdUnit or command restart may take.
+    pub timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,9 @@ impl Schedule {
     /// (a year field in the past).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.timezone);
+        // The cron crate adds a second to `after` unchecked: at the end of the calendar (a state
+        // file's far-future time) nothing fires, and nothing may panic.
+        local.checked_add_signed(chrono::TimeDelta::seconds(1))?;
         self.cron
             .after(&local)
             .next()
@@ -276,6 +279,20 @@ mod tests {
             schedule.next_after(at - chrono::TimeDelta::seconds(1)),
             Some(at)
         );
+    }
+
+    #[test]
+    fn the_end_of_the_calendar_never_fires_rather_than_panics() {
+        for zone in [
+            Tz::UTC,
+            chrono_tz::Pacific::Kiritimati,
+            chrono_tz::Pacific::Pago_Pago,
+        ] {
+            let schedule = Schedule::parse("* * * * *", zone).unwrap();
+            assert_eq!(schedule.next_after(DateTime::<Utc>::MAX_UTC), None);
+            let near_the_end = DateTime::<Utc>::MAX_UTC - chrono::TimeDelta::hours(20);
+            assert_eq!(schedule.next_after(near_the_end), None, "{zone}");
+        }
     }
 
     #[test]

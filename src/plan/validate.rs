@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use chrono::TimeDelta;
 use chrono_tz::Tz;
 
-use super::checks;
+use super::checks::{self, Private};
 use super::components;
 use super::decode::decode;
 use super::locate::FieldPath;
@@ -22,7 +22,8 @@ use crate::keys::{Alg, GenerateSpec};
 
 /// Reads and validates the plan at `path`.
 pub fn load(path: &Path) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|err| PlanError::unreadable(path, &err))?;
+    let text =
+        crate::fs_read::read_to_string(path).map_err(|err| PlanError::unreadable(path, &err))?;
     parse(path, &text)
 }
 
@@ -119,6 +120,9 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
         checked_targets.as_deref(),
     );
     checks::nothing_in_watched_dirs(cx, &watched, &written);
+    let published = local_directories(checked_targets.as_deref());
+    let private = private_paths(&state_dir, &private_key_dir, &apiserver, cm);
+    checks::nothing_private_published(cx, &published, &private);
 
     Some(Plan {
         path: path.to_path_buf(),
@@ -317,6 +321,53 @@ fn keep_retired(cx: &mut Context, written: Option<u32>) -> Option<u32> {
     Some(keep)
 }
 
+/// The local-directory targets, with the field that names each.
+fn local_directories(targets: Option<&[Option<Target>]>) -> Vec<(FieldPath, PathBuf)> {
+    let targets = targets.unwrap_or_default().iter().enumerate();
+    targets
+        .filter_map(|(i, target)| match &target.as_ref()?.kind {
+            TargetKind::LocalDirectory { path } => Some((
+                FieldPath::root()
+                    .key("targets")
+                    .index(i)
+                    .key("localDirectory"),
+                path.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every path that holds private material, with the field that names it.
+fn private_paths(
+    state_dir: &Option<PathBuf>,
+    private_key_dir: &Option<PathBuf>,
+    apiserver: &Option<Apiserver>,
+    controller_manager: Option<&ControllerManager>,
+) -> Vec<(FieldPath, PathBuf, Private)> {
+    let root = FieldPath::root();
+    let mut private = Vec::new();
+    private.extend(
+        state_dir
+            .clone()
+            .map(|dir| (root.key("stateDir"), dir, Private::Directory)),
+    );
+    private.extend(
+        private_key_dir
+            .clone()
+            .map(|dir| (root.key("privateKeyDir"), dir, Private::Directory)),
+    );
+    if let Some(apiserver) = apiserver {
+        let at = root.key("apiserver").key("signingKeyFile");
+        private.push((at, apiserver.signing_key_file.clone(), Private::File));
+    }
+    if let Some(cm) = controller_manager {
+        let at = root.key("controllerManager").key("privateKeyFile");
+        private.push((at, cm.private_key_file.clone(), Private::File));
+    }
+    private
+}
+
 /// Every path keyrot writes to, with the field that names it. A default private key directory
 /// is left out: it lies under the state directory, which is checked already.
 fn written_paths(
@@ -349,14 +400,6 @@ fn written_paths(
         let at = root.key("controllerManager").key("privateKeyFile");
         written.push((at, cm.private_key_file.clone()));
     }
-    let targets = targets.unwrap_or_default().iter().enumerate();
-    for (i, target) in targets.filter_map(|(i, target)| Some((i, target.as_ref()?))) {
-        if let TargetKind::LocalDirectory { path } = &target.kind {
-            written.push((
-                root.key("targets").index(i).key("localDirectory"),
-                path.clone(),
-            ));
-        }
-    }
+    written.extend(local_directories(targets));
     written
 }

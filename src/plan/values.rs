@@ -96,6 +96,8 @@ impl<'a> Context<'a> {
     }
 
     /// A written duration (`30s`, `10m`, `24h`, `1h30m`), or the default when not written.
+    /// Longer than [`MAX_DURATION`] is refused, so adding one to any time keyrot meets cannot
+    /// leave chrono's calendar.
     pub fn duration(
         &mut self,
         at: &FieldPath,
@@ -105,18 +107,29 @@ impl<'a> Context<'a> {
         let Some(RawDuration(text)) = written else {
             return Some(default);
         };
-        let parsed = humantime::parse_duration(text)
-            .ok()
-            .and_then(|d| TimeDelta::from_std(d).ok());
-        if parsed.is_none() {
+        let Ok(parsed) = humantime::parse_duration(text) else {
             self.error(
                 at,
                 format!("{text:?} is not a duration: write a number and a unit, such as 30s, 10m, 24h or 1h30m"),
             );
+            return None;
+        };
+        match TimeDelta::from_std(parsed) {
+            Ok(duration) if duration <= MAX_DURATION => Some(duration),
+            _ => {
+                self.error(
+                    at,
+                    format!("{text:?} is longer than 10 years, the longest wait keyrot accepts"),
+                );
+                None
+            }
         }
-        parsed
     }
 }
+
+/// The longest duration a plan may write: 10 years as humantime counts them (`10y`, 365.25 days
+/// each).
+pub const MAX_DURATION: TimeDelta = TimeDelta::hours(87_660);
 
 pub fn flavour_name(flavour: Flavour) -> &'static str {
     match flavour {
@@ -228,6 +241,28 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "x.yaml:1:4: a: \"forever\" is not a duration: write a number and a unit, such as 30s, 10m, 24h or 1h30m"
+        );
+    }
+
+    #[test]
+    fn durations_longer_than_ten_years_are_refused() {
+        let file = Path::new("x.yaml");
+        let mut cx = Context::new(Report::new(file, "a: 200000000y\n"), file, None);
+        let at = FieldPath::root().key("a");
+        assert_eq!(
+            cx.duration(&at, Some(&RawDuration("10y".into())), TimeDelta::zero()),
+            Some(MAX_DURATION)
+        );
+        let huge = RawDuration("200000000y".into());
+        assert_eq!(cx.duration(&at, Some(&huge), TimeDelta::zero()), None);
+        // Beyond what chrono can hold at all.
+        let huger = RawDuration("900000000y".into());
+        assert_eq!(cx.duration(&at, Some(&huger), TimeDelta::zero()), None);
+        let err = cx.report.finish::<()>(None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.yaml:1:4: a: \"200000000y\" is longer than 10 years, the longest wait keyrot accepts\n\
+             x.yaml:1:4: a: \"900000000y\" is longer than 10 years, the longest wait keyrot accepts"
         );
     }
 }

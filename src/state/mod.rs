@@ -1,6 +1,7 @@
 //! keyrot's recorded state: the key ring and the rotation in progress. The file format and the
 //! lock live in `store`.
 
+mod check;
 mod store;
 
 use std::path::PathBuf;
@@ -8,10 +9,11 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::decision::Phase;
 use crate::keys::Alg;
+use crate::phase::Phase;
 
-pub use store::{StateError, StateStore, StoreLock};
+pub use check::{Inconsistency, check};
+pub use store::{Holder, StateError, StateStore, StoreLock};
 
 /// The state file format this build writes and reads. Newer files are refused, never downgraded.
 pub const STATE_VERSION: u32 = 1;

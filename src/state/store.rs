@@ -8,13 +8,14 @@
 //! A file this build cannot read (corrupt, hand-edited wrongly, or from a newer keyrot) is an
 //! error, never a reason to start again from defaults: the store refuses to overwrite it.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{STATE_VERSION, State};
 use crate::atomic_file::{self, Existing};
+use crate::safe_dir::{self, DirError, Trust};
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "keyrot.lock";
@@ -34,6 +35,14 @@ pub enum StateError {
         line: usize,
         column: usize,
         message: String,
+    },
+    /// The file parses but breaks a rule every state keyrot writes keeps.
+    #[error(
+        "{path}: {inconsistency}; keyrot will not act on it nor overwrite it: repair it or move it away"
+    )]
+    Inconsistent {
+        path: PathBuf,
+        inconsistency: super::Inconsistency,
     },
     /// The `version` field is missing or is not a format number.
     #[error("{path}: {problem}; keyrot will not overwrite it: repair it or move it away")]
@@ -56,6 +65,18 @@ pub enum StateError {
         /// The holder's PID as it recorded it in the lock file, when it did.
         pid: Option<u32>,
     },
+    /// The state directory could not be created, or others could change it.
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    /// The lock file is not a plain file of keyrot's own.
+    #[error(
+        "{path} {problem}: keyrot opens its lock file only when it is a regular file it owns; \
+         look at who put it there, then remove it"
+    )]
+    LockFile { path: PathBuf, problem: String },
+    /// The state file could not be written.
+    #[error(transparent)]
+    Write(#[from] atomic_file::WriteError),
     /// The caller asked to save a state whose `version` this build does not write.
     #[error(
         "{path}: refusing to save state format {found}: this build writes format {STATE_VERSION}"
@@ -103,6 +124,28 @@ impl StateStore {
         read_state(&self.state_path())
     }
 
+    /// Who holds the lock now, without taking it for longer than the check and without creating
+    /// anything: for `keyrot status`, to tell a rotation a daemon carries on from one nothing does.
+    pub fn holder(&self) -> Result<Holder, StateError> {
+        use rustix::fs::{Mode, OFlags};
+        let path = self.lock_path();
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = match rustix::fs::open(&path, flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Ok(Holder::Nobody),
+            Err(e) => return Err(io_error(&path)(e.into())),
+        };
+        // A shared lock succeeds only while no writer holds the exclusive one; it is dropped at
+        // once with the file.
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Holder::Nobody),
+            Err(TryLockError::WouldBlock) => Ok(Holder::Process {
+                pid: recorded_pid(&file),
+            }),
+            Err(TryLockError::Error(e)) => Err(io_error(&path)(e)),
+        }
+    }
+
     /// Takes the exclusive lock, waiting for as long as another process holds it. Creates the
     /// directory (0700) and the lock file (0600) when missing.
     pub fn lock(&self) -> Result<StoreLock, StateError> {
@@ -116,21 +159,12 @@ impl StateStore {
     }
 
     fn acquire(&self, wait: Wait) -> Result<StoreLock, StateError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(io_error(&self.dir))?;
+        // A state directory others can write lets them plant a symlink or a file where root
+        // writes: refuse one that exists with a lax mode or owner, create a missing one 0700.
+        safe_dir::check_trusted(&self.dir, Trust::NotWritableByOthers, "its state")?;
+        safe_dir::create_dir_all(&self.dir, safe_dir::PRIVATE_DIR_MODE)?;
         let lock_path = self.lock_path();
-        // Never truncated on open: the bytes are the current holder's PID, read by contenders.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
+        let file = open_lock_file(&lock_path)?;
         // std locks with flock(2) on Linux: the lock belongs to this open file description, so it
         // also excludes other handles in the same process, and the kernel drops it when the
         // process dies, so a crashed keyrot never leaves a stale lock behind.
@@ -154,6 +188,16 @@ impl StateStore {
             state_path: self.state_path(),
         })
     }
+}
+
+/// Who holds a state directory's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Holder {
+    /// No keyrot acts on this state directory now.
+    Nobody,
+    /// A keyrot process acts on it (its PID, when it recorded one).
+    Process { pid: Option<u32> },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -194,12 +238,8 @@ impl StoreLock {
         let mut bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| io_error(&self.state_path)(io::Error::other(e)))?;
         bytes.push(b'\n');
-        atomic_file::write(&self.state_path, &bytes, 0o600, Existing::Replace).map_err(|e| {
-            StateError::Io {
-                path: e.path,
-                error: e.error,
-            }
-        })
+        atomic_file::write(&self.state_path, &bytes, 0o600, Existing::Replace)?;
+        Ok(())
     }
 }
 
@@ -212,6 +252,42 @@ impl Drop for StoreLock {
     }
 }
 
+/// Opens (or creates, 0600) the lock file without following a symlink, without truncating it and
+/// without blocking on a FIFO, and refuses anything but a regular file of keyrot's own with one
+/// link: otherwise root would lock, and then truncate, a file someone else chose.
+fn open_lock_file(path: &Path) -> Result<File, StateError> {
+    use rustix::fs::{Mode, OFlags};
+    let flags =
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(StateError::LockFile {
+                path: path.to_path_buf(),
+                problem: "is a symlink".to_string(),
+            });
+        }
+        Err(e) => return Err(io_error(path)(e.into())),
+    };
+    let meta = file.metadata().map_err(io_error(path))?;
+    let problem = if !meta.file_type().is_file() {
+        Some("is not a regular file".to_string())
+    } else if meta.uid() != rustix::process::geteuid().as_raw() {
+        Some(format!("is owned by uid {}", meta.uid()))
+    } else if meta.nlink() != 1 {
+        Some(format!("has {} hard links", meta.nlink()))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(StateError::LockFile {
+            path: path.to_path_buf(),
+            problem,
+        }),
+        None => Ok(file),
+    }
+}
+
 /// Writes this process's PID into the locked file, for contenders' error messages. Written in
 /// place, not through `atomic_file`: replacing the file would give it a new inode, and a process
 /// that opened the old one would then lock a different file than the next one to open the path.
@@ -221,14 +297,15 @@ fn record_pid(file: &File) -> io::Result<()> {
 }
 
 /// The holder's PID, if it has recorded one; only a hint for the error message.
-fn recorded_pid(mut file: &File) -> Option<u32> {
+fn recorded_pid(file: &File) -> Option<u32> {
     let mut text = String::new();
-    file.read_to_string(&mut text).ok()?;
+    // A PID is a few digits; whatever else is in the file is not read.
+    file.take(32).read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
 }
 
 fn read_state(path: &Path) -> Result<Option<State>, StateError> {
-    match fs::read(path) {
+    match crate::fs_read::read(path) {
         Ok(bytes) => parse_state(path, &bytes).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(path)(e)),
@@ -259,7 +336,12 @@ fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
         });
     }
     // Only format 1 exists so far; older formats, once there are any, are converted here.
-    serde_json::from_slice(bytes).map_err(|e| corrupt(path, &e))
+    let state: State = serde_json::from_slice(bytes).map_err(|e| corrupt(path, &e))?;
+    super::check(&state).map_err(|inconsistency| StateError::Inconsistent {
+        path: path.to_path_buf(),
+        inconsistency,
+    })?;
+    Ok(state)
 }
 
 fn corrupt(path: &Path, e: &serde_json::Error) -> StateError {
@@ -287,6 +369,7 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> StateError + '_ {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::mpsc;
     use std::thread;
@@ -295,8 +378,8 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
-    use crate::decision::Phase;
     use crate::keys::Alg;
+    use crate::phase::Phase;
     use crate::state::{Cause, KeyRecord, Role, RoleChange, Rotation, Trigger, TriggerKind};
 
     fn sample_state() -> State {

@@ -100,11 +100,9 @@ async fn get(client: &reqwest::Client, url: &str, content_type: &str) -> Result<
             "{url}: Content-Type is {served:?}, expected {content_type:?}"
         ));
     }
-    response
-        .bytes()
+    http::body(&format!("GET {url}"), response)
         .await
-        .map(|b| b.to_vec())
-        .map_err(|e| format!("GET {url}: {}", http::chain(&e)))
+        .map_err(|e| e.to_string())
 }
 
 /// `base` and `path` joined by exactly one slash, as the default jwks_uri is.

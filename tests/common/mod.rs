@@ -229,3 +229,23 @@ pub fn jwks_keys(jwks: &str) -> Vec<serde_json::Value> {
     let doc: serde_json::Value = serde_json::from_str(jwks).expect("JWKS is JSON");
     doc["keys"].as_array().expect("JWKS has keys").clone()
 }
+
+/// A sandbox-like plan at `dir/plan.yaml`: key files under pki/, state/ and keys/, one local
+/// target www/ with a one-second max-age, nothing restarted or probed; `timings` is the body of
+/// the plan's `timings` mapping (e.g. `publishSettle: 1s, retireAfter: 1s, ...`).
+pub fn sandbox_plan(dir: &Path, timings: &str) -> PathBuf {
+    let plan = dir.join("plan.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "cluster: test\nflavour: custom\ntestPlan: true\nkey: {{ algorithm: ES256 }}\n\
+             stateDir: state\nprivateKeyDir: keys\n\
+             apiserver:\n  verificationKeyFile: pki/sa.pub\n  signingKeyFile: pki/sa.key\n  restart: none\n\
+             probe: none\nissuer:\n  url: https://issuer.example.com/test\n\
+             targets:\n  - name: www\n    localDirectory: www\n    cacheMaxAge: 1s\n\
+             timings: {{ {timings} }}\n"
+        ),
+    )
+    .unwrap();
+    plan
+}

@@ -86,6 +86,7 @@ pub fn fresh_world(plan: &Plan) -> World {
         signing: Some(old),
         controller_manager_signing: None,
         private_keys: Vec::new(),
+        unusable_private_keys: Vec::new(),
         apiserver: Probed::NotConfigured,
         token_kid: Probed::NotConfigured,
         targets: plan

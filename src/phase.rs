@@ -1,4 +1,5 @@
-//! The phases of one rotation, in order (docs/design.md describes each and its gate).
+//! The phases of one rotation, in order (docs/design.md describes each and its gate). Shared by
+//! the plan, the state and the decision core, so none of them depends on another for it.
 
 use serde::{Deserialize, Serialize};
 
