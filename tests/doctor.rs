@@ -90,6 +90,26 @@ fn healthy_cluster_passes_every_check() {
 }
 
 #[test]
+fn healthy_after_a_rotation() {
+    let world = World::start(Settings::default());
+    let before = world.signing_kid();
+    let rotate = world.keyrot(&["rotate"]);
+    assert!(rotate.success, "{rotate:?}");
+    assert_ne!(world.signing_kid(), before, "the rotation changed nothing");
+    let (code, report) = doctor(&world, &[]);
+    assert_eq!(report["verdict"], "healthy", "{report:#}");
+    assert_eq!(code, 0);
+    let signing = findings(&report, "signing-key-in-bundle");
+    assert!(
+        signing[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&world.signing_kid()),
+        "{report:#}"
+    );
+}
+
+#[test]
 fn kid_missing_from_the_bundle() {
     let world = World::start(Settings::default());
     let (private, _) = new_key_pair(&world, "stray");

@@ -205,7 +205,7 @@ fn plan_flags(plan: &Plan) -> Option<(PathBuf, FlagFile)> {
             "/etc/rancher/rke2/config.yaml".into(),
             FlagsFormat::Rke2.file(),
         )),
-        (Restart::SystemdUnit { unit }, Flavour::Systemd) => Some((
+        (Restart::SystemdUnit { unit, .. }, Flavour::Systemd) => Some((
             PathBuf::from("/etc/systemd/system").join(unit),
             FlagFile::SystemdUnit,
         )),

@@ -1,11 +1,12 @@
 //! `keyrot man` and `keyrot completions` (hidden): the man pages and shell completions the
 //! package ships, generated from these very clap definitions so they never drift from `--help`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::CommandFactory;
+use keyrot::atomic_file::{self, Existing};
+use keyrot::safe_dir;
 
 /// Write the man pages: keyrot.1 and one keyrot-COMMAND.1 per command.
 #[derive(Debug, clap::Args)]
@@ -23,11 +24,25 @@ pub struct CompletionsArgs {
 }
 
 pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
-    clap_mangen::generate_to(super::Cli::command(), &args.out_dir)
-        .with_context(|| format!("cannot write the man pages to {}", args.out_dir.display()))?;
+    safe_dir::create_dir_all(&args.out_dir, 0o755)?;
+    let mut command = super::Cli::command().disable_help_subcommand(true);
+    // Built first, so that each subcommand's display name is `keyrot-COMMAND`.
+    command.build();
+    write_pages(&command, &args.out_dir)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The page of `command` and of each of its visible subcommands, as clap_mangen names them.
+fn write_pages(command: &clap::Command, out_dir: &Path) -> anyhow::Result<()> {
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_pages(sub, out_dir)?;
+    }
+    let man = clap_mangen::Man::new(command.clone());
+    let mut page = Vec::new();
+    man.render(&mut page)?;
+    let path = out_dir.join(man.get_filename());
+    atomic_file::write(&path, &page, 0o644, Existing::Replace)?;
+    Ok(())
 }
 
 pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {

@@ -117,10 +117,10 @@ pub fn diagnose(seen: &Observations) -> Vec<Finding> {
     if let (Some(signing), Some(kid), Some(kids)) = (signing, signing_kid, bundle_kids) {
         out.push(signing_in_bundle(signing, kid, kids, bundle.expect("kids")));
     }
-    if let (Some(cm), Some(kid)) = (&seen.controller_manager, signing_kid) {
-        if let Ok(cm_kid) = &cm.kid {
-            out.push(controller_manager(cm, cm_kid, kid, signing.expect("kid")));
-        }
+    if let (Some(cm), Some(kid)) = (&seen.controller_manager, signing_kid)
+        && let Ok(cm_kid) = &cm.kid
+    {
+        out.push(controller_manager(cm, cm_kid, kid, signing.expect("kid")));
     }
     if let Some(flags) = &seen.flags {
         out.push(issuer_flags(flags, seen.issuer.as_ref()));
@@ -344,13 +344,13 @@ fn flag_problem(flags: &IssuerFlags, issuer: Option<&Issuer>) -> Option<(String,
             migrate.into(),
         ));
     }
-    if let Some(jwks) = &flags.jwks_uri {
-        if let Err(e) = validate_jwks_uri(jwks) {
-            return Some((
-                format!("--service-account-jwks-uri: {e}: {NOT_SERVED}"),
-                "set --service-account-jwks-uri to the https URL the JWKS is published at".into(),
-            ));
-        }
+    if let Some(jwks) = &flags.jwks_uri
+        && let Err(e) = validate_jwks_uri(jwks)
+    {
+        return Some((
+            format!("--service-account-jwks-uri: {e}: {NOT_SERVED}"),
+            "set --service-account-jwks-uri to the https URL the JWKS is published at".into(),
+        ));
     }
     let issuer = issuer?;
     if *first != issuer.url {

@@ -55,7 +55,7 @@ pub fn gather(sources: &Sources) -> Observations {
     });
     let flags = sources.flags.as_ref().map(|(path, file)| FlagsSeen {
         path: path.clone(),
-        flags: std::fs::read_to_string(path)
+        flags: crate::fs_read::read_to_string(path)
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|text| file.read_flags(&text).map_err(|e| e.to_string())),
     });

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::fs_read;
+
 /// The kernel's clock ticks in /proc/PID/stat: USER_HZ, 100 on every Linux architecture keyrot
 /// is built for.
 const TICKS_PER_SECOND: i64 = 100;
@@ -33,10 +35,10 @@ impl ApiserverProcess {
             ApiserverProcess::Named(name) => find(name)?,
         };
         let proc = Path::new("/proc");
-        let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat"))
+        let stat = fs_read::read_to_string(proc.join(pid.to_string()).join("stat"))
             .map_err(|e| format!("process {pid}: {e}"))?;
         let boot =
-            std::fs::read_to_string(proc.join("stat")).map_err(|e| format!("/proc/stat: {e}"))?;
+            fs_read::read_to_string(proc.join("stat")).map_err(|e| format!("/proc/stat: {e}"))?;
         start_time(&stat, &boot).ok_or_else(|| format!("process {pid}: unreadable /proc stat"))
     }
 }
@@ -48,7 +50,7 @@ fn find(name: &str) -> Result<u32, String> {
         .flatten()
         .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = fs_read::read(entry.path().join("cmdline")).ok()?;
             let program = cmdline.split(|b| *b == 0).next()?;
             let program = Path::new(std::str::from_utf8(program).ok()?).file_name()?;
             (program == name).then_some(pid)
