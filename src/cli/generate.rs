@@ -1,5 +1,6 @@
-//! `keyrot man` and `keyrot completions` (hidden): the man pages and shell completions the
-//! package ships, generated from these very clap definitions so they never drift from `--help`.
+//! `keyrot man` and `keyrot completions`: the man pages and shell completions the package ships,
+//! generated from these very clap definitions so they never drift from `--help`. They are
+//! ordinary commands, so that a static binary installed without the package can make its own.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +9,8 @@ use clap::CommandFactory;
 use keyrot::atomic_file::{self, Existing};
 use keyrot::safe_dir;
 
-/// Write the man pages: keyrot.1 and one keyrot-COMMAND.1 per command.
+/// Write the man pages: keyrot.1 and one keyrot-COMMAND.1 per command (the Debian package ships
+/// them; `man -l DIR/keyrot.1` reads one without installing it).
 #[derive(Debug, clap::Args)]
 pub struct ManArgs {
     /// The directory the pages are written to (created if missing).
@@ -16,7 +18,8 @@ pub struct ManArgs {
     out_dir: PathBuf,
 }
 
-/// Print the completion script for a shell.
+/// Print the completion script for a shell, e.g. `keyrot completions bash >
+/// /etc/bash_completion.d/keyrot` (the Debian package ships them for bash, zsh and fish).
 #[derive(Debug, clap::Args)]
 pub struct CompletionsArgs {
     #[arg(value_enum)]
@@ -32,9 +35,9 @@ pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The page of `command` and of each of its visible subcommands, as clap_mangen names them.
+/// The page of `command` and of each of its subcommands, named as clap_mangen names them.
 fn write_pages(command: &clap::Command, out_dir: &Path) -> anyhow::Result<()> {
-    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+    for sub in command.get_subcommands() {
         write_pages(sub, out_dir)?;
     }
     let man = clap_mangen::Man::new(command.clone());

@@ -58,9 +58,7 @@ enum Command {
     Abort(trigger::Args),
     /// After promotion, before retirement: sign with the previous key again.
     Rollback(trigger::Args),
-    #[command(hide = true)]
     Completions(generate::CompletionsArgs),
-    #[command(hide = true)]
     Man(generate::ManArgs),
 }
 
