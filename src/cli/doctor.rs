@@ -57,10 +57,10 @@ pub struct Args {
     #[arg(long, value_enum, requires = "flags_file")]
     flags_format: Option<FlagsFormat>,
     /// This node's kube-apiserver process, a program name or a PID: its start time tells whether
-    /// it read the key files since they changed. Use `k3s` or `rke2` there, whose server
-    /// process runs the apiserver.
-    #[arg(long, value_name = "NAME|PID", default_value = "kube-apiserver")]
-    apiserver_process: String,
+    /// it read the key files since they changed. Default `kube-apiserver`, or `k3s` with a k3s
+    /// plan (the k3s server process runs the apiserver inside itself).
+    #[arg(long, value_name = "NAME|PID")]
+    apiserver_process: Option<String>,
     /// Extra root certificates (PEM) for reading the public URLs (test servers).
     #[arg(long, value_name = "PATH")]
     ca_file: Option<PathBuf>,
@@ -121,8 +121,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn sources(args: &Args) -> anyhow::Result<Sources> {
-    let mut sources = match &args.plan {
-        Some(path) => from_plan(&keyrot::plan::load(path)?),
+    let plan = args.plan.as_deref().map(keyrot::plan::load).transpose()?;
+    let mut sources = match &plan {
+        Some(plan) => from_plan(plan),
         None => Sources {
             issuer: args.issuer.as_ref().map(|url| Issuer {
                 url: url.clone(),
@@ -141,7 +142,12 @@ fn sources(args: &Args) -> anyhow::Result<Sources> {
         sources.flags = Some((path.clone(), format.file()));
     }
     sources.kubeconfigs.extend(args.kubeconfig.iter().cloned());
-    sources.apiserver_process = Some(ApiserverProcess::parse(&args.apiserver_process));
+    let process = match (&args.apiserver_process, &plan) {
+        (Some(named), _) => named.as_str(),
+        (None, Some(plan)) if plan.flavour == Flavour::K3s => "k3s",
+        (None, _) => "kube-apiserver",
+    };
+    sources.apiserver_process = Some(ApiserverProcess::parse(process));
     anyhow::ensure!(
         args.public_url.is_empty() || sources.issuer.is_some(),
         "--public-url needs the issuer its documents should name: give --issuer or a plan"
