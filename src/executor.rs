@@ -6,12 +6,13 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::adapters::{AdapterError, KeyFiles, Publisher, Restarter};
+use crate::adapters::{AdapterError, FailureKind, KeyFiles, Publisher, Restarter, io_failure_kind};
 use crate::decision::{
     Action, Decision, Observed, Phase, apply, apply_failure, decide, record_intent,
 };
+use crate::observe::ObserveError;
 use crate::plan::Plan;
-use crate::state::State;
+use crate::state::{State, StateError};
 
 /// The adapters the executor acts through.
 pub struct Effects<'a> {
@@ -22,7 +23,7 @@ pub struct Effects<'a> {
 
 /// What the executor reports as it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
+pub enum StepReport {
     Acted {
         at: DateTime<Utc>,
         phase: Option<Phase>,
@@ -39,9 +40,9 @@ pub enum Progress {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("cannot observe the cluster: {0}")]
-    Observe(String),
+    Observe(#[from] ObserveError),
     #[error("cannot record keyrot's state: {0}")]
-    Save(String),
+    Save(#[from] StateError),
     #[error("{action} failed: {error}")]
     Effect {
         action: &'static str,
@@ -51,17 +52,37 @@ pub enum ExecError {
     Runaway(usize),
 }
 
+impl ExecError {
+    /// Whether retrying can help before a person acts: what the daemon's backoff follows.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            ExecError::Observe(ObserveError::PrivateKeyDir { error, .. }) => {
+                io_failure_kind(error.kind())
+            }
+            // Key files that do not parse, or a damaged migration record, stay so.
+            ExecError::Observe(_) => FailureKind::Permanent,
+            ExecError::Save(StateError::Io { error, .. }) => io_failure_kind(error.kind()),
+            // Another keyrot holds the lock: it may stop.
+            ExecError::Save(StateError::Locked { .. }) => FailureKind::Transient,
+            ExecError::Save(_) => FailureKind::Permanent,
+            ExecError::Effect { error, .. } => error.kind,
+            // A core that goes round in circles does so again.
+            ExecError::Runaway(_) => FailureKind::Permanent,
+        }
+    }
+}
+
 /// Steps one call may take before concluding the core goes round in circles.
 const MAX_STEPS: usize = 1000;
 
 /// How the executor reads and records: fresh observations, persistence, the clock, progress.
 pub struct Io<'a> {
     /// Reads the world afresh.
-    pub observe: &'a mut dyn FnMut() -> Result<Observed, String>,
+    pub observe: &'a mut dyn FnMut() -> Result<Observed, ObserveError>,
     /// Persists the state; called before every effect and after every change.
-    pub save: &'a mut dyn FnMut(&State) -> Result<(), String>,
+    pub save: &'a mut dyn FnMut(&State) -> Result<(), StateError>,
     pub now: &'a dyn Fn() -> DateTime<Utc>,
-    pub report: &'a mut dyn FnMut(&Progress),
+    pub report: &'a mut dyn FnMut(&StepReport),
 }
 
 /// Why the executor returned without an error.
@@ -81,10 +102,10 @@ pub fn run_until_waiting(
     plan: &Plan,
     state: &mut State,
     effects: &mut Effects<'_>,
-    observe: &mut dyn FnMut() -> Result<Observed, String>,
-    save: &mut dyn FnMut(&State) -> Result<(), String>,
+    observe: &mut dyn FnMut() -> Result<Observed, ObserveError>,
+    save: &mut dyn FnMut(&State) -> Result<(), StateError>,
     now: &dyn Fn() -> DateTime<Utc>,
-    report: &mut dyn FnMut(&Progress),
+    report: &mut dyn FnMut(&StepReport),
 ) -> Result<Decision, ExecError> {
     let mut io = Io {
         observe,
@@ -111,7 +132,7 @@ pub fn run_until_waiting_or_stopped(
         if should_stop() {
             return Ok(Pause::Stopped);
         }
-        let observed = (io.observe)().map_err(ExecError::Observe)?;
+        let observed = (io.observe)()?;
         let at = (io.now)();
         let decision = decide(plan, state, &observed, at);
         if decision.actions.is_empty() {
@@ -121,9 +142,9 @@ pub fn run_until_waiting_or_stopped(
             let phase = state.rotation.as_ref().map(|r| r.phase);
             if action.is_effect() {
                 record_intent(state, action, at);
-                (io.save)(state).map_err(ExecError::Save)?;
+                (io.save)(state)?;
                 if let Err(error) = perform(effects, action, at) {
-                    (io.report)(&Progress::Failed {
+                    (io.report)(&StepReport::Failed {
                         at,
                         phase,
                         action: action.clone(),
@@ -135,19 +156,19 @@ pub fn run_until_waiting_or_stopped(
                             error,
                         });
                     }
-                    apply_failure(state, plan, action, &error.0, at);
-                    (io.save)(state).map_err(ExecError::Save)?;
+                    apply_failure(state, plan, action, &error.message, at);
+                    (io.save)(state)?;
                     break;
                 }
             }
             apply(state, plan, action, at);
-            (io.report)(&Progress::Acted {
+            (io.report)(&StepReport::Acted {
                 at,
                 phase,
                 action: action.clone(),
             });
         }
-        (io.save)(state).map_err(ExecError::Save)?;
+        (io.save)(state)?;
     }
     Err(ExecError::Runaway(MAX_STEPS))
 }

@@ -20,6 +20,7 @@ pub mod observe;
 pub mod phase;
 pub mod plan;
 pub mod safe_dir;
+pub mod session;
 pub mod simulation;
 pub mod state;
 pub mod status;

@@ -81,7 +81,7 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
                 },
             })
             .collect(),
-        issuer_migration: crate::migration::progress::read(&plan.state_dir)
+        issuer_migration: crate::migration::record::read(&plan.state_dir)
             .map_err(ObserveError::IssuerMigration)?
             .and_then(|recorded| crate::migration::blocks_rotation(plan, &recorded)),
     })

@@ -175,7 +175,10 @@ impl SharedWorld {
     }
 
     fn perform(&self, action: Action) -> Result<(), AdapterError> {
-        self.0.borrow_mut().perform(&action).map_err(AdapterError)
+        self.0
+            .borrow_mut()
+            .perform(&action)
+            .map_err(AdapterError::transient)
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::decision::{Blocked, Observed, decide};
-use crate::migration::progress::Progress;
+use crate::migration::record::MigrationRecord;
 use crate::plan::Plan;
 use crate::state::{Holder, Role, State};
 
@@ -33,7 +33,7 @@ pub struct Status {
     pub lock_holder: Option<Holder>,
     /// The issuer migration recorded in the state directory, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub issuer_migration: Option<Progress>,
+    pub issuer_migration: Option<MigrationRecord>,
     /// Files in keyrot's private key directory it set aside, each "path: reason".
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unusable_private_keys: Vec<String>,

@@ -7,12 +7,13 @@ use std::cell::{Cell, RefCell};
 use std::path::Path;
 
 use harness::{OLD, fresh_world, plan, t0};
-use keyrot::adapters::{AdapterError, KeyFiles, Restarter};
+use keyrot::adapters::{AdapterError, FailureKind, KeyFiles, Restarter};
 use keyrot::decision::{Action, Observed};
-use keyrot::executor::{Effects, ExecError, Progress, run_until_waiting};
+use keyrot::executor::{Effects, ExecError, StepReport, run_until_waiting};
 use keyrot::keys::GenerateSpec;
+use keyrot::observe::ObserveError;
 use keyrot::simulation::SharedWorld;
-use keyrot::state::{State, Trigger, TriggerKind};
+use keyrot::state::{State, StateError, Trigger, TriggerKind};
 
 /// Key files that fail `write_bundle` a given number of times, then behave.
 struct FlakyKeyFiles {
@@ -30,7 +31,7 @@ impl KeyFiles for FlakyKeyFiles {
     fn write_bundle(&mut self, kids: &[String]) -> Result<(), AdapterError> {
         if self.failures_left > 0 {
             self.failures_left -= 1;
-            return Err(AdapterError::new("sa.pub: No space left on device"));
+            return Err(AdapterError::transient("sa.pub: No space left on device"));
         }
         self.inner.write_bundle(kids)
     }
@@ -47,7 +48,7 @@ struct Run {
     state: State,
     clock: Cell<chrono::DateTime<chrono::Utc>>,
     saved: RefCell<Vec<State>>,
-    progress: RefCell<Vec<Progress>>,
+    progress: RefCell<Vec<StepReport>>,
 }
 
 impl Run {
@@ -91,9 +92,10 @@ impl Run {
             publisher: &mut publisher,
         };
         let world = self.world.clone();
-        let mut observe = move || -> Result<Observed, String> { Ok(world.0.borrow().observe()) };
+        let mut observe =
+            move || -> Result<Observed, ObserveError> { Ok(world.0.borrow().observe()) };
         let saved = &self.saved;
-        let mut save = |s: &State| -> Result<(), String> {
+        let mut save = |s: &State| -> Result<(), StateError> {
             saved.borrow_mut().push(s.clone());
             Ok(())
         };
@@ -138,15 +140,15 @@ fn drives_a_rotation_to_its_end_recording_intent_before_every_effect() {
     // Every effect of a rotation was preceded by a save carrying its intent time.
     let saved = run.saved.borrow();
     let progress = run.progress.borrow();
-    let effects: Vec<&Progress> = progress
+    let effects: Vec<&StepReport> = progress
         .iter()
         .filter(
-            |p| matches!(p, Progress::Acted { action, phase: Some(_), .. } if action.is_effect()),
+            |p| matches!(p, StepReport::Acted { action, phase: Some(_), .. } if action.is_effect()),
         )
         .collect();
     assert!(effects.len() >= 8, "{effects:?}");
     for effect in effects {
-        let Progress::Acted { at, .. } = effect else {
+        let StepReport::Acted { at, .. } = effect else {
             unreachable!()
         };
         assert!(
@@ -179,7 +181,7 @@ fn a_failed_effect_is_reported_counted_and_retried_after_backoff() {
     );
     assert!(run.progress.borrow().iter().any(|p| matches!(
         p,
-        Progress::Failed { action: Action::WriteBundle { .. }, error, .. } if error.contains("No space")
+        StepReport::Failed { action: Action::WriteBundle { .. }, error, .. } if error.contains("No space")
     )));
     assert_eq!(run.world.0.borrow().bundle.len(), 1, "nothing was staged");
 
@@ -197,7 +199,7 @@ struct BrokenRestart {
 impl Restarter for BrokenRestart {
     fn restart(&mut self, _tag: &str, _controller_manager: bool) -> Result<(), AdapterError> {
         self.calls += 1;
-        Err(AdapterError::new("kill: No such process"))
+        Err(AdapterError::transient("kill: No such process"))
     }
 }
 
@@ -248,7 +250,9 @@ fn a_failure_outside_a_rotation_is_returned_as_an_error() {
             self.0.generate(p, s)
         }
         fn copy_signing_key(&mut self, _: &Path) -> Result<(), AdapterError> {
-            Err(AdapterError::new("/var/lib/keyrot/keys: Permission denied"))
+            Err(AdapterError::permanent(
+                "/var/lib/keyrot/keys: Permission denied",
+            ))
         }
         fn write_bundle(&mut self, k: &[String]) -> Result<(), AdapterError> {
             self.0.write_bundle(k)
@@ -274,6 +278,11 @@ fn a_failure_outside_a_rotation_is_returned_as_an_error() {
         "{err}"
     );
     assert!(err.to_string().contains("Permission denied"));
+    assert_eq!(
+        err.kind(),
+        FailureKind::Permanent,
+        "the adapter's kind reaches the daemon's backoff"
+    );
     assert!(run.state.keys.is_empty(), "nothing recorded as adopted");
 }
 
@@ -293,15 +302,15 @@ fn should_stop_is_asked_between_steps_and_a_stopped_run_resumes_where_it_left_of
     };
     let observed_world = world.clone();
     let mut observe =
-        move || -> Result<Observed, String> { Ok(observed_world.0.borrow().observe()) };
+        move || -> Result<Observed, ObserveError> { Ok(observed_world.0.borrow().observe()) };
     let saves = Cell::new(0usize);
-    let mut save = |_: &State| -> Result<(), String> {
+    let mut save = |_: &State| -> Result<(), StateError> {
         saves.set(saves.get() + 1);
         Ok(())
     };
     let acted = Cell::new(0usize);
-    let mut report = |p: &Progress| {
-        if matches!(p, Progress::Acted { .. }) {
+    let mut report = |p: &StepReport| {
+        if matches!(p, StepReport::Acted { .. }) {
             acted.set(acted.get() + 1);
         }
     };

@@ -41,7 +41,7 @@ impl<'a> KeyFilesOnDisk<'a> {
             true => String::new(),
             false => format!(" (set aside: {})", unusable.join("; ")),
         };
-        Err(AdapterError::new(format!(
+        Err(AdapterError::permanent(format!(
             "{}: keyrot holds no private key with kid {kid}{also}",
             dir.display()
         )))
@@ -53,24 +53,24 @@ impl<'a> KeyFilesOnDisk<'a> {
         safe_dir::check_trusted(dir, Trust::Private, "private keys")
             .and_then(|()| safe_dir::create_dir_all(dir, safe_dir::PRIVATE_DIR_MODE))
             .map(drop)
-            .map_err(|e| AdapterError::new(e.to_string()))
+            .map_err(AdapterError::dir)
     }
 }
 
 impl KeyFiles for KeyFilesOnDisk<'_> {
     fn generate(&mut self, path: &Path, spec: GenerateSpec) -> Result<(), AdapterError> {
         self.ensure_private_key_dir()?;
-        let key = SigningKey::generate(spec).map_err(|e| AdapterError::new(e.to_string()))?;
+        // Generation fails only on a broken random source or an impossible spec.
+        let key = SigningKey::generate(spec).map_err(|e| AdapterError::permanent(e.to_string()))?;
         atomic_file::write_private_key(path, key.to_private_pem().as_bytes(), Existing::Refuse)
-            .map_err(|e| AdapterError::new(e.to_string()))
+            .map_err(AdapterError::write)
     }
 
     fn copy_signing_key(&mut self, to: &Path) -> Result<(), AdapterError> {
         self.ensure_private_key_dir()?;
         let from = &self.plan.apiserver.signing_key_file;
         let bytes = zeroize::Zeroizing::new(crate::fs_read::read(from).map_err(|e| err(from, e))?);
-        atomic_file::write_private_key(to, &bytes, Existing::Replace)
-            .map_err(|e| AdapterError::new(e.to_string()))
+        atomic_file::write_private_key(to, &bytes, Existing::Replace).map_err(AdapterError::write)
     }
 
     fn write_bundle(&mut self, kids: &[String]) -> Result<(), AdapterError> {
@@ -85,8 +85,7 @@ impl KeyFiles for KeyFilesOnDisk<'_> {
             added.push(self.private_key_file(kid)?.key.public().clone());
         }
         let edited = edit_bundle(path, &current, kids, &added)?;
-        atomic_file::replace_keeping_metadata(path, &edited, 0o644)
-            .map_err(|e| AdapterError::new(e.to_string()))
+        atomic_file::replace_keeping_metadata(path, &edited, 0o644).map_err(AdapterError::write)
     }
 
     fn write_signing_key(&mut self, kid: &str) -> Result<(), AdapterError> {
@@ -103,10 +102,10 @@ impl KeyFiles for KeyFilesOnDisk<'_> {
             // A signing key file's directory others can write would let them swap the key.
             if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
                 safe_dir::check_trusted(dir, Trust::NotWritableByOthers, "a signing key")
-                    .map_err(|e| AdapterError::new(e.to_string()))?;
+                    .map_err(AdapterError::dir)?;
             }
             atomic_file::write_private_key(target, &bytes, Existing::Replace)
-                .map_err(|e| AdapterError::new(e.to_string()))?;
+                .map_err(AdapterError::write)?;
         }
         Ok(())
     }
@@ -154,7 +153,7 @@ pub fn edit_bundle(
         .map(|k| k.kid().to_string())
         .collect();
     if result != kids {
-        return Err(AdapterError::new(format!(
+        return Err(AdapterError::permanent(format!(
             "{}: cannot arrange the bundle as [{}] (it would hold [{}]); it holds keys keyrot does \
              not manage in an order it will not change",
             path.display(),
@@ -166,5 +165,5 @@ pub fn edit_bundle(
 }
 
 fn err(path: &Path, e: std::io::Error) -> AdapterError {
-    AdapterError::new(format!("{}: {e}", path.display()))
+    AdapterError::io(&e, format!("{}: {e}", path.display()))
 }

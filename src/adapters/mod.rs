@@ -15,12 +15,86 @@ use crate::keys::GenerateSpec;
 
 /// An adapter failed; the message names the file, command or target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AdapterError(pub String);
+#[error("{message}")]
+pub struct AdapterError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// Whether trying again can help without a person doing something first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A busy disk, a slow command, a network or server hiccup: retried with backoff.
+    Transient,
+    /// A wrong path, mode, owner or file content: retrying changes nothing until a person
+    /// fixes it, so the daemon stops and reports it.
+    Permanent,
+}
 
 impl AdapterError {
-    pub fn new(message: impl Into<String>) -> Self {
-        AdapterError(message.into())
+    pub fn transient(message: impl Into<String>) -> Self {
+        AdapterError {
+            kind: FailureKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        AdapterError {
+            kind: FailureKind::Permanent,
+            message: message.into(),
+        }
+    }
+
+    /// An I/O failure, `message` naming what was done; its kind follows the error's.
+    pub fn io(error: &std::io::Error, message: impl Into<String>) -> Self {
+        AdapterError {
+            kind: io_failure_kind(error.kind()),
+            message: message.into(),
+        }
+    }
+
+    /// A failed file write: the file's type or owner is wrong (permanent), or the I/O failed.
+    pub fn write(error: crate::atomic_file::WriteError) -> Self {
+        let kind = error.kind().map_or(FailureKind::Permanent, io_failure_kind);
+        AdapterError {
+            kind,
+            message: error.to_string(),
+        }
+    }
+
+    /// A directory keyrot will not use (a symlink, lax modes) is permanent; I/O as [`Self::io`].
+    pub fn dir(error: crate::safe_dir::DirError) -> Self {
+        let kind = match &error {
+            crate::safe_dir::DirError::Io { error, .. } => io_failure_kind(error.kind()),
+            _ => FailureKind::Permanent,
+        };
+        AdapterError {
+            kind,
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The I/O errors that go away by themselves: interrupted or timed-out calls, a full disk or
+/// quota (space is freed), a busy resource, a dropped connection. The rest (missing files,
+/// denied permissions, bad data, a read-only filesystem) need a person.
+pub fn io_failure_kind(kind: std::io::ErrorKind) -> FailureKind {
+    use std::io::ErrorKind as Io;
+    match kind {
+        Io::Interrupted
+        | Io::TimedOut
+        | Io::WouldBlock
+        | Io::StorageFull
+        | Io::QuotaExceeded
+        | Io::ResourceBusy
+        | Io::OutOfMemory
+        | Io::ConnectionRefused
+        | Io::ConnectionReset
+        | Io::ConnectionAborted
+        | Io::NotConnected
+        | Io::BrokenPipe => FailureKind::Transient,
+        _ => FailureKind::Permanent,
     }
 }
 
@@ -53,4 +127,25 @@ pub trait Publisher {
 pub trait Prober {
     fn apiserver_kids(&mut self) -> Probed<Vec<String>>;
     fn token_kid(&mut self) -> Probed<String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind as Io;
+
+    #[test]
+    fn a_full_disk_is_retried_and_a_denied_permission_waits_for_a_person() {
+        assert_eq!(io_failure_kind(Io::StorageFull), FailureKind::Transient);
+        assert_eq!(io_failure_kind(Io::TimedOut), FailureKind::Transient);
+        assert_eq!(
+            io_failure_kind(Io::PermissionDenied),
+            FailureKind::Permanent
+        );
+        assert_eq!(io_failure_kind(Io::NotFound), FailureKind::Permanent);
+        assert_eq!(
+            io_failure_kind(Io::ReadOnlyFilesystem),
+            FailureKind::Permanent
+        );
+    }
 }

@@ -40,9 +40,10 @@ impl KubeProber {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| AdapterError::new(format!("cannot start the probe runtime: {e}")))?;
-        let what =
-            |e: &dyn std::fmt::Display| AdapterError::new(format!("{}: {e}", kubeconfig.display()));
+            .map_err(|e| AdapterError::io(&e, format!("cannot start the probe runtime: {e}")))?;
+        let what = |e: &dyn std::fmt::Display| {
+            AdapterError::permanent(format!("{}: {e}", kubeconfig.display()))
+        };
         // kube's own message for an unreadable file repeats the path, quoted twice; open it first
         // so the common case (missing, no permission) reads as one clean line.
         std::fs::File::open(kubeconfig).map_err(|e| what(&e))?;

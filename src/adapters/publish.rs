@@ -42,7 +42,8 @@ impl Publisher for TargetsPublisher<'_> {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(AdapterError::new(failures.join("; ")))
+            // Target answers are not typed yet: retried with backoff, as a server hiccup is.
+            Err(AdapterError::transient(failures.join("; ")))
         }
     }
 }
@@ -68,13 +69,13 @@ pub fn render_documents(plan: &Plan, kids: &[String]) -> Result<Documents, Adapt
         .iter()
         .map(|kid| {
             known.iter().find(|k| k.kid() == kid).cloned().ok_or_else(|| {
-                AdapterError::new(format!("no public key known for kid {kid}: not in the key files nor in keyrot's keys"))
+                AdapterError::permanent(format!("no public key known for kid {kid}: not in the key files nor in keyrot's keys"))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let issuer = &plan.issuer;
     let discovery = DiscoveryDocument::new(&issuer.url, &issuer.jwks_uri, &keys)
-        .map_err(|e| AdapterError::new(e.to_string()))?
+        .map_err(|e| AdapterError::permanent(e.to_string()))?
         .render();
     Ok(Documents {
         discovery,
@@ -149,7 +150,7 @@ fn known_public_keys(plan: &Plan) -> Result<Vec<VerificationKey>, AdapterError> 
     let mut keys = Vec::new();
     for path in std::iter::once(&files.verification_bundle).chain(&files.extra_verification_files) {
         if path.exists() {
-            let report = read_file(path).map_err(|e| AdapterError::new(e.to_string()))?;
+            let report = read_file(path).map_err(|e| AdapterError::permanent(e.to_string()))?;
             keys.extend(report.keys().cloned());
         }
     }

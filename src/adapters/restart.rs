@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use super::command;
+use super::command::{self, RunError};
 use super::{AdapterError, Restarter};
 use crate::atomic_file;
 use crate::plan::{Plan, Restart};
@@ -57,21 +57,31 @@ fn systemctl_restart(unit: &str) -> Vec<String> {
         .to_vec()
 }
 
+/// A command that cannot start (missing, not executable) needs a person; one that failed or
+/// timed out may succeed next time (systemd busy, the apiserver slow to stop).
 fn run(argv: &[String], timeout: std::time::Duration) -> Result<(), AdapterError> {
-    command::run(argv, timeout).map_err(|e| AdapterError::new(e.to_string()))
+    command::run(argv, timeout).map_err(|e| match &e {
+        RunError::Empty => AdapterError::permanent(e.to_string()),
+        RunError::Spawn { error, .. } | RunError::Wait { error, .. } => {
+            AdapterError::io(error, e.to_string())
+        }
+        RunError::TimedOut { .. } | RunError::Failed { .. } => {
+            AdapterError::transient(e.to_string())
+        }
+    })
 }
 
 fn touch_static_pod(manifest: &Path, tag: &str) -> Result<(), AdapterError> {
     let text = crate::fs_read::read_to_string(manifest)
-        .map_err(|e| AdapterError::new(format!("{}: {e}", manifest.display())))?;
+        .map_err(|e| AdapterError::io(&e, format!("{}: {e}", manifest.display())))?;
     let edited = set_restart_annotation(&text, tag).ok_or_else(|| {
-        AdapterError::new(format!(
+        AdapterError::permanent(format!(
             "{}: no top-level `metadata:` mapping",
             manifest.display()
         ))
     })?;
     atomic_file::replace_keeping_metadata(manifest, edited.as_bytes(), 0o600)
-        .map_err(|e| AdapterError::new(e.to_string()))
+        .map_err(AdapterError::write)
 }
 
 /// The manifest with `keyrot.io/restart: "<tag>"` under `metadata.annotations`, changing only that
@@ -126,6 +136,35 @@ mod tests {
     use super::*;
 
     const KUBEADM: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  annotations:\n    kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint: 10.0.0.1:6443\n  creationTimestamp: null\n  labels:\n    component: kube-apiserver\n  name: kube-apiserver\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n    - kube-apiserver\n";
+
+    #[test]
+    fn a_missing_restart_command_needs_a_person_and_a_failing_one_is_retried() {
+        use crate::adapters::FailureKind;
+        let wait = std::time::Duration::from_secs(60);
+        let missing = run(&["/nonexistent/keyrot-restart".to_string()], wait).unwrap_err();
+        assert_eq!(missing.kind, FailureKind::Permanent, "{missing}");
+        let failing = run(&["false".to_string()], wait).unwrap_err();
+        assert_eq!(failing.kind, FailureKind::Transient, "{failing}");
+    }
+
+    #[test]
+    fn a_manifest_without_metadata_is_a_permanent_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("kube-apiserver.yaml");
+        std::fs::write(&manifest, "kind: Pod\n").unwrap();
+        let error = touch_static_pod(&manifest, "t1").unwrap_err();
+        assert_eq!(
+            error.kind,
+            crate::adapters::FailureKind::Permanent,
+            "{error}"
+        );
+        let missing = touch_static_pod(&dir.path().join("gone.yaml"), "t1").unwrap_err();
+        assert_eq!(
+            missing.kind,
+            crate::adapters::FailureKind::Permanent,
+            "{missing}"
+        );
+    }
 
     #[test]
     fn systemd_unit_starting_with_a_dash_is_not_an_option() {

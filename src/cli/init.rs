@@ -32,7 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let mut session = foreground::Session::open(plan.clone())?;
+    let mut session = foreground::open(plan.clone())?;
     let key = SigningKey::generate(plan.key)?;
     // The signing key's directory first: when both files share it, it holds a private key and
     // gets 0700; modes are explicit, so `umask 0` does not make it world-writable.
@@ -69,6 +69,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         files.verification_bundle.display()
     );
     outln!("kid {}", key.public().kid());
-    session.adopt_only()?;
+    foreground::adopt_only(&mut session)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@ use super::out::{out, outln};
 use std::process::ExitCode;
 
 use keyrot::daemon::control::{self, Ask, MigrationAsk};
-use keyrot::migration::progress::{Awaiting, ManualStep};
+use keyrot::migration::record::{Awaiting, ManualStep};
 use keyrot::migration::{self, Outcome, StepError};
 use keyrot::plan::Plan;
 use keyrot::state::StateStore;
@@ -43,7 +43,7 @@ pub struct Args {
 }
 
 /// Nothing failed, but the migration is not finished yet.
-const WAITING: u8 = 3;
+const WAITING: u8 = control::MIGRATION_WAITING;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
@@ -126,27 +126,6 @@ fn hand_to_daemon(plan: &Plan, ask: MigrationAsk) -> anyhow::Result<Option<ExitC
             Ok(Some(ExitCode::FAILURE))
         }
     }
-}
-
-/// The daemon's answer to a migration request (`rollback`: a rollback's): `exit N` on the
-/// first line, then what the command prints in the foreground.
-pub fn daemon_answer(
-    outcome: Result<Outcome, StepError>,
-    lines: Vec<String>,
-    rollback: bool,
-) -> String {
-    let (code, last) = match outcome {
-        Ok(Outcome::Done) if rollback => (0, None),
-        Ok(Outcome::Done) => (0, Some("issuer migration done".to_string())),
-        Ok(Outcome::Waiting(what)) => (WAITING, Some(what)),
-        Err(e) => (1, Some(format!("error: {e}; nothing after it was changed"))),
-    };
-    let mut answer = format!("exit {code}");
-    for line in lines.iter().chain(last.as_ref()) {
-        answer.push('\n');
-        answer.push_str(line.trim_end());
-    }
-    answer
 }
 
 fn report(outcome: Result<Outcome, StepError>, rollback: bool) -> ExitCode {

@@ -1,6 +1,5 @@
 //! Command-line surface: one module per subcommand, each turning arguments into library calls.
 
-mod daemon;
 mod discovery;
 mod doctor;
 mod foreground;

@@ -1,8 +1,9 @@
-//! `keyrot run`: start the daemon: logging, the plan, the lock, then the loop in `daemon`.
+//! `keyrot run`: logging and the plan, then the daemon's loop (`keyrot::daemon::service`).
 
 use std::process::ExitCode;
 
-use super::daemon::Daemon;
+use keyrot::daemon::service::Daemon;
+
 use super::logging::{self, LogFormat};
 use super::plan_args::PlanArg;
 
@@ -25,6 +26,6 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     logging::init(args.log_format);
     let plan = args.plan.load()?;
-    let daemon = Daemon::start(plan, args.plan.path.clone())?;
-    daemon.run()
+    Daemon::start(plan, args.plan.path.clone())?.run();
+    Ok(ExitCode::SUCCESS)
 }

@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     status.lock_holder = Some(store.holder()?);
     status.issuer_migration =
-        keyrot::migration::progress::read(&plan.state_dir).map_err(anyhow::Error::msg)?;
+        keyrot::migration::record::read(&plan.state_dir).map_err(anyhow::Error::msg)?;
     match args.output {
         Output::Text => out!("{}", render_text(&status, now)),
         Output::Json => outln!("{}", serde_json::to_string_pretty(&status)?),

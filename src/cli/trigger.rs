@@ -80,9 +80,9 @@ fn run_trigger(
         );
         return Ok(exit_code(&answer));
     }
-    let mut session = foreground::Session::open(plan)?;
+    let mut session = foreground::open(plan)?;
     session.trigger(kind, force)?;
-    let rest = session.run_to_rest()?;
+    let rest = foreground::run_to_rest(&mut session)?;
     if let Rest::Stuck(blocked) = rest {
         // A request left recorded would be acted on by whatever runs next (`keyrot init`, say),
         // long after the person who asked has gone: take it back, and fail so they see it.

@@ -35,6 +35,9 @@ const SOCKET_FILE: &str = "keyrot.sock";
 const REPLY_WAIT: Duration = Duration::from_secs(10);
 /// How long a client may take to send its line; a stuck client must not hold a thread forever.
 const REQUEST_WAIT: Duration = Duration::from_secs(5);
+/// How long a refused client's request is waited for, so that closing does not reset the
+/// connection under its answer.
+const REFUSED_REQUEST_WAIT: Duration = Duration::from_millis(200);
 /// Longer than [`REPLY_WAIT`], so the daemon's `queued` arrives before the client gives up.
 const CLIENT_WAIT: Duration = Duration::from_secs(20);
 /// Connections answered at once; more are told the daemon is busy. A person sends one request
@@ -224,16 +227,17 @@ pub fn serve<E: Send + 'static>(
             for stream in listener.incoming().flatten() {
                 if let Err(refusal) = allowed_peer(&stream) {
                     warn!("control socket: {refusal}");
-                    let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
-                    let _ = writeln!(&stream, "refused: {refusal}");
+                    refuse(&stream, &format!("refused: {refusal}"));
                     continue;
                 }
                 if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
                     busy.fetch_sub(1, Ordering::SeqCst);
-                    let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
-                    let _ = writeln!(
+                    refuse(
                         &stream,
-                        "error: the daemon is answering {MAX_CLIENTS} requests already; try again"
+                        &format!(
+                            "error: the daemon is answering {MAX_CLIENTS} requests already; try \
+                             again"
+                        ),
                     );
                     continue;
                 }
@@ -248,6 +252,17 @@ pub fn serve<E: Send + 'static>(
             }
         })?;
     Ok(())
+}
+
+/// Answers a connection that is not served with `line`, then takes in the request it sent: a
+/// unix socket closed with unread bytes resets the connection, and the client could then lose
+/// the answer before reading it. Bounded in time and bytes, as this runs on the accepting thread.
+fn refuse(stream: &UnixStream, line: &str) {
+    let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
+    let _ = writeln!(&mut &*stream, "{line}");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(REFUSED_REQUEST_WAIT));
+    let _ = io::copy(&mut stream.take(MAX_REQUEST), &mut io::sink());
 }
 
 /// One of the [`MAX_CLIENTS`] places, given back when the client's thread ends (or never starts).
@@ -308,6 +323,30 @@ fn answer<E>(stream: UnixStream, events: &Sender<E>, wrap: fn(Request) -> E) {
     let _ = writeln!(&stream, "{reply}");
 }
 
+/// The exit code of `keyrot migrate-issuer` when a step waits (for time or for a person).
+pub const MIGRATION_WAITING: u8 = 3;
+
+/// The daemon's answer to a migration request (`rollback`: a rollback's): `exit N` on the
+/// first line, then what the command prints in the foreground.
+pub fn migration_answer(
+    outcome: Result<crate::migration::Outcome, crate::migration::StepError>,
+    lines: Vec<String>,
+    rollback: bool,
+) -> String {
+    let (code, last) = match outcome {
+        Ok(crate::migration::Outcome::Done) if rollback => (0, None),
+        Ok(crate::migration::Outcome::Done) => (0, Some("issuer migration done".to_string())),
+        Ok(crate::migration::Outcome::Waiting(what)) => (MIGRATION_WAITING, Some(what)),
+        Err(e) => (1, Some(format!("error: {e}; nothing after it was changed"))),
+    };
+    let mut answer = format!("exit {code}");
+    for line in lines.iter().chain(last.as_ref()) {
+        answer.push('\n');
+        answer.push_str(line.trim_end());
+    }
+    answer
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::CommandExt;
@@ -366,18 +405,23 @@ mod tests {
     }
 
     #[test]
-    fn control_socket_refuses_a_peer_with_another_uid() {
+    fn control_socket_refuses_a_peer_with_another_uid_and_its_answer_survives_the_hang_up() {
         let dir = tempfile::tempdir().unwrap();
         serve_rotate_answers(dir.path());
         // Made reachable on purpose, so that only the peer check stands in the way.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = socket_path(dir.path());
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let client = "import socket,sys\n\
+        // The client reads only once the daemon has hung up: a daemon that closes with the
+        // request unread resets the connection, and the answer is lost.
+        let client = "import socket,sys,select\n\
             s=socket.socket(socket.AF_UNIX)\n\
             s.connect(sys.argv[1])\n\
             try: s.sendall(b'rotate\\n')\n\
             except BrokenPipeError: pass\n\
+            p=select.poll()\n\
+            p.register(s, select.POLLHUP)\n\
+            p.poll(20000)\n\
             print(s.makefile().read(), end='')";
         let out = std::process::Command::new("/usr/bin/python3")
             .args(["-c", client, socket.to_str().unwrap()])

@@ -7,6 +7,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::action::{Action, AdoptedKey, Decision, Gate};
+use super::due::next_rotation_due;
 use super::observed::{Observed, Probed};
 use super::{Phase, key_path_for_adopted, key_path_for_rotation};
 use crate::plan::Plan;
@@ -240,17 +241,6 @@ fn old_private_key_missing(state: &State, observed: &Observed, kid: &str) -> boo
         .iter()
         .any(|k| k.kid == kid && k.private_key.is_some());
     !recorded || observed.private_key(kid).is_none()
-}
-
-/// When the schedule next starts a rotation: the first time it fires after the last rotation
-/// started (or the keys were adopted); at or before `now` means due now. `None`: no schedule, or
-/// one that never fires again. The one answer the core, `status`, `validate` and `plan` give.
-pub fn next_rotation_due(plan: &Plan, state: &State, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let anchor = state
-        .last_rotation_started_at
-        .or(state.adopted_at)
-        .unwrap_or(now);
-    plan.schedule.as_ref()?.next_after(anchor)
 }
 
 fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> Decision {

@@ -3,9 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::grace;
-use super::progress::{self, Awaiting, Progress};
-use crate::plan::{FlagSource, Plan};
+use super::record::{self, Awaiting, MigrationRecord};
+use crate::plan::Plan;
 use crate::state::Rotation;
 
 /// Why no key rotation may start while `recorded` exists, if it concerns the plan's issuer.
@@ -13,11 +12,11 @@ use crate::state::Rotation;
 /// From step 1 on the targets serve the new issuer's discovery document; a rotation with the
 /// plan's issuer would publish the old one's over it, and change the keys under a migration
 /// that checked them. Once the plan names the new issuer, the record is history.
-pub fn blocks_rotation(plan: &Plan, recorded: &Progress) -> Option<String> {
+pub fn blocks_rotation(plan: &Plan, recorded: &MigrationRecord) -> Option<String> {
     if recorded.old_issuer != plan.issuer.url {
         return None;
     }
-    let path = progress::path(&plan.state_dir);
+    let path = record::path(&plan.state_dir);
     let finished = recorded.old_issuer_dropped_at.is_some()
         || (recorded.cluster_verified_at.is_some()
             && plan
@@ -42,35 +41,27 @@ pub fn blocks_rotation(plan: &Plan, recorded: &Progress) -> Option<String> {
     })
 }
 
-/// When a running daemon continues the plan's migration on its own: step 5, dropping the old
-/// issuer, once the grace period is over, when an editor changes the flags (a manual drop waits
-/// for a person anyway). `None`: nothing for the daemon to do by itself.
+/// When a running daemon continues the plan's recorded migration on its own
+/// ([`crate::decision::old_issuer_drop_due`]); `None` without a readable record.
 pub fn due(plan: &Plan) -> Option<DateTime<Utc>> {
     let section = plan.issuer_migration.as_ref()?;
-    if !section.drop_old_issuer || matches!(section.flags, FlagSource::Manual) {
-        return None;
-    }
-    let recorded = progress::read(&plan.state_dir).ok()??;
-    let waiting_for_grace = recorded.old_issuer == plan.issuer.url
-        && recorded.new_issuer == section.new_issuer.url
-        && recorded.cluster_verified_at.is_some()
-        && recorded.old_issuer_dropped_at.is_none()
-        && recorded.rollback_started_at.is_none()
-        && recorded.awaiting.is_none();
-    if !waiting_for_grace {
-        return None;
-    }
-    let grace = grace::for_section(section).ok()?;
-    // A grace period that ends past the end of the calendar never makes the daemon due.
-    recorded.flags_changed_at?.checked_add_signed(grace.period)
+    let record = record::read(&plan.state_dir).ok()??;
+    let grace = super::grace::for_section(section).ok()?.period;
+    crate::decision::old_issuer_drop_due(
+        plan,
+        crate::decision::RecordedMigration {
+            record: &record,
+            grace,
+        },
+    )
 }
 
-/// Why a migration may not start now: a key rotation is in progress. A rotation changes the
+/// Why a migration may not start now: a key rotation is in record. A rotation changes the
 /// keys the migration publishes and checks.
 pub fn refused_during_rotation(rotation: Option<&Rotation>) -> Option<String> {
     rotation.map(|r| {
         format!(
-            "key rotation {} is in progress (phase {}): let it finish (or abort it) before \
+            "key rotation {} is in record (phase {}): let it finish (or abort it) before \
              changing the issuer",
             r.id, r.phase
         )
@@ -84,5 +75,5 @@ pub fn awaiting(plan: &Plan) -> Result<Option<Awaiting>, String> {
     if plan.issuer_migration.is_none() {
         return Ok(None);
     }
-    Ok(progress::read(&plan.state_dir)?.and_then(|p| p.awaiting))
+    Ok(record::read(&plan.state_dir)?.and_then(|p| p.awaiting))
 }

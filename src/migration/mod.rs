@@ -5,7 +5,7 @@
 //!    flags (new issuer first, old kept) and restart it; 4. check the apiserver's discovery
 //!    document and a fresh token name the new issuer; 5. after the grace period, if the plan says
 //!    so, drop the old issuer, restart, check again. The first failure stops the run and nothing
-//!    after it is changed. Each finished step is recorded (`progress`), so running the command
+//!    after it is changed. Each finished step is recorded (`record`), so running the command
 //!    again continues where it stopped; every step is idempotent. A step that needs a person (a
 //!    manual flag change) waits for `keyrot approve`; `rollback` puts the flags back.
 
@@ -14,7 +14,7 @@ mod edit;
 pub mod grace;
 mod interlock;
 mod preview;
-pub mod progress;
+pub mod record;
 mod rollback;
 
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ use crate::issuer::{IssuerFlags, MigrationStep};
 use crate::keys::load_verification_keys;
 use crate::plan::{FlagSource, Issuer, IssuerMigration, Plan};
 use checks::Expected;
-use progress::{Awaiting, ManualStep, Progress};
+use record::{Awaiting, ManualStep, MigrationRecord};
 
 pub use interlock::{awaiting, blocks_rotation, due, refused_during_rotation};
 pub use preview::dry_run;
@@ -171,9 +171,9 @@ impl<'a> Migration<'a> {
     }
 
     /// The record of this migration; refused when it records another one.
-    fn progress(&self) -> Result<Progress, StepError> {
+    fn record(&self) -> Result<MigrationRecord, StepError> {
         let state_dir = &self.plan.state_dir;
-        match progress::read(state_dir).map_err(|e| failed(0, e))? {
+        match record::read(state_dir).map_err(|e| failed(0, e))? {
             Some(found)
                 if found.new_issuer != self.new_issuer().url
                     || found.old_issuer != self.old_issuer() =>
@@ -183,19 +183,22 @@ impl<'a> Migration<'a> {
                     format!(
                         "{} records a migration from {} to {}, not this plan's; finish or remove \
                          it first",
-                        progress::path(state_dir).display(),
+                        record::path(state_dir).display(),
                         found.old_issuer,
                         found.new_issuer
                     ),
                 ))
             }
             Some(found) => Ok(found),
-            None => Ok(Progress::new(self.old_issuer(), &self.new_issuer().url)),
+            None => Ok(MigrationRecord::new(
+                self.old_issuer(),
+                &self.new_issuer().url,
+            )),
         }
     }
 
-    fn save(&self, progress: &Progress, step: u8) -> Result<(), StepError> {
-        progress::write(&self.plan.state_dir, progress).map_err(|e| failed(step, e))
+    fn save(&self, record: &MigrationRecord, step: u8) -> Result<(), StepError> {
+        record::write(&self.plan.state_dir, record).map_err(|e| failed(step, e))
     }
 }
 
@@ -209,32 +212,32 @@ pub fn run(
     say: &mut dyn FnMut(String),
 ) -> Result<Outcome, StepError> {
     let migration = Migration::new(plan)?;
-    let mut progress = migration.progress()?;
-    if progress.rollback_started_at.is_some() {
+    let mut record = migration.record()?;
+    if record.rollback_started_at.is_some() {
         return Err(failed(
             0,
             "this migration is being rolled back: finish with `keyrot migrate-issuer --rollback`",
         ));
     }
-    if approved && progress.awaiting.is_none() {
+    if approved && record.awaiting.is_none() {
         return Err(failed(
             0,
             "nothing in the issuer migration waits for approval",
         ));
     }
-    let waits_for = |progress: &Progress, step: ManualStep| {
-        progress.awaiting == Some(Awaiting::ManualChange { step })
+    let waits_for = |record: &MigrationRecord, step: ManualStep| {
+        record.awaiting == Some(Awaiting::ManualChange { step })
     };
     let new_url = migration.new_issuer().url.clone();
     // Checked before anything is published: a plan naming another issuer than the cluster's
     // would migrate from the wrong one.
-    if progress.flags_changed_at.is_none()
+    if record.flags_changed_at.is_none()
         && let FlagSource::File { path, file } = &migration.section.flags
     {
         edit::check_current_issuer(path, file, migration.old_issuer(), &new_url)?;
     }
 
-    if progress.published_at.is_none() {
+    if record.published_at.is_none() {
         let documents = migration.documents()?;
         for target in &plan.targets {
             publish_target(target, &documents)
@@ -244,32 +247,32 @@ pub fn run(
                 target.name
             ));
         }
-        progress.published_at = Some(now());
-        migration.save(&progress, 1)?;
+        record.published_at = Some(now());
+        migration.save(&record, 1)?;
     }
-    if progress.verified_at.is_none() {
+    if record.verified_at.is_none() {
         checks::documents(&migration).map_err(|e| failed(2, e))?;
         say(format!(
             "step 2: {new_url} serves the discovery document and the JWKS [{}] anonymously",
             migration.kids.join(", ")
         ));
-        progress.verified_at = Some(now());
-        migration.save(&progress, 2)?;
+        record.verified_at = Some(now());
+        migration.save(&record, 2)?;
     }
-    if migration.section.accept_first && progress.accepted_at.is_none() {
-        if let Some(waiting) = accept_everywhere(&migration, &mut progress, approved, say)? {
+    if migration.section.accept_first && record.accepted_at.is_none() {
+        if let Some(waiting) = accept_everywhere(&migration, &mut record, approved, say)? {
             return Ok(Outcome::Waiting(waiting));
         }
-        progress.accepted_at = Some(now());
-        progress.awaiting = None;
-        migration.save(&progress, 3)?;
+        record.accepted_at = Some(now());
+        record.awaiting = None;
+        migration.save(&record, 3)?;
     }
-    if progress.flags_changed_at.is_none() {
+    if record.flags_changed_at.is_none() {
         match &migration.section.flags {
             FlagSource::File { path, file } => {
                 edit::change_flags(plan, path, file, &migration.add_step(), 3, say)?;
             }
-            FlagSource::Manual if approved && waits_for(&progress, ManualStep::Add) => {
+            FlagSource::Manual if approved && waits_for(&record, ManualStep::Add) => {
                 checks::cluster(plan, migration.expect_new(), 3).map_err(not_made)?;
                 say(format!(
                     "step 3: approved: the apiserver issues as {new_url}"
@@ -279,24 +282,24 @@ pub fn run(
                 let steps = migration.steps_to_add();
                 let (add, done) = steps.split_last().expect("the add step is last");
                 let change = edit::manual_change(&migration.assumed_flags(), done, add, 3)?;
-                progress.awaiting = Some(Awaiting::ManualChange {
+                record.awaiting = Some(Awaiting::ManualChange {
                     step: ManualStep::Add,
                 });
-                migration.save(&progress, 3)?;
+                migration.save(&record, 3)?;
                 return Ok(Outcome::Waiting(change.render_then(APPROVE)));
             }
         }
-        progress.flags_changed_at = Some(now());
-        progress.awaiting = None;
-        migration.save(&progress, 3)?;
+        record.flags_changed_at = Some(now());
+        record.awaiting = None;
+        migration.save(&record, 3)?;
     }
-    if progress.cluster_verified_at.is_none() {
+    if record.cluster_verified_at.is_none() {
         checks::cluster(plan, migration.expect_new(), 4)?;
         say(format!(
             "step 4: the apiserver's discovery document and a new token name {new_url}"
         ));
-        progress.cluster_verified_at = Some(now());
-        migration.save(&progress, 4)?;
+        record.cluster_verified_at = Some(now());
+        migration.save(&record, 4)?;
     }
     if !migration.section.drop_old_issuer {
         say(format!(
@@ -305,11 +308,11 @@ pub fn run(
         ));
         return Ok(Outcome::Done);
     }
-    if progress.old_issuer_dropped_at.is_some() {
+    if record.old_issuer_dropped_at.is_some() {
         return Ok(Outcome::Done);
     }
     let grace = grace::for_section(migration.section).map_err(|e| failed(5, e))?;
-    let changed = progress.flags_changed_at.expect("step 3 recorded above");
+    let changed = record.flags_changed_at.expect("step 3 recorded above");
     // A grace period that ends past the end of the calendar never ends.
     let due = changed.checked_add_signed(grace.period);
     if due.is_none_or(|due| now() < due) {
@@ -328,7 +331,7 @@ pub fn run(
             edit::change_flags(plan, path, file, &migration.drop_step(), 5, say)?;
             checks::cluster(plan, migration.expect_new(), 5)?;
         }
-        FlagSource::Manual if approved && waits_for(&progress, ManualStep::Drop) => {
+        FlagSource::Manual if approved && waits_for(&record, ManualStep::Drop) => {
             checks::cluster(plan, migration.expect_new(), 5)?;
             say("step 5: approved: the apiserver still issues tokens it accepts".to_string());
         }
@@ -339,17 +342,17 @@ pub fn run(
                 &migration.drop_step(),
                 5,
             )?;
-            progress.awaiting = Some(Awaiting::ManualChange {
+            record.awaiting = Some(Awaiting::ManualChange {
                 step: ManualStep::Drop,
             });
-            migration.save(&progress, 5)?;
+            migration.save(&record, 5)?;
             return Ok(Outcome::Waiting(change.render_then(APPROVE)));
         }
     }
     say(format!("step 5: {} dropped", migration.old_issuer()));
-    progress.old_issuer_dropped_at = Some(now());
-    progress.awaiting = None;
-    migration.save(&progress, 5)?;
+    record.old_issuer_dropped_at = Some(now());
+    record.awaiting = None;
+    migration.save(&record, 5)?;
     Ok(Outcome::Done)
 }
 
@@ -371,7 +374,7 @@ fn not_made(error: StepError) -> StepError {
 /// one issued. `Some(text)`: waiting, and what for.
 fn accept_everywhere(
     migration: &Migration,
-    progress: &mut Progress,
+    record: &mut MigrationRecord,
     approved: bool,
     say: &mut dyn FnMut(String),
 ) -> Result<Option<String>, StepError> {
@@ -380,14 +383,14 @@ fn accept_everywhere(
     let old_url = migration.old_issuer();
     match &migration.section.flags {
         FlagSource::File { path, file } => {
-            if progress.awaiting != Some(Awaiting::AcceptEverywhere) {
+            if record.awaiting != Some(Awaiting::AcceptEverywhere) {
                 edit::change_flags(plan, path, file, &migration.accept_step(), 3, say)?;
                 checks::cluster(plan, migration.expect_old(), 3)?;
                 say(format!(
                     "step 3: this apiserver accepts {new_url} and still issues as {old_url}"
                 ));
-                progress.awaiting = Some(Awaiting::AcceptEverywhere);
-                migration.save(progress, 3)?;
+                record.awaiting = Some(Awaiting::AcceptEverywhere);
+                migration.save(record, 3)?;
             }
             if !approved {
                 return Ok(Some(format!(
@@ -403,7 +406,7 @@ fn accept_everywhere(
         }
         FlagSource::Manual
             if approved
-                && progress.awaiting
+                && record.awaiting
                     == Some(Awaiting::ManualChange {
                         step: ManualStep::Accept,
                     }) =>
@@ -417,10 +420,10 @@ fn accept_everywhere(
         FlagSource::Manual => {
             let change =
                 edit::manual_change(&migration.assumed_flags(), &[], &migration.accept_step(), 3)?;
-            progress.awaiting = Some(Awaiting::ManualChange {
+            record.awaiting = Some(Awaiting::ManualChange {
                 step: ManualStep::Accept,
             });
-            migration.save(progress, 3)?;
+            migration.save(record, 3)?;
             return Ok(Some(change.render_then(APPROVE)));
         }
     }

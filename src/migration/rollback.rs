@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use super::checks::{self, Expected};
-use super::progress::{self, Awaiting, ManualStep, Progress};
+use super::record::{self, Awaiting, ManualStep, MigrationRecord};
 use super::{APPROVE, Migration, Outcome, ROLLBACK, StepError, edit, failed};
 use crate::issuer::{self, IssuerFlags, MigrationStep, RolledBack, diff};
 use crate::plan::{FlagSource, Plan};
@@ -20,7 +20,7 @@ use crate::plan::{FlagSource, Plan};
 /// What a rollback would do, for `--rollback --dry-run`. Writes nothing.
 pub fn preview_rollback(plan: &Plan) -> Result<String, StepError> {
     let migration = Migration::new(plan)?;
-    let Some(progress) = recorded(&migration)? else {
+    let Some(record) = recorded(&migration)? else {
         return Ok(nothing_recorded(plan));
     };
     match &migration.section.flags {
@@ -30,14 +30,14 @@ pub fn preview_rollback(plan: &Plan) -> Result<String, StepError> {
                 restore_diff(path, &backup)?,
                 migration.old_issuer()
             ),
-            None if touched(&progress) => format!(
+            None if touched(&record) => format!(
                 "{} has no backup left: restart kube-apiserver and check that it issues as {}\n",
                 path.display(),
                 migration.old_issuer()
             ),
             None => "the flags were not changed: only the record is removed\n".to_string(),
         }),
-        FlagSource::Manual => Ok(match manual_restore(&migration, &progress) {
+        FlagSource::Manual => Ok(match manual_restore(&migration, &record) {
             Some(text) => text,
             None => "no flag change was asked for: only the record is removed\n".to_string(),
         }),
@@ -53,15 +53,15 @@ pub fn rollback(
     say: &mut dyn FnMut(String),
 ) -> Result<Outcome, StepError> {
     let migration = Migration::new(plan)?;
-    let Some(mut progress) = recorded(&migration)? else {
+    let Some(mut record) = recorded(&migration)? else {
         return Err(failed(ROLLBACK, nothing_recorded(plan).trim_end()));
     };
-    if progress.rollback_started_at.is_none() && progress.flags_changed_at.is_some() {
+    if record.rollback_started_at.is_none() && record.flags_changed_at.is_some() {
         say(format!(
             "warning: tokens issued since {} name {}; once the flags are back the apiserver \
              rejects them until the kubelet replaces them (within about an hour for pods' \
              projected tokens; copies taken out of pods stop working)",
-            progress
+            record
                 .flags_changed_at
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_default(),
@@ -75,9 +75,9 @@ pub fn rollback(
     match &migration.section.flags {
         FlagSource::File { path, .. } => {
             // A backup means the file was edited, even when a crash kept the step unrecorded.
-            let restart = touched(&progress) || original(&migration, path).is_some();
-            progress.rollback_started_at.get_or_insert_with(&now);
-            migration.save(&progress, ROLLBACK)?;
+            let restart = touched(&record) || original(&migration, path).is_some();
+            record.rollback_started_at.get_or_insert_with(&now);
+            migration.save(&record, ROLLBACK)?;
             restore_file(&migration, path, say)?;
             if restart {
                 edit::restart(plan, "rollback", ROLLBACK)?;
@@ -89,7 +89,7 @@ pub fn rollback(
             }
         }
         FlagSource::Manual => {
-            let waiting = progress.awaiting
+            let waiting = record.awaiting
                 == Some(Awaiting::ManualChange {
                     step: ManualStep::Rollback,
                 });
@@ -99,17 +99,17 @@ pub fn rollback(
                     "rollback: approved: the apiserver issues as {} again",
                     migration.old_issuer()
                 ));
-            } else if let Some(text) = manual_restore(&migration, &progress) {
-                progress.rollback_started_at.get_or_insert_with(&now);
-                progress.awaiting = Some(Awaiting::ManualChange {
+            } else if let Some(text) = manual_restore(&migration, &record) {
+                record.rollback_started_at.get_or_insert_with(&now);
+                record.awaiting = Some(Awaiting::ManualChange {
                     step: ManualStep::Rollback,
                 });
-                migration.save(&progress, ROLLBACK)?;
+                migration.save(&record, ROLLBACK)?;
                 return Ok(Outcome::Waiting(text));
             }
         }
     }
-    progress::remove(&plan.state_dir).map_err(|e| failed(ROLLBACK, e))?;
+    record::remove(&plan.state_dir).map_err(|e| failed(ROLLBACK, e))?;
     say(format!(
         "rollback: done; the record is removed. The documents published for {} stay on the \
          targets: remove them by hand if nothing uses them",
@@ -118,26 +118,26 @@ pub fn rollback(
     Ok(Outcome::Done)
 }
 
-fn recorded(migration: &Migration) -> Result<Option<Progress>, StepError> {
-    progress::read(&migration.plan.state_dir)
+fn recorded(migration: &Migration) -> Result<Option<MigrationRecord>, StepError> {
+    record::read(&migration.plan.state_dir)
         .map_err(|e| failed(ROLLBACK, e))?
-        .map(|_| migration.progress())
+        .map(|_| migration.record())
         .transpose()
 }
 
 fn nothing_recorded(plan: &Plan) -> String {
     format!(
         "no issuer migration is recorded in {}: nothing to roll back\n",
-        progress::path(&plan.state_dir).display()
+        record::path(&plan.state_dir).display()
     )
 }
 
 /// Whether the flags may differ from the original: a step changed them, or a rollback started.
-fn touched(progress: &Progress) -> bool {
-    progress.flags_changed_at.is_some()
-        || progress.accepted_at.is_some()
-        || progress.awaiting == Some(Awaiting::AcceptEverywhere)
-        || progress.rollback_started_at.is_some()
+fn touched(record: &MigrationRecord) -> bool {
+    record.flags_changed_at.is_some()
+        || record.accepted_at.is_some()
+        || record.awaiting == Some(Awaiting::AcceptEverywhere)
+        || record.rollback_started_at.is_some()
 }
 
 /// Every flag step of the plan, in order.
@@ -212,11 +212,11 @@ fn restore_file(
 }
 
 /// The change a person makes to put the flags back, when keyrot asked for any.
-fn manual_restore(migration: &Migration, progress: &Progress) -> Option<String> {
-    let waits_for = |step| progress.awaiting == Some(Awaiting::ManualChange { step });
-    let asked_drop = progress.old_issuer_dropped_at.is_some() || waits_for(ManualStep::Drop);
-    let asked_add = asked_drop || progress.flags_changed_at.is_some() || waits_for(ManualStep::Add);
-    let asked_accept = asked_add || progress.accepted_at.is_some() || waits_for(ManualStep::Accept);
+fn manual_restore(migration: &Migration, record: &MigrationRecord) -> Option<String> {
+    let waits_for = |step| record.awaiting == Some(Awaiting::ManualChange { step });
+    let asked_drop = record.old_issuer_dropped_at.is_some() || waits_for(ManualStep::Drop);
+    let asked_add = asked_drop || record.flags_changed_at.is_some() || waits_for(ManualStep::Add);
+    let asked_accept = asked_add || record.accepted_at.is_some() || waits_for(ManualStep::Accept);
     let mut asked = match (asked_add || waits_for(ManualStep::Rollback), asked_accept) {
         // A rollback under way does not know how far the person got: assume all the way.
         (true, _) => migration.steps_to_add(),

@@ -16,7 +16,7 @@ pub const FILE_NAME: &str = "issuer-migration.json";
 /// When each step was done; `None`: not yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Progress {
+pub struct MigrationRecord {
     pub old_issuer: String,
     pub new_issuer: String,
     pub published_at: Option<DateTime<Utc>>,
@@ -60,9 +60,9 @@ pub enum ManualStep {
     Rollback,
 }
 
-impl Progress {
+impl MigrationRecord {
     pub fn new(old_issuer: &str, new_issuer: &str) -> Self {
-        Progress {
+        MigrationRecord {
             old_issuer: old_issuer.to_string(),
             new_issuer: new_issuer.to_string(),
             published_at: None,
@@ -77,7 +77,7 @@ impl Progress {
     }
 }
 
-impl Progress {
+impl MigrationRecord {
     /// How far the migration got and what it waits for, in a line.
     pub fn summary(&self) -> String {
         let at = |t: &DateTime<Utc>| crate::describe::time(*t);
@@ -134,7 +134,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 }
 
 /// The record, or `None` when no migration was started.
-pub fn read(state_dir: &Path) -> Result<Option<Progress>, String> {
+pub fn read(state_dir: &Path) -> Result<Option<MigrationRecord>, String> {
     let path = path(state_dir);
     match crate::fs_read::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -156,7 +156,7 @@ pub fn remove(state_dir: &Path) -> Result<(), String> {
 }
 
 /// Replaces the record atomically (0600). The caller holds the state lock.
-pub fn write(state_dir: &Path, progress: &Progress) -> Result<(), String> {
+pub fn write(state_dir: &Path, progress: &MigrationRecord) -> Result<(), String> {
     let mut json = serde_json::to_string_pretty(progress).map_err(|e| e.to_string())?;
     json.push('\n');
     atomic_file::write(&path(state_dir), json.as_bytes(), 0o600, Existing::Replace)
@@ -171,7 +171,7 @@ mod tests {
     fn a_written_record_reads_back_and_a_missing_one_is_none() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
-        let mut progress = Progress::new("https://old.example", "https://new.example");
+        let mut progress = MigrationRecord::new("https://old.example", "https://new.example");
         progress.published_at = Some(DateTime::from_timestamp(1_800_000_000, 0).unwrap());
         progress.awaiting = Some(Awaiting::ManualChange {
             step: ManualStep::Add,
@@ -195,7 +195,7 @@ mod tests {
         let read = read(dir.path()).unwrap().unwrap();
         assert_eq!(
             read,
-            Progress::new("https://old.example", "https://new.example")
+            MigrationRecord::new("https://old.example", "https://new.example")
         );
     }
 
@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn the_summary_names_the_last_step_done_and_what_it_waits_for() {
         let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let mut progress = Progress::new("https://old.example", "https://new.example");
+        let mut progress = MigrationRecord::new("https://old.example", "https://new.example");
         assert_eq!(progress.summary(), "nothing done yet");
         progress.published_at = Some(t);
         progress.verified_at = Some(t);

@@ -1,4 +1,4 @@
-//! The daemon's loop: act until the core waits, then sleep until its wake-up time, a request, a
+//! `keyrot run`'s loop: act until the core waits, then sleep until its wake-up time, a request, a
 //! signal or a watchdog ping; and keep systemd, the metrics and the log up to date.
 //!
 //! One thread acts; the others only turn the outside world into events on one channel: the
@@ -9,27 +9,37 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use keyrot::daemon::control::{self, Ask, MigrationAsk, Request};
-use keyrot::daemon::errors::{ErrorCounts, ErrorKind};
-use keyrot::daemon::metrics::Snapshot;
-use keyrot::daemon::notify::Notifier;
-use keyrot::daemon::signals::{self, Signal};
-use keyrot::daemon::status_line::{acting_line, status_line};
-use keyrot::decision::{Action, Phase, action_name, backoff, retry_time};
-use keyrot::describe::{describe_action, shorten_kids};
-use keyrot::executor::{ExecError, Pause, Progress};
-use keyrot::migration;
-use keyrot::migration::progress::{Awaiting, ManualStep};
-use keyrot::plan::{self, Plan};
 use tracing::{error, info, warn};
 
-use super::foreground::Session;
+use super::control::{self, Ask, MigrationAsk, Request};
+use super::errors::{ErrorCounts, ErrorKind};
+use super::metrics::Snapshot;
+use super::notify::Notifier;
+use super::signals::{self, Signal};
+use super::status_line::{acting_line, status_line};
+use crate::adapters::FailureKind;
+use crate::decision::{Action, Phase, action_name, backoff, retry_time};
+use crate::describe::{describe_action, shorten_kids};
+use crate::executor::{ExecError, Pause, StepReport};
+use crate::migration::record::{Awaiting, ManualStep};
+use crate::migration::{self, Outcome};
+use crate::plan::{self, Plan};
+use crate::session::{Session, SessionError};
+
+/// Why the daemon did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The signal handlers, the control socket or the metrics endpoint; the message names it.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 enum Event {
     Request(Request),
@@ -50,6 +60,8 @@ pub struct Daemon {
     failures: u32,
     /// The last wait logged, so a gate polled again is not logged again.
     last_wait: String,
+    /// The failure that stopped acting until an event, when one needs a person.
+    halted: Option<String>,
     /// Automatic migration steps that failed in a row, and when to try again.
     migration_failures: u32,
     migration_retry_at: Option<DateTime<Utc>>,
@@ -58,16 +70,25 @@ pub struct Daemon {
 impl Daemon {
     /// Takes the state lock, opens the control socket and the metrics endpoint, reads the
     /// state and the cluster once, and tells systemd it is ready.
-    pub fn start(plan: Plan, plan_path: PathBuf) -> anyhow::Result<Daemon> {
+    pub fn start(plan: Plan, plan_path: PathBuf) -> Result<Daemon, StartError> {
         let (sender, events) = mpsc::channel();
         signals::forward(sender.clone(), Event::Signal)?;
-        let session = Session::open(plan)?;
+        let (session, leftovers) = Session::open(plan)?;
+        for path in leftovers.removed {
+            info!(
+                "removed {}, left by a write that an interrupted keyrot never finished",
+                path.display()
+            );
+        }
+        for (dir, e) in leftovers.not_cleaned {
+            warn!("cannot remove stale temp files in {}: {e}", dir.display());
+        }
         let plan = session.plan();
         // After the lock: only the lock holder may replace a socket file left behind.
         control::serve(control::bind(&plan.state_dir)?, sender, Event::Request)?;
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         if let Some(metrics) = plan.metrics {
-            let bound = keyrot::daemon::metrics_http::serve(metrics.listen, snapshot.clone())?;
+            let bound = super::metrics_http::serve(metrics.listen, snapshot.clone())?;
             info!("metrics on http://{bound}/metrics");
         }
         let notifier = Notifier::from_env();
@@ -91,12 +112,13 @@ impl Daemon {
             snapshot,
             errors: ErrorCounts::default(),
             failures: 0,
+            halted: None,
             last_wait: String::new(),
             migration_failures: 0,
             migration_retry_at: None,
         };
         if let Err(e) = daemon.session.observe() {
-            error!("{e:#}");
+            error!("{e}");
             daemon.errors.count(ErrorKind::Observe);
         }
         daemon.publish_status();
@@ -104,8 +126,8 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Until SIGTERM or SIGINT; then exits 0.
-    pub fn run(mut self) -> anyhow::Result<ExitCode> {
+    /// Until SIGTERM or SIGINT.
+    pub fn run(mut self) {
         loop {
             if self.migration_due().is_some_and(|due| due <= Utc::now()) {
                 self.continue_migration();
@@ -124,7 +146,7 @@ impl Daemon {
             // Every event may change what the core decides: act again after handling them.
             for event in events {
                 if self.handle(event) == Flow::Stop {
-                    return Ok(self.stop());
+                    return self.stop();
                 }
             }
         }
@@ -154,7 +176,7 @@ impl Daemon {
             !arrived.is_empty()
         };
         let mut acted = false;
-        let mut report = |plan: &Plan, progress: &Progress| {
+        let mut report = |plan: &Plan, progress: &StepReport| {
             acted = true;
             let (mut notifier, mut outcomes) = (notifier.borrow_mut(), outcomes.borrow_mut());
             on_progress(
@@ -179,6 +201,7 @@ impl Daemon {
             Ok(Pause::Stopped) => Some(Utc::now()),
             Ok(Pause::Waiting(decision)) => {
                 self.failures = 0;
+                self.halted = None;
                 if let Some(blocked) = decision.blocked_by.first() {
                     let line = format!("waiting [{}] {}", blocked.gate, blocked.reason);
                     if line != self.last_wait {
@@ -189,22 +212,24 @@ impl Daemon {
                 decision.wake_at
             }
             Err(e) => {
-                error!("{e:#}");
-                let kind = match e.downcast_ref::<ExecError>() {
-                    Some(ExecError::Observe(_)) => Some(ErrorKind::Observe),
-                    Some(ExecError::Save(_)) => Some(ErrorKind::State),
+                error!("{e}");
+                // The wait that follows a failure is news even when it reads as before it.
+                self.last_wait.clear();
+                let counted = match &e {
+                    SessionError::Exec(ExecError::Observe(_)) | SessionError::Observe(_) => {
+                        Some(ErrorKind::Observe)
+                    }
+                    SessionError::Exec(ExecError::Save(_)) | SessionError::State(_) => {
+                        Some(ErrorKind::State)
+                    }
                     // Counted when reported as it happened.
-                    Some(ExecError::Effect { .. }) => None,
+                    SessionError::Exec(ExecError::Effect { .. }) => None,
                     _ => Some(ErrorKind::Internal),
                 };
-                if let Some(kind) = kind {
+                if let Some(kind) = counted {
                     self.errors.count(kind);
                 }
-                let delay = backoff(self.session.plan(), self.failures);
-                let retry_at = retry_time(self.session.plan(), self.failures, Utc::now());
-                self.failures = self.failures.saturating_add(1);
-                info!("trying again in {}s", delay.num_seconds());
-                Some(retry_at)
+                self.retry_after(&e)
             }
         };
         if !stopped {
@@ -212,6 +237,29 @@ impl Daemon {
         }
         self.publish_status();
         (wake_at, arrived)
+    }
+
+    /// When to act again after a failed run: a transient failure after the plan's backoff, one
+    /// that needs a person not before an event (a request, SIGHUP) says something changed.
+    fn retry_after(&mut self, error: &SessionError) -> Option<DateTime<Utc>> {
+        match error.kind() {
+            FailureKind::Transient => {
+                let plan = self.session.plan();
+                let delay = backoff(plan, self.failures);
+                let retry_at = retry_time(plan, self.failures, Utc::now());
+                self.failures = self.failures.saturating_add(1);
+                info!("trying again in {}s", delay.num_seconds());
+                Some(retry_at)
+            }
+            FailureKind::Permanent => {
+                self.halted = Some(error.to_string());
+                warn!(
+                    "not trying again on its own: this needs a person; fix it, then `systemctl \
+                     reload keyrot` (or any keyrot request) makes keyrot try again"
+                );
+                None
+            }
+        }
     }
 
     /// Waits for an event until `wake_at`, pinging the watchdog on time; `None` once it is time
@@ -258,7 +306,7 @@ impl Daemon {
                 reply,
             }) => {
                 info!("request: {}", Ask::Migration(ask).word());
-                let answer = self.migrate(ask);
+                let answer = self.migrate(ask).answer();
                 let _ = reply.send(answer);
             }
             Event::Request(Request {
@@ -287,13 +335,13 @@ impl Daemon {
 
     /// An issuer migration request, carried out here: this process holds the state lock. A
     /// thread runs the steps (a restart and its checks can take up to `gateTimeout`) while this
-    /// one keeps the watchdog fed. The answer is what `keyrot migrate-issuer` prints.
-    fn migrate(&mut self, ask: MigrationAsk) -> String {
+    /// one keeps the watchdog fed.
+    fn migrate(&mut self, ask: MigrationAsk) -> Migrated {
         let plan = self.session.plan().clone();
         if let Some(why) = migration::refused_during_rotation(self.session.rotation()) {
-            return format!("exit 1\nerror: {why}");
+            return Migrated::Refused(why);
         }
-        let rolling_back = match ask {
+        let rollback = match ask {
             MigrationAsk::Run => false,
             MigrationAsk::Rollback => true,
             MigrationAsk::Approve => matches!(
@@ -313,7 +361,7 @@ impl Daemon {
                 match ask {
                     MigrationAsk::Run => migration::run(&plan, Utc::now, false, &mut say),
                     MigrationAsk::Rollback => migration::rollback(&plan, Utc::now, false, &mut say),
-                    MigrationAsk::Approve if rolling_back => {
+                    MigrationAsk::Approve if rollback => {
                         migration::rollback(&plan, Utc::now, true, &mut say)
                     }
                     MigrationAsk::Approve => migration::run(&plan, Utc::now, true, &mut say),
@@ -329,26 +377,35 @@ impl Daemon {
             error!("issuer migration: {e}");
             self.errors.count(ErrorKind::IssuerMigration);
         }
-        let lines = lines.into_inner().expect("no panics holding it");
-        super::migrate_issuer::daemon_answer(outcome, lines, rolling_back)
+        Migrated::Ran {
+            outcome,
+            lines: lines.into_inner().expect("no panics holding it"),
+            rollback,
+        }
     }
 
     /// Step 5 of the plan's migration once its grace period is over (`migration::due`), as a
     /// `keyrot migrate-issuer` would; a failure is retried after the plan's backoff.
     fn continue_migration(&mut self) {
         info!("issuer migration: the grace period is over, continuing");
-        let answer = self.migrate(MigrationAsk::Run);
+        let done = matches!(
+            self.migrate(MigrationAsk::Run),
+            Migrated::Ran {
+                outcome: Ok(Outcome::Done),
+                ..
+            }
+        );
         // Anything but done waits before the next try, so a step that cannot finish is never
         // retried in a tight loop.
-        if !answer.starts_with("exit 0") {
+        if done {
+            self.migration_failures = 0;
+            self.migration_retry_at = None;
+        } else {
             let delay = backoff(self.session.plan(), self.migration_failures);
             let plan = self.session.plan();
             self.migration_retry_at = Some(retry_time(plan, self.migration_failures, Utc::now()));
             self.migration_failures = self.migration_failures.saturating_add(1);
             info!("issuer migration: trying again in {}s", delay.num_seconds());
-        } else {
-            self.migration_failures = 0;
-            self.migration_retry_at = None;
         }
     }
 
@@ -363,34 +420,33 @@ impl Daemon {
     fn reload(&mut self) {
         self.notifier.reloading();
         let path = &self.plan_path;
-        let result = plan::load(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|new| {
-                let old_metrics = self.session.plan().metrics;
-                if new.metrics != old_metrics {
+        let result = match plan::load(path) {
+            Ok(new) => {
+                if new.metrics != self.session.plan().metrics {
                     warn!(
                         "{}: metrics changed; the endpoint changes when keyrot restarts",
                         path.display()
                     );
                 }
-                self.session.replace_plan(new)
-            });
+                self.session.replace_plan(new).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("{e:#}")),
+        };
         match result {
             Ok(()) => info!("plan reloaded from {}", path.display()),
             Err(e) => {
                 self.errors.count(ErrorKind::PlanReload);
-                error!("plan not reloaded, keeping the running plan: {e:#}");
+                error!("plan not reloaded, keeping the running plan: {e}");
             }
         }
         self.notifier.ready();
         self.publish_status();
     }
 
-    fn stop(mut self) -> ExitCode {
+    fn stop(mut self) {
         self.notifier.stopping();
         control::unlink(&self.session.plan().state_dir);
         info!("stopping: state saved after the last step");
-        ExitCode::SUCCESS
     }
 
     /// Requests the core could not act on yet (a closed gate before them) are told so; they stay
@@ -422,6 +478,31 @@ impl Daemon {
     }
 }
 
+/// How a migration request ended.
+enum Migrated {
+    /// Not started: a rotation is in progress.
+    Refused(String),
+    Ran {
+        outcome: Result<Outcome, migration::StepError>,
+        lines: Vec<String>,
+        rollback: bool,
+    },
+}
+
+impl Migrated {
+    /// What `keyrot migrate-issuer` prints, as the control socket carries it.
+    fn answer(self) -> String {
+        match self {
+            Migrated::Refused(why) => format!("exit 1\nerror: {why}"),
+            Migrated::Ran {
+                outcome,
+                lines,
+                rollback,
+            } => control::migration_answer(outcome, lines, rollback),
+        }
+    }
+}
+
 #[derive(PartialEq, Eq)]
 enum Flow {
     Go,
@@ -431,14 +512,14 @@ enum Flow {
 /// Logs each step, answers consumed requests, counts failures, and moves the status line along.
 fn on_progress(
     plan: &Plan,
-    progress: &Progress,
+    progress: &StepReport,
     notifier: &mut Notifier,
     errors: &mut ErrorCounts,
     replies: &mut VecDeque<Option<Sender<String>>>,
     outcomes: &mut Vec<(Sender<String>, String)>,
 ) {
     match progress {
-        Progress::Acted { phase, action, .. } => {
+        StepReport::Acted { phase, action, .. } => {
             let phase_name = phase.map_or("-", |p| p.as_str());
             match action {
                 Action::ConsumeTrigger { kind, outcome } => {
@@ -473,7 +554,7 @@ fn on_progress(
                 _ => {}
             }
         }
-        Progress::Failed {
+        StepReport::Failed {
             phase,
             action,
             error: message,
