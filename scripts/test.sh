@@ -29,6 +29,12 @@ start_helper() {
     started_pids+=("$!")
 }
 
+# tests/systemd_unit.rs asks systemd-analyze about the unit; Debian has it in the systemd package.
+if ! command -v systemd-analyze >/dev/null; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends systemd
+fi
+
 # moto, azurite and fake-gcs-server for the publishing tests (installed on first use, cached).
 # shellcheck source=scripts/storage-servers.sh
 source scripts/storage-servers.sh

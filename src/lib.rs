@@ -5,6 +5,7 @@ pub mod atomic_file;
 pub mod daemon;
 pub mod decision;
 pub mod describe;
+pub mod doctor;
 pub mod documents;
 pub mod dry_run;
 pub mod escape;

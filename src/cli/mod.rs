@@ -1,7 +1,9 @@
 //! Command-line surface: one module per subcommand, each turning arguments into library calls.
 
 mod discovery;
+mod doctor;
 mod foreground;
+mod generate;
 mod init;
 mod inspect;
 mod jwks;
@@ -44,6 +46,7 @@ enum Command {
     Init(init::Args),
     Publish(publish::Args),
     Verify(verify::Args),
+    Doctor(doctor::Args),
     MigrateIssuer(migrate_issuer::Args),
     Run(run::Args),
     /// Start a rotation now.
@@ -54,6 +57,8 @@ enum Command {
     Abort(trigger::Args),
     /// After promotion, before retirement: sign with the previous key again.
     Rollback(trigger::Args),
+    Completions(generate::CompletionsArgs),
+    Man(generate::ManArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -68,12 +73,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::MigrateIssuer(args) => migrate_issuer::run(args),
         Command::Run(args) => run::run(args),
         Command::Rotate(args) => trigger::run(TriggerKind::Rotate, args),
         Command::Approve(args) => trigger::run_approve(args),
         Command::Abort(args) => trigger::run(TriggerKind::Abort, args),
         Command::Rollback(args) => trigger::run(TriggerKind::Rollback, args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
     }
 }
 

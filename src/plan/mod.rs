@@ -28,6 +28,7 @@ use crate::phase::Phase;
 
 pub use destinations::{GCP_IAM_ENDPOINT, is_loopback};
 pub use locate::{FieldPath, Position};
+pub use presets::CLUSTER_DOMAIN;
 pub use report::{PlanError, Problem};
 pub use schedule::Schedule;
 pub use validate::{load, parse};

@@ -79,7 +79,7 @@ pub fn check(
 }
 
 /// What is missing and what is extra; the order too, since the JWKS lists keys in bundle order.
-fn differs(served: &[String], expected: &[String]) -> Option<String> {
+pub fn differs(served: &[String], expected: &[String]) -> Option<String> {
     if served == expected {
         return None;
     }
