@@ -133,6 +133,7 @@ fn restart_name(restart: &Restart) -> String {
         }
         Restart::SystemdUnit { unit, .. } => format!("systemctl restart -- {unit}"),
         Restart::Command { argv, .. } => format!("run {}", argv.join(" ")),
+        Restart::ExternalSigner => "none: keyrot's signer reloads the key set".into(),
         Restart::None => "none configured (nothing to restart)".into(),
     }
 }

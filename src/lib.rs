@@ -21,6 +21,7 @@ pub mod phase;
 pub mod plan;
 pub mod safe_dir;
 pub mod session;
+pub mod signer;
 pub mod simulation;
 pub mod state;
 pub mod status;

@@ -13,6 +13,10 @@ use super::command::{self, RunError};
 use super::{AdapterError, Restarter};
 use crate::atomic_file;
 use crate::plan::{Plan, Restart};
+use crate::signer::client::ServingError;
+
+/// How long the signer may take to serve changed key files (its watcher looks every 250 ms).
+const SIGNER_RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The annotation whose value changes on every static-pod restart.
 pub const RESTART_ANNOTATION: &str = "keyrot.io/restart";
@@ -29,7 +33,10 @@ impl<'a> ProcessRestarter<'a> {
 
 impl Restarter for ProcessRestarter<'_> {
     fn restart(&mut self, tag: &str, controller_manager: bool) -> Result<(), AdapterError> {
-        restart_one(&self.plan.apiserver.restart, tag)?;
+        match &self.plan.apiserver.restart {
+            Restart::ExternalSigner => signer_reload(self.plan)?,
+            other => restart_one(other, tag)?,
+        }
         if let Some(cm) = &self.plan.controller_manager
             && controller_manager
             && cm.restart != self.plan.apiserver.restart
@@ -40,9 +47,27 @@ impl Restarter for ProcessRestarter<'_> {
     }
 }
 
+/// The apiserver takes its keys from keyrot's signer: done once the signer serves the files.
+fn signer_reload(plan: &Plan) -> Result<(), AdapterError> {
+    // Validation guarantees the section; without one there is no signer to wait for.
+    let Some(signer) = &plan.signer else {
+        return Ok(());
+    };
+    let sources = crate::signer::keyset::Sources::of(plan);
+    crate::signer::client::wait_until_serving(&signer.socket, &sources, SIGNER_RELOAD_WAIT).map_err(
+        |e| match e {
+            ServingError::Keys(_) => AdapterError::permanent(e.to_string()),
+            ServingError::NotYet { .. } | ServingError::Runtime(_) => {
+                AdapterError::transient(e.to_string())
+            }
+        },
+    )
+}
+
 fn restart_one(restart: &Restart, tag: &str) -> Result<(), AdapterError> {
     match restart {
-        Restart::None => Ok(()),
+        // Plan validation keeps the signer's reload off kube-controller-manager.
+        Restart::None | Restart::ExternalSigner => Ok(()),
         Restart::StaticPod { manifest } => touch_static_pod(manifest, tag),
         Restart::SystemdUnit { unit, timeout } => run(&systemctl_restart(unit), *timeout),
         Restart::Command { argv, timeout } => run(argv, *timeout),

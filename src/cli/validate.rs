@@ -151,6 +151,7 @@ fn restart(restart: &Restart) -> String {
         Restart::Command { argv, timeout } => {
             format!("command {argv:?}, timeout {}", std_duration(*timeout))
         }
+        Restart::ExternalSigner => "externalSigner: keyrot's signer reloads the key files".into(),
         Restart::None => "none".to_string(),
     }
 }

@@ -39,6 +39,8 @@ pub enum StartError {
     /// The signal handlers, the control socket or the metrics endpoint; the message names it.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Signer(#[from] crate::signer::SignerError),
 }
 
 enum Event {
@@ -65,6 +67,8 @@ pub struct Daemon {
     /// Automatic migration steps that failed in a row, and when to try again.
     migration_failures: u32,
     migration_retry_at: Option<DateTime<Utc>>,
+    /// The external JWT signer, when the plan has one: serves on its own threads until dropped.
+    _signer: Option<crate::signer::Signer>,
 }
 
 impl Daemon {
@@ -86,6 +90,8 @@ impl Daemon {
         let plan = session.plan();
         // After the lock: only the lock holder may replace a socket file left behind.
         control::serve(control::bind(&plan.state_dir)?, sender, Event::Request)?;
+        // Before anything slow: the apiserver waits at most 60 s for its signer.
+        let signer = crate::signer::Signer::start(plan)?;
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         if let Some(metrics) = plan.metrics {
             let bound = super::metrics_http::serve(metrics.listen, snapshot.clone())?;
@@ -116,6 +122,7 @@ impl Daemon {
             last_wait: String::new(),
             migration_failures: 0,
             migration_retry_at: None,
+            _signer: signer,
         };
         if let Err(e) = daemon.session.observe() {
             error!("{e}");

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use super::locate::FieldPath;
 use super::presets::{self, Preset};
-use super::raw::{OrNone, RawApiserver, RawControllerManager, RawDuration, RawProbe, RawRestart};
+use super::raw::{
+    OrNone, RawApiserver, RawControllerManager, RawDuration, RawProbe, RawRestart, RestartField,
+};
 use super::values::Context;
 use super::{Apiserver, ControllerManager, Probe, Restart};
 
@@ -85,12 +87,13 @@ pub fn controller_manager(
 fn restart(
     cx: &mut Context,
     at: &FieldPath,
-    raw: Option<&OrNone<RawRestart>>,
+    raw: Option<&RestartField>,
     default: Option<&Restart>,
 ) -> Option<Restart> {
     let written = match raw {
-        Some(OrNone::None) => return Some(Restart::None),
-        Some(OrNone::Some(written)) => written,
+        Some(RestartField::None) => return Some(Restart::None),
+        Some(RestartField::ExternalSigner) => return Some(Restart::ExternalSigner),
+        Some(RestartField::Some(written)) => written,
         None => match default {
             Some(default) => return Some(default.clone()),
             None => {

@@ -13,6 +13,7 @@ mod publishing;
 mod raw;
 mod report;
 mod schedule;
+mod signer;
 mod validate;
 mod values;
 
@@ -67,6 +68,32 @@ pub struct Plan {
     pub metrics: Option<Metrics>,
     /// A move to a new, public issuer (docs/issuer-migration.md); `None`: no migration planned.
     pub issuer_migration: Option<IssuerMigration>,
+    /// kube-apiserver's external JWT signer, served by `keyrot run` (docs/external-signer.md);
+    /// `None`: the apiserver signs with its key files.
+    pub signer: Option<Signer>,
+}
+
+/// The `signer` section: where and how `keyrot run` serves the ExternalJWTSigner service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer {
+    /// The unix socket kube-apiserver's `--service-account-signing-endpoint` names.
+    pub socket: PathBuf,
+    /// A group whose members may connect too (socket 0660); `None`: 0600, root and keyrot only.
+    pub group: Option<SignerGroup>,
+    /// `refresh_hint_seconds` while no rotation is in progress.
+    pub refresh_hint: Duration,
+    /// `refresh_hint_seconds` while a rotation is in progress: apiservers pick up a changed key
+    /// set within this long.
+    pub rotation_refresh_hint: Duration,
+    /// `max_token_expiration_seconds`: the longest token lifetime the cluster then issues.
+    pub max_token_expiration: Duration,
+}
+
+/// A group as the plan names it, with the id it had when the plan was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerGroup {
+    pub name: String,
+    pub gid: u32,
 }
 
 /// The `issuerMigration` section: where the cluster's issuer moves, and how its flags change.
@@ -154,6 +181,9 @@ pub enum Restart {
         argv: Vec<String>,
         timeout: Duration,
     },
+    /// Nothing restarts: kube-apiserver takes its keys from keyrot's signer (the plan's `signer`
+    /// section), which reloads the key files; done once the signer serves them.
+    ExternalSigner,
     None,
 }
 

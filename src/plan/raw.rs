@@ -36,6 +36,7 @@ pub struct RawPlan {
     pub keep_retired: Option<u32>,
     pub metrics: Option<RawMetrics>,
     pub issuer_migration: Option<RawIssuerMigration>,
+    pub signer: Option<RawSigner>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -69,7 +70,7 @@ pub struct RawApiserver {
     pub verification_key_file: Option<PathBuf>,
     pub extra_verification_key_files: Option<Vec<PathBuf>>,
     pub signing_key_file: Option<PathBuf>,
-    pub restart: Option<OrNone<RawRestart>>,
+    pub restart: Option<RestartField>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,7 +81,7 @@ pub struct RawApiserver {
 )]
 pub struct RawControllerManager {
     pub private_key_file: Option<PathBuf>,
-    pub restart: Option<OrNone<RawRestart>>,
+    pub restart: Option<RestartField>,
 }
 
 /// Exactly one of the three is meant to be set; `validate` says so when not.
@@ -96,6 +97,54 @@ pub struct RawRestart {
     pub command: Option<Vec<String>>,
     /// How long a systemdUnit or command restart may take.
     pub timeout: Option<RawDuration>,
+}
+
+/// A restart as written: the word `none`, the word `externalSigner` (nothing restarts: keyrot's
+/// own signer reloads its key set), or a mapping.
+#[derive(Debug)]
+pub enum RestartField {
+    None,
+    ExternalSigner,
+    Some(RawRestart),
+}
+
+impl<'de> Deserialize<'de> for RestartField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WordOrMapping;
+        impl<'de> Visitor<'de> for WordOrMapping {
+            type Value = RestartField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`none`, `externalSigner` or a mapping")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RestartField, E> {
+                match text {
+                    "none" => Ok(RestartField::None),
+                    "externalSigner" => Ok(RestartField::ExternalSigner),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
+                }
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<RestartField, M::Error> {
+                RawRestart::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RestartField::Some)
+            }
+        }
+        deserializer.deserialize_any(WordOrMapping)
+    }
+}
+
+/// The `signer` section: keyrot serves kube-apiserver's external JWT signer on a unix socket.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of signer fields"
+)]
+pub struct RawSigner {
+    pub socket: Option<PathBuf>,
+    pub group: Option<String>,
+    pub refresh_hint: Option<RawDuration>,
+    pub rotation_refresh_hint: Option<RawDuration>,
+    pub max_token_expiration: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -92,6 +92,13 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
     let approvals: BTreeSet<_> = raw.approvals.iter().flatten().copied().collect();
     let keep_retired = keep_retired(cx, raw.keep_retired);
     let metrics = super::metrics::metrics(cx, raw.metrics.as_ref());
+    let signer = super::signer::signer(
+        cx,
+        raw.signer.as_ref(),
+        timings.map(|t| t.retire_after),
+        test_plan,
+    );
+    super::signer::restarts_match_signer(cx, raw);
     let issuer_migration = super::migration::issuer_migration(
         cx,
         raw.issuer_migration.as_ref(),
@@ -143,6 +150,7 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
         keep_retired: keep_retired? as usize,
         metrics: metrics?,
         issuer_migration: issuer_migration?,
+        signer: signer?,
     })
 }
 

@@ -59,6 +59,7 @@ pub fn plan() -> Plan {
         keep_retired: 2,
         metrics: None,
         issuer_migration: None,
+        signer: None,
     }
 }
 
