@@ -17,20 +17,29 @@ pub struct Sandbox {
 impl Sandbox {
     /// Writes the plan and runs `keyrot init`, so the cluster has a first key set.
     pub fn new(extra: &str) -> Sandbox {
+        Sandbox::with_restart("none", extra)
+    }
+
+    /// As [`Sandbox::new`], with the apiserver's `restart` set to `restart`.
+    pub fn with_restart(restart: &str, extra: &str) -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let plan = dir.path().join("plan.yaml");
         let sandbox = Sandbox { dir, plan };
-        sandbox.write_plan(extra);
+        sandbox.write_plan_with(restart, extra);
         super::keyrot_ok(["init", "-c", sandbox.plan_arg()]);
         sandbox
     }
 
     /// Replaces the plan with the base plan plus `extra`.
     pub fn write_plan(&self, extra: &str) {
+        self.write_plan_with("none", extra);
+    }
+
+    fn write_plan_with(&self, restart: &str, extra: &str) {
         let text = format!(
             "cluster: test\nflavour: custom\ntestPlan: true\nkey: {{ algorithm: ES256 }}\n\
              stateDir: state\nprivateKeyDir: keys\n\
-             apiserver:\n  verificationKeyFile: pki/sa.pub\n  signingKeyFile: pki/sa.key\n  restart: none\n\
+             apiserver:\n  verificationKeyFile: pki/sa.pub\n  signingKeyFile: pki/sa.key\n  restart: {restart}\n\
              probe: none\nissuer:\n  url: https://issuer.example.com/test\n\
              targets:\n  - name: www\n    localDirectory: www\n    cacheMaxAge: 1s\n\
              {extra}"

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 pub mod daemon;
+pub mod kube_plugin;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
