@@ -237,3 +237,67 @@ impl KeySet {
         Ok((self.header.clone(), URL_SAFE_NO_PAD.encode(signature)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::GenerateSpec;
+
+    fn files(keys: &[&SigningKey], active: SigningKey) -> KeyFiles {
+        KeyFiles {
+            keys: keys
+                .iter()
+                .map(|k| ListedKey {
+                    kid: k.public().kid().to_string(),
+                    spki_der: k.public().spki_der().to_vec(),
+                    verify_only: false,
+                })
+                .collect(),
+            active,
+            rotating: false,
+        }
+    }
+
+    fn key() -> SigningKey {
+        SigningKey::generate(GenerateSpec::P256).unwrap()
+    }
+
+    #[test]
+    fn the_timestamp_changes_exactly_when_the_listed_set_does() {
+        let (c, n) = (key(), key());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let first = KeySet::stamp(files(&[&c], key()), None, t0);
+        assert_eq!(first.data_timestamp, t0);
+        // The same keys read again later, with another signing key: same stamp.
+        let same = KeySet::stamp(
+            files(&[&c], key()),
+            Some(&first),
+            t0 + Duration::from_secs(5),
+        );
+        assert_eq!(same.data_timestamp, t0);
+        let staged = KeySet::stamp(
+            files(&[&c, &n], key()),
+            Some(&same),
+            t0 + Duration::from_secs(9),
+        );
+        assert_eq!(staged.data_timestamp, t0 + Duration::from_secs(9));
+        // A clock stepped back still yields a later stamp for a changed set.
+        let retired = KeySet::stamp(files(&[&n], key()), Some(&staged), t0);
+        assert!(retired.data_timestamp > staged.data_timestamp);
+    }
+
+    #[test]
+    fn the_header_has_exactly_alg_kid_and_typ() {
+        let active = key();
+        let kid = active.public().kid().to_string();
+        let mut listed = files(&[&active], key());
+        listed.active = active;
+        let set = KeySet::stamp(listed, None, SystemTime::now());
+        let (header, signature) = set.sign("e30").unwrap();
+        let json = URL_SAFE_NO_PAD.decode(header).unwrap();
+        let expected = format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"JWT"}}"#);
+        assert_eq!(String::from_utf8(json).unwrap(), expected);
+        // P-256 r||s, not DER.
+        assert_eq!(URL_SAFE_NO_PAD.decode(signature).unwrap().len(), 64);
+    }
+}
