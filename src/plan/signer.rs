@@ -39,7 +39,7 @@ pub fn signer(
         raw.refresh_hint.as_ref(),
         REFRESH_HINT,
     );
-    let rotation_refresh_hint = hint(
+    let mut rotation_refresh_hint = hint(
         cx,
         &at.key("rotationRefreshHint"),
         raw.rotation_refresh_hint.as_ref(),
@@ -57,7 +57,7 @@ pub fn signer(
                 format_duration(steady)
             ),
         );
-        return None;
+        rotation_refresh_hint = None;
     }
     let max_at = at.key("maxTokenExpiration");
     let max_token_expiration = cx
