@@ -300,3 +300,22 @@ fn every_step_resumes_where_a_stopped_run_left_it() {
         );
     }
 }
+
+#[test]
+fn no_rotation_starts_while_a_migration_of_the_plans_issuer_is_recorded() {
+    use keyrot::decision::migration::blocks_rotation;
+    let plan = plan(FILE, "  dropOldIssuer: true\n");
+    let mut record = MigrationRecord::new(OLD, NEW);
+    let why = blocks_rotation(&plan, &record).expect("a recorded migration blocks rotations");
+    assert!(why.contains("under way"), "{why}");
+
+    // Done: rotations wait until the plan names the new issuer.
+    walk(&plan, &mut record, false, t(0));
+    walk(&plan, &mut record, false, t(48));
+    let why = blocks_rotation(&plan, &record).expect("still the old issuer in the plan");
+    assert!(why.contains("set issuer.url to it"), "{why}");
+
+    // A record of another issuer's migration is history for this plan.
+    let other = MigrationRecord::new("https://older.example", OLD);
+    assert_eq!(blocks_rotation(&plan, &other), None);
+}

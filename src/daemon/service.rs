@@ -365,7 +365,9 @@ impl Daemon {
     /// one keeps the watchdog fed.
     fn migrate(&mut self, ask: MigrationAsk) -> Migrated {
         let plan = self.session.plan().clone();
-        if let Some(why) = migration::refused_during_rotation(self.session.rotation()) {
+        if let Some(why) =
+            crate::decision::migration::refused_during_rotation(self.session.rotation())
+        {
             return Migrated::Refused(why);
         }
         let rollback = match ask {

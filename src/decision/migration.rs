@@ -8,8 +8,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::migration::record::{Awaiting, ManualStep, MigrationRecord};
-use crate::plan::{FlagSource, IssuerMigration};
+use crate::migration::record::{self, Awaiting, ManualStep, MigrationRecord};
+use crate::plan::{FlagSource, IssuerMigration, Plan};
+use crate::state::Rotation;
 
 /// A flag change of the migration, in the order the steps make them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +183,54 @@ pub fn next_migration_step(
 pub fn refuse_migration_request(record: &MigrationRecord, approved: bool) -> Option<&'static str> {
     (approved && record.awaiting.is_none() && record.rollback_started_at.is_none())
         .then_some("nothing in the issuer migration waits for approval")
+}
+
+// One change at a time: a rotation and an issuer migration never run together.
+
+/// Why no key rotation may start while `recorded` exists, if it concerns the plan's issuer.
+///
+/// From step 1 on the targets serve the new issuer's discovery document; a rotation with the
+/// plan's issuer would publish the old one's over it, and change the keys under a migration
+/// that checked them. Once the plan names the new issuer, the record is history.
+pub fn blocks_rotation(plan: &Plan, recorded: &MigrationRecord) -> Option<String> {
+    if recorded.old_issuer != plan.issuer.url {
+        return None;
+    }
+    let path = record::path(&plan.state_dir);
+    let finished = recorded.old_issuer_dropped_at.is_some()
+        || (recorded.cluster_verified_at.is_some()
+            && plan
+                .issuer_migration
+                .as_ref()
+                .is_some_and(|m| !m.drop_old_issuer));
+    Some(if finished {
+        format!(
+            "the issuer migration to {} is done ({}): set issuer.url to it and remove \
+             issuerMigration before keys rotate again",
+            recorded.new_issuer,
+            path.display()
+        )
+    } else {
+        format!(
+            "the issuer migration from {} to {} is under way ({}): finish it or roll it back \
+             before keys rotate",
+            recorded.old_issuer,
+            recorded.new_issuer,
+            path.display()
+        )
+    })
+}
+
+/// Why a migration may not start now: a key rotation is in record. A rotation changes the
+/// keys the migration publishes and checks.
+pub fn refused_during_rotation(rotation: Option<&Rotation>) -> Option<String> {
+    rotation.map(|r| {
+        format!(
+            "key rotation {} is in record (phase {}): let it finish (or abort it) before \
+             changing the issuer",
+            r.id, r.phase
+        )
+    })
 }
 
 /// What `action` done at `now` changes in the record.

@@ -33,7 +33,7 @@ use crate::plan::{FlagSource, Issuer, IssuerMigration, Plan};
 use checks::Expected;
 use record::{ManualStep, MigrationRecord};
 
-pub use interlock::{awaiting, blocks_rotation, due, refused_during_rotation};
+pub use interlock::{awaiting, due};
 pub use preview::dry_run;
 pub use rollback::{preview_rollback, rollback};
 
