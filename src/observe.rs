@@ -17,8 +17,6 @@ pub enum ObserveError {
     KeyFile(#[from] KeyFileError),
     #[error(transparent)]
     SigningKey(#[from] SigningKeyError),
-    #[error("{0}")]
-    IssuerMigration(String),
     #[error("{path}: cannot list keyrot's private keys: {error}")]
     PrivateKeyDir {
         path: PathBuf,
@@ -82,9 +80,6 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
                 },
             })
             .collect(),
-        issuer_migration: crate::migration::record::read(&plan.state_dir)
-            .map_err(ObserveError::IssuerMigration)?
-            .and_then(|recorded| crate::decision::migration::blocks_rotation(plan, &recorded)),
     })
 }
 

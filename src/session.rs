@@ -14,6 +14,7 @@ use crate::atomic_file;
 use crate::decision::{Action, Observed};
 use crate::documents::{DISCOVERY_PATH, JWKS_PATH};
 use crate::executor::{Effects, ExecError, Io, Pause, StepReport, run_until_waiting_or_stopped};
+use crate::migration::record::{MigrationRecord, RecordStore};
 use crate::observe::{ObserveError, observe};
 use crate::plan::{Plan, Probe, Restart, TargetKind};
 use crate::state::{Rotation, State, StateError, StateStore, StoreLock, Trigger, TriggerKind};
@@ -83,6 +84,7 @@ impl Session {
         let lock = StateStore::new(&plan.state_dir).try_lock()?;
         let leftovers = remove_stale_temp_files(&plan);
         let state = lock.load()?.unwrap_or_default();
+        lock.retire_legacy_migration_file(&state)?;
         let prober = prober(&plan)?;
         let session = Session {
             plan,
@@ -221,6 +223,17 @@ impl Session {
         self.state.triggers.remove(i);
         self.lock.save(&self.state)?;
         Ok(true)
+    }
+}
+
+impl RecordStore for Session {
+    fn recorded(&self) -> Option<MigrationRecord> {
+        self.state.issuer_migration.clone()
+    }
+
+    fn keep(&mut self, record: Option<MigrationRecord>) -> Result<(), StateError> {
+        self.state.issuer_migration = record;
+        self.lock.save(&self.state)
     }
 }
 

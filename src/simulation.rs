@@ -31,8 +31,6 @@ pub struct World {
     pub apiserver_up: bool,
     /// Whether the plan probes the apiserver (otherwise probes report NotConfigured).
     pub probed: bool,
-    /// Why rotations wait for an issuer migration, if one is recorded.
-    pub issuer_migration: Option<String>,
     generated: u32,
 }
 
@@ -71,7 +69,6 @@ impl World {
             issuer: plan.issuer.clone(),
             apiserver_up: true,
             probed: !matches!(plan.probe, Probe::None),
-            issuer_migration: observed.issuer_migration.clone(),
             generated: 0,
         })
     }
@@ -102,7 +99,6 @@ impl World {
                     discovery: Probed::Seen(discovery.clone().map(String::into_bytes)),
                 })
                 .collect(),
-            issuer_migration: self.issuer_migration.clone(),
         }
     }
 

@@ -246,8 +246,11 @@ fn no_rotation_starts_while_an_issuer_migration_is_recorded_for_the_plans_issuer
     p.schedule = Some(keyrot::plan::Schedule::parse("@daily", chrono_tz::UTC).unwrap());
     let mut h = Harness::new(p);
     h.settle();
-    let why = "the issuer migration from A to B is under way";
-    h.world.issuer_migration = Some(why.to_string());
+    let record =
+        keyrot::migration::record::MigrationRecord::new(&h.plan.issuer.url, "https://new.example");
+    let why = keyrot::decision::migration::blocks_rotation(&h.plan, &record).unwrap();
+    assert!(why.contains("under way"), "{why}");
+    h.state.issuer_migration = Some(record);
     h.advance(TimeDelta::days(2));
     let waiting = h.settle();
     assert_eq!(gates(&waiting), [Gate::IssuerMigration], "{waiting:?}");
@@ -267,7 +270,7 @@ fn no_rotation_starts_while_an_issuer_migration_is_recorded_for_the_plans_issuer
 
     // Once the plan names the new issuer the record no longer concerns it: the overdue
     // scheduled rotation starts.
-    h.world.issuer_migration = None;
+    h.plan.issuer.url = "https://new.example".to_string();
     h.step();
     assert!(h.state.rotation.is_some());
 }

@@ -27,7 +27,7 @@ use crate::adapters::FailureKind;
 use crate::decision::{Action, Phase, action_name, backoff, retry_time};
 use crate::describe::{describe_action, shorten_kids};
 use crate::executor::{ExecError, Pause, StepReport};
-use crate::migration::record::{Awaiting, ManualStep};
+use crate::migration::record::{Awaiting, ManualStep, RecordStore};
 use crate::migration::{self, Outcome};
 use crate::plan::{self, Plan};
 use crate::session::{Session, SessionError};
@@ -374,30 +374,34 @@ impl Daemon {
             MigrationAsk::Run => false,
             MigrationAsk::Rollback => true,
             MigrationAsk::Approve => matches!(
-                migration::awaiting(&plan),
-                Ok(Some(Awaiting::ManualChange {
+                self.session.recorded().and_then(|r| r.awaiting),
+                Some(Awaiting::ManualChange {
                     step: ManualStep::Rollback
-                }))
+                })
             ),
         };
         let lines = Mutex::new(Vec::new());
+        let (session, notifier) = (&mut self.session, &mut self.notifier);
         let outcome = std::thread::scope(|scope| {
             let worker = scope.spawn(|| {
+                let store: &mut dyn RecordStore = session;
                 let mut say = |line: String| {
                     info!("{line}");
                     lines.lock().expect("no panics holding it").push(line);
                 };
                 match ask {
-                    MigrationAsk::Run => migration::run(&plan, Utc::now, false, &mut say),
-                    MigrationAsk::Rollback => migration::rollback(&plan, Utc::now, false, &mut say),
-                    MigrationAsk::Approve if rollback => {
-                        migration::rollback(&plan, Utc::now, true, &mut say)
+                    MigrationAsk::Run => migration::run(&plan, store, Utc::now, false, &mut say),
+                    MigrationAsk::Rollback => {
+                        migration::rollback(&plan, store, Utc::now, false, &mut say)
                     }
-                    MigrationAsk::Approve => migration::run(&plan, Utc::now, true, &mut say),
+                    MigrationAsk::Approve if rollback => {
+                        migration::rollback(&plan, store, Utc::now, true, &mut say)
+                    }
+                    MigrationAsk::Approve => migration::run(&plan, store, Utc::now, true, &mut say),
                 }
             });
             while !worker.is_finished() {
-                self.notifier.ping_if_due();
+                notifier.ping_if_due();
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             worker.join().expect("the migration thread does not panic")
@@ -440,7 +444,7 @@ impl Daemon {
 
     /// When the migration continues on its own, retries spaced out.
     fn migration_due(&self) -> Option<DateTime<Utc>> {
-        let due = migration::due(self.session.plan())?;
+        let due = migration::due(self.session.plan(), self.session.recorded())?;
         Some(self.migration_retry_at.map_or(due, |retry| retry.max(due)))
     }
 

@@ -146,9 +146,7 @@ fn on_trigger(
                     r.id, r.phase
                 ),
             }),
-            None if observed.issuer_migration.is_some() => {
-                refuse(observed.issuer_migration.clone().unwrap_or_default())
-            }
+            None if let Some(why) = migration_blocks(plan, state) => refuse(why),
             None => match observed.signing_kid() {
                 Some(old) => accept(
                     Action::StartRotation {
@@ -244,9 +242,15 @@ fn old_private_key_missing(state: &State, observed: &Observed, kid: &str) -> boo
     !recorded || observed.private_key(kid).is_none()
 }
 
+/// Why no rotation may start: the issuer migration in record, if it concerns the plan's issuer.
+fn migration_blocks(plan: &Plan, state: &State) -> Option<String> {
+    let record = state.issuer_migration.as_ref()?;
+    super::migration::blocks_rotation(plan, record)
+}
+
 fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> Decision {
-    if let Some(why) = &observed.issuer_migration {
-        return Decision::wait(Gate::IssuerMigration, why.clone(), None);
+    if let Some(why) = migration_blocks(plan, state) {
+        return Decision::wait(Gate::IssuerMigration, why, None);
     }
     let Some(schedule) = &plan.schedule else {
         return Decision::wait(

@@ -54,9 +54,6 @@ pub struct Observed {
     /// The kid in the header of a freshly requested token.
     pub token_kid: Probed<String>,
     pub targets: Vec<TargetView>,
-    /// Why no rotation may start: an issuer migration is recorded for the plan's issuer
-    /// (`decision::migration::blocks_rotation`); `None` when none is.
-    pub issuer_migration: Option<String>,
 }
 
 impl Observed {

@@ -31,7 +31,7 @@ use crate::issuer::{IssuerFlags, MigrationStep};
 use crate::keys::load_verification_keys;
 use crate::plan::{FlagSource, Issuer, IssuerMigration, Plan};
 use checks::Expected;
-use record::{ManualStep, MigrationRecord};
+use record::{ManualStep, MigrationRecord, RecordStore};
 
 pub use interlock::{awaiting, due};
 pub use preview::dry_run;
@@ -175,10 +175,10 @@ impl<'a> Migration<'a> {
         }
     }
 
-    /// The record of this migration; refused when it records another one.
-    fn record(&self) -> Result<MigrationRecord, StepError> {
-        let state_dir = &self.plan.state_dir;
-        match record::read(state_dir).map_err(|e| failed(0, e))? {
+    /// The record of this migration (`found`, as the store or the state file holds it); refused
+    /// when it records another one.
+    fn record_of(&self, found: Option<MigrationRecord>) -> Result<MigrationRecord, StepError> {
+        match found {
             Some(found)
                 if found.new_issuer != self.new_issuer().url
                     || found.old_issuer != self.old_issuer() =>
@@ -188,7 +188,7 @@ impl<'a> Migration<'a> {
                     format!(
                         "{} records a migration from {} to {}, not this plan's; finish or remove \
                          it first",
-                        record::path(state_dir).display(),
+                        record::path(&self.plan.state_dir).display(),
                         found.old_issuer,
                         found.new_issuer
                     ),
@@ -202,8 +202,21 @@ impl<'a> Migration<'a> {
         }
     }
 
-    fn save(&self, record: &MigrationRecord, step: u8) -> Result<(), StepError> {
-        record::write(&self.plan.state_dir, record).map_err(|e| failed(step, e))
+    /// The record as the state file holds it, read without the lock (the dry run).
+    fn record_read(&self) -> Result<MigrationRecord, StepError> {
+        let found = record::read(&self.plan.state_dir).map_err(|e| failed(0, e.to_string()))?;
+        self.record_of(found)
+    }
+
+    fn save(
+        &self,
+        store: &mut dyn RecordStore,
+        record: &MigrationRecord,
+        step: u8,
+    ) -> Result<(), StepError> {
+        store
+            .keep(Some(record.clone()))
+            .map_err(|e| failed(step, e.to_string()))
     }
 }
 
@@ -213,6 +226,7 @@ impl<'a> Migration<'a> {
 /// done.
 pub fn run(
     plan: &Plan,
+    store: &mut dyn RecordStore,
     now: impl Fn() -> DateTime<Utc>,
     approved: bool,
     say: &mut dyn FnMut(String),
@@ -221,18 +235,19 @@ pub fn run(
     let mut effects = ClusterEffects {
         migration: &migration,
     };
-    run_with(&migration, &mut effects, now, approved, say)
+    run_with(&migration, store, &mut effects, now, approved, say)
 }
 
 /// [`run`] through `effects`: what the steps do to the world.
 fn run_with(
     migration: &Migration,
+    store: &mut dyn RecordStore,
     effects: &mut dyn MigrationEffects,
     now: impl Fn() -> DateTime<Utc>,
     approved: bool,
     say: &mut dyn FnMut(String),
 ) -> Result<Outcome, StepError> {
-    let mut record = migration.record()?;
+    let mut record = migration.record_of(store.recorded())?;
     if let Some(why) = steps::refuse_migration_request(&record, approved) {
         return Err(failed(0, why));
     }
@@ -303,11 +318,11 @@ fn run_with(
         };
         if let Some(waiting) = perform(migration, effects, action, say)? {
             steps::record_migration_step(&mut record, action, now());
-            migration.save(&record, steps::step_number(action))?;
+            migration.save(store, &record, steps::step_number(action))?;
             return Ok(Outcome::Waiting(waiting));
         }
         steps::record_migration_step(&mut record, action, now());
-        migration.save(&record, steps::step_number(action))?;
+        migration.save(store, &record, steps::step_number(action))?;
     }
 }
 
@@ -516,6 +531,23 @@ mod tests {
         }
     }
 
+    /// The record kept in memory, as the state would keep it.
+    #[derive(Default)]
+    struct Memory(Option<MigrationRecord>);
+
+    impl RecordStore for Memory {
+        fn recorded(&self) -> Option<MigrationRecord> {
+            self.0.clone()
+        }
+        fn keep(
+            &mut self,
+            record: Option<MigrationRecord>,
+        ) -> Result<(), crate::state::StateError> {
+            self.0 = record;
+            Ok(())
+        }
+    }
+
     /// A plan whose migration edits no real file (manual flags), with a key file in `dir`.
     fn plan(dir: &std::path::Path) -> Plan {
         let key = SigningKey::generate(GenerateSpec::P256).unwrap();
@@ -538,24 +570,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plan = plan(dir.path());
         let migration = Migration::new(&plan).unwrap();
+        let mut store = Memory::default();
         let now = || DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let mut fake = Fake {
             fail: Some("documents"),
             ..Fake::default()
         };
-        let error = run_with(&migration, &mut fake, now, false, &mut |_| {}).unwrap_err();
+        let error =
+            run_with(&migration, &mut store, &mut fake, now, false, &mut |_| {}).unwrap_err();
         assert_eq!(
             (error.step, error.message.as_str()),
             (2, "documents failed")
         );
         assert_eq!(fake.done, ["publish"], "nothing after the failed step");
-        let record = migration.record().unwrap();
+        let record = store.0.clone().unwrap();
         assert!(record.published_at.is_some() && record.verified_at.is_none());
 
         // Again, with the documents served: publishing is not repeated, and the manual add
         // change is asked for.
         let mut fake = Fake::default();
-        let outcome = run_with(&migration, &mut fake, now, false, &mut |_| {}).unwrap();
+        let outcome = run_with(&migration, &mut store, &mut fake, now, false, &mut |_| {}).unwrap();
         assert_eq!(fake.done, ["documents"]);
         let Outcome::Waiting(text) = outcome else {
             panic!("waits for a person: {outcome:?}")
@@ -568,19 +602,20 @@ mod tests {
             fail: Some("issues-new"),
             ..Fake::default()
         };
-        let error = run_with(&migration, &mut fake, now, true, &mut |_| {}).unwrap_err();
+        let error =
+            run_with(&migration, &mut store, &mut fake, now, true, &mut |_| {}).unwrap_err();
         assert!(
             error.message.starts_with("approved, but"),
             "{}",
             error.message
         );
-        assert_eq!(migration.record().unwrap().flags_changed_at, None);
+        assert_eq!(store.0.clone().unwrap().flags_changed_at, None);
 
         // Approved and shown: recorded, then the cluster check, and done (the old issuer stays).
         let mut fake = Fake::default();
-        let outcome = run_with(&migration, &mut fake, now, true, &mut |_| {}).unwrap();
+        let outcome = run_with(&migration, &mut store, &mut fake, now, true, &mut |_| {}).unwrap();
         assert_eq!(outcome, Outcome::Done);
         assert_eq!(fake.done, ["issues-new", "issues-new"]);
-        assert!(migration.record().unwrap().cluster_verified_at.is_some());
+        assert!(store.0.clone().unwrap().cluster_verified_at.is_some());
     }
 }

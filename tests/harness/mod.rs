@@ -98,7 +98,6 @@ pub fn fresh_world(plan: &Plan) -> World {
                 discovery: Probed::Seen(None),
             })
             .collect(),
-        issuer_migration: None,
     };
     World::from_observed(plan, &observed).unwrap()
 }
