@@ -14,6 +14,8 @@ pub struct Snapshot {
     /// `None` until the daemon has read its state and the cluster once.
     pub status: Option<Status>,
     pub errors: ErrorCounts,
+    /// Why the state file is refused, while it is: nothing is acted on until it is repaired.
+    pub state_refused: Option<String>,
 }
 
 /// The `Content-Type` of [`render`]'s output.
@@ -46,6 +48,19 @@ pub fn render(snapshot: &Snapshot, now: DateTime<Utc>) -> String {
             count as f64,
         );
     }
+
+    out.family(
+        "keyrot_state_refused",
+        "gauge",
+        "1 while the state file is refused (corrupt, inconsistent, or of a newer keyrot): \
+         nothing is acted on until it is repaired (the log and `keyrot status` say why).",
+    );
+    let refused = if snapshot.state_refused.is_some() {
+        1.0
+    } else {
+        0.0
+    };
+    out.sample("keyrot_state_refused", &[], refused);
 
     let Some(status) = &snapshot.status else {
         return out.0;
@@ -207,6 +222,7 @@ mod tests {
         let snapshot = Snapshot {
             status: Some(idle_status()),
             errors,
+            state_refused: None,
         };
         let text = render(&snapshot, at(90));
         let build_info = format!(
@@ -219,6 +235,7 @@ mod tests {
             "keyrot_errors_total{kind=\"plan_reload\"} 0",
             "keyrot_key_age_seconds{kid=\"kid-a\",alg=\"ES256\",role=\"active\"} 90",
             "keyrot_phase{phase=\"idle\"} 1",
+            "keyrot_state_refused 0",
             "keyrot_phase{phase=\"publish\"} 0",
             "keyrot_rotation_failed_attempts 0",
             "keyrot_last_rotation_completed_timestamp_seconds 1799999940",

@@ -5,6 +5,7 @@ mod action;
 mod apply;
 mod decide;
 mod due;
+pub mod migration;
 mod observed;
 
 use std::path::PathBuf;

@@ -55,7 +55,7 @@ pub struct Observed {
     pub token_kid: Probed<String>,
     pub targets: Vec<TargetView>,
     /// Why no rotation may start: an issuer migration is recorded for the plan's issuer
-    /// (`migration::blocks_rotation`); `None` when none is.
+    /// (`decision::migration::blocks_rotation`); `None` when none is.
     pub issuer_migration: Option<String>,
 }
 
