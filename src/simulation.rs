@@ -12,6 +12,15 @@ use crate::documents::DiscoveryDocument;
 use crate::keys::GenerateSpec;
 use crate::plan::{Issuer, Plan, Probe};
 
+/// An action the simulated cluster cannot carry out, as the real adapters would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimulationError {
+    #[error("no public key known for {kid}")]
+    NoPublicKey { kid: String },
+    #[error("no private key for {kid}")]
+    NoPrivateKey { kid: String },
+}
+
 /// A cluster as keyrot would observe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct World {
@@ -103,7 +112,7 @@ impl World {
     }
 
     /// Carries out an effect. State-only actions change nothing here.
-    pub fn perform(&mut self, action: &Action) -> Result<(), String> {
+    pub fn perform(&mut self, action: &Action) -> Result<(), SimulationError> {
         match action {
             Action::GenerateKey { path, spec } => {
                 self.generated += 1;
@@ -139,7 +148,7 @@ impl World {
                     .iter()
                     .find(|(k, _)| &k.kid == kid)
                     .map(|(k, _)| k.clone());
-                let key = key.ok_or_else(|| format!("no private key for {kid}"))?;
+                let key = key.ok_or_else(|| SimulationError::NoPrivateKey { kid: kid.clone() })?;
                 if self.controller_manager_signing.is_some() {
                     self.controller_manager_signing = Some(key.clone());
                 }
@@ -174,14 +183,16 @@ impl World {
         Ok(())
     }
 
-    fn key(&self, kid: &str) -> Result<KeyId, String> {
+    fn key(&self, kid: &str) -> Result<KeyId, SimulationError> {
         self.bundle
             .iter()
             .chain(&self.extra)
             .chain(self.private_keys.iter().map(|(k, _)| k))
             .find(|k| k.kid == kid)
             .cloned()
-            .ok_or_else(|| format!("no public key known for {kid}"))
+            .ok_or_else(|| SimulationError::NoPublicKey {
+                kid: kid.to_string(),
+            })
     }
 }
 
@@ -198,7 +209,7 @@ impl SharedWorld {
         self.0
             .borrow_mut()
             .perform(&action)
-            .map_err(AdapterError::transient)
+            .map_err(|e| AdapterError::transient(e.to_string()))
     }
 }
 

@@ -350,7 +350,7 @@ fn two_publishers_leave_a_consistent_pair_or_report_the_conflict(
                         barrier.wait();
                         match publish_target(target, documents) {
                             Ok(written) => (written, None),
-                            Err(e) => (e.written, Some(e.message)),
+                            Err(e) => (e.written, Some(e.error.to_string())),
                         }
                     })
                 })

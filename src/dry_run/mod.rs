@@ -106,7 +106,7 @@ pub fn simulate(
         if !decision.actions.is_empty() {
             for action in &decision.actions {
                 if let Err(why) = world.perform(action) {
-                    run.blocked = Some(why);
+                    run.blocked = Some(why.to_string());
                     return run.finish(&world);
                 }
                 apply(&mut state, plan, action, now);

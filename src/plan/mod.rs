@@ -30,7 +30,7 @@ pub use destinations::{GCP_IAM_ENDPOINT, is_loopback};
 pub use locate::{FieldPath, Position};
 pub use presets::CLUSTER_DOMAIN;
 pub use report::{PlanError, Problem};
-pub use schedule::Schedule;
+pub use schedule::{Schedule, ScheduleError};
 pub use validate::{load, parse};
 pub use values::{flavour_name, format_duration};
 
