@@ -506,8 +506,24 @@ mod tests {
         assert_eq!(lock.load().unwrap(), Some(state.clone()));
         assert_eq!(store.read().unwrap(), Some(state));
         let text = fs::read_to_string(store.state_path()).unwrap();
-        assert!(text.starts_with("{\n  \"version\": 1,\n"), "{text}");
+        assert!(text.starts_with("{\n  \"version\": 2,\n"), "{text}");
         assert!(text.ends_with("}\n"), "{text}");
+    }
+
+    #[test]
+    fn a_format_1_state_reads_and_is_saved_as_format_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state"));
+        let lock = store.lock().unwrap();
+        let state = sample_state();
+        let mut v1: serde_json::Value = serde_json::to_value(&state).unwrap();
+        v1["version"] = 1.into();
+        fs::write(store.state_path(), serde_json::to_vec_pretty(&v1).unwrap()).unwrap();
+        let loaded = lock.load().unwrap().unwrap();
+        assert_eq!(loaded, state, "read as this build's format");
+        lock.save(&loaded).unwrap();
+        let text = fs::read_to_string(store.state_path()).unwrap();
+        assert!(text.starts_with("{\n  \"version\": 2,\n"), "{text}");
     }
 
     #[test]
@@ -672,15 +688,15 @@ mod tests {
     fn newer_format_is_refused_before_its_fields_are_looked_at() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path());
-        let bytes = b"{\"version\": 2, \"field_from_the_future\": {}}";
+        let bytes = b"{\"version\": 3, \"field_from_the_future\": {}}";
         assert_refused(&store, bytes, |e| {
             assert!(
-                matches!(e, StateError::Newer { found: 2, .. }),
+                matches!(e, StateError::Newer { found: 3, .. }),
                 "expected Newer, got {e:?}"
             );
             let text = e.to_string();
             assert!(
-                text.contains("written by a newer keyrot (format 2, this build reads up to 1)"),
+                text.contains("written by a newer keyrot (format 3, this build reads up to 2)"),
                 "{text}"
             );
             assert!(text.starts_with(&store.state_path().display().to_string()));
