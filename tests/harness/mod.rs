@@ -46,6 +46,7 @@ pub fn plan() -> Plan {
                 path: PathBuf::from("/srv/oidc"),
             },
             cache_max_age: TimeDelta::minutes(5),
+            canary: None,
         }],
         schedule: None,
         timings: Timings {
