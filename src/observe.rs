@@ -19,6 +19,8 @@ pub enum ObserveError {
     SigningKey(#[from] SigningKeyError),
     #[error("{0}")]
     IssuerMigration(String),
+    #[error("relying-party canary: {0}")]
+    Canary(#[from] crate::canary::CanaryError),
     #[error("{path}: cannot list keyrot's private keys: {error}")]
     PrivateKeyDir {
         path: PathBuf,
@@ -82,6 +84,7 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
                 },
             })
             .collect(),
+        canaries: crate::canary::observe(plan),
         issuer_migration: crate::migration::record::read(&plan.state_dir)
             .map_err(ObserveError::IssuerMigration)?
             .and_then(|recorded| crate::migration::blocks_rotation(plan, &recorded)),
