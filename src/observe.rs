@@ -87,7 +87,7 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
         canaries: crate::canary::observe(plan),
         issuer_migration: crate::migration::record::read(&plan.state_dir)
             .map_err(ObserveError::IssuerMigration)?
-            .and_then(|recorded| crate::migration::blocks_rotation(plan, &recorded)),
+            .and_then(|recorded| crate::decision::migration::blocks_rotation(plan, &recorded)),
     })
 }
 

@@ -68,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let lock = StateStore::new(&plan.state_dir).try_lock()?;
     let state = lock.load()?;
     let rotation = state.as_ref().and_then(|s| s.rotation.as_ref());
-    if let Some(why) = migration::refused_during_rotation(rotation) {
+    if let Some(why) = keyrot::decision::migration::refused_during_rotation(rotation) {
         anyhow::bail!(why);
     }
     let say = &mut |line: String| outln!("{line}");

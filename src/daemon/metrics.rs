@@ -16,6 +16,8 @@ pub struct Snapshot {
     pub errors: ErrorCounts,
     /// Each target's canary exchanges, from `canaries.json`.
     pub canaries: Vec<crate::canary::record::TargetRecord>,
+    /// Why the state file is refused, while it is: nothing is acted on until it is repaired.
+    pub state_refused: Option<String>,
 }
 
 /// The `Content-Type` of [`render`]'s output.
@@ -69,6 +71,18 @@ pub fn render(snapshot: &Snapshot, now: DateTime<Utc>) -> String {
             out.sample("keyrot_canary_failures_total", &labels, c.failures as f64);
         }
     }
+    out.family(
+        "keyrot_state_refused",
+        "gauge",
+        "1 while the state file is refused (corrupt, inconsistent, or of a newer keyrot): \
+         nothing is acted on until it is repaired (the log and `keyrot status` say why).",
+    );
+    let refused = if snapshot.state_refused.is_some() {
+        1.0
+    } else {
+        0.0
+    };
+    out.sample("keyrot_state_refused", &[], refused);
 
     let Some(status) = &snapshot.status else {
         return out.0;
@@ -236,6 +250,7 @@ mod tests {
                 failures: 2,
                 last: None,
             }],
+            state_refused: None,
         };
         let text = render(&snapshot, at(90));
         let build_info = format!(
@@ -248,6 +263,7 @@ mod tests {
             "keyrot_errors_total{kind=\"plan_reload\"} 0",
             "keyrot_key_age_seconds{kid=\"kid-a\",alg=\"ES256\",role=\"active\"} 90",
             "keyrot_phase{phase=\"idle\"} 1",
+            "keyrot_state_refused 0",
             "keyrot_phase{phase=\"publish\"} 0",
             "keyrot_rotation_failed_attempts 0",
             "keyrot_last_rotation_completed_timestamp_seconds 1799999940",

@@ -20,6 +20,7 @@ use super::control::{self, Ask, MigrationAsk, Request};
 use super::errors::{ErrorCounts, ErrorKind};
 use super::metrics::Snapshot;
 use super::notify::Notifier;
+use super::refused_state::{self, AfterRefusal};
 use super::signals::{self, Signal};
 use super::status_line::{acting_line, status_line};
 use crate::adapters::FailureKind;
@@ -41,7 +42,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-enum Event {
+/// What wakes the acting thread.
+pub enum Event {
     Request(Request),
     Signal(Signal),
 }
@@ -69,11 +71,43 @@ pub struct Daemon {
 
 impl Daemon {
     /// Takes the state lock, opens the control socket and the metrics endpoint, reads the
-    /// state and the cluster once, and tells systemd it is ready.
-    pub fn start(plan: Plan, plan_path: PathBuf) -> Result<Daemon, StartError> {
+    /// state and the cluster once, and tells systemd it is ready. While the state file is
+    /// refused, it holds the lock and reports why (`refused_state`) until SIGHUP finds it
+    /// repaired; `None`: stopped by a signal before that.
+    pub fn start(plan: Plan, plan_path: PathBuf) -> Result<Option<Daemon>, StartError> {
         let (sender, events) = mpsc::channel();
         signals::forward(sender.clone(), Event::Signal)?;
-        let (session, leftovers) = Session::open(plan)?;
+        let mut notifier = Notifier::from_env();
+        // Before the state is read, so that a refused state file is reported there too.
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        if let Some(metrics) = plan.metrics {
+            let bound = super::metrics_http::serve(metrics.listen, snapshot.clone())?;
+            info!("metrics on http://{bound}/metrics");
+        }
+        let mut errors = ErrorCounts::default();
+        let mut control_dir = None;
+        let mut plan = plan;
+        let (session, leftovers) = loop {
+            match Session::open(plan.clone()) {
+                Ok(opened) => break opened,
+                Err(SessionError::State(refused)) if refused.is_refused_file() => {
+                    let waiting = refused_state::Waiting {
+                        plan_path: &plan_path,
+                        events: &events,
+                        sender: &sender,
+                        notifier: &mut notifier,
+                        snapshot: &snapshot,
+                        errors: &mut errors,
+                        control_dir: &mut control_dir,
+                    };
+                    match refused_state::wait_for_repair(plan, &refused, waiting)? {
+                        AfterRefusal::Retry(next) => plan = *next,
+                        AfterRefusal::Stop => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         for path in leftovers.removed {
             info!(
                 "removed {}, left by a write that an interrupted keyrot never finished",
@@ -84,14 +118,7 @@ impl Daemon {
             warn!("cannot remove stale temp files in {}: {e}", dir.display());
         }
         let plan = session.plan();
-        // After the lock: only the lock holder may replace a socket file left behind.
-        control::serve(control::bind(&plan.state_dir)?, sender, Event::Request)?;
-        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
-        if let Some(metrics) = plan.metrics {
-            let bound = super::metrics_http::serve(metrics.listen, snapshot.clone())?;
-            info!("metrics on http://{bound}/metrics");
-        }
-        let notifier = Notifier::from_env();
+        refused_state::serve_control(plan, &sender, &mut control_dir)?;
         info!(
             "keyrot {} running plan {} (cluster {}), state in {}{}",
             env!("CARGO_PKG_VERSION"),
@@ -110,7 +137,7 @@ impl Daemon {
             events,
             notifier,
             snapshot,
-            errors: ErrorCounts::default(),
+            errors,
             failures: 0,
             halted: None,
             last_wait: String::new(),
@@ -123,7 +150,7 @@ impl Daemon {
         }
         daemon.publish_status();
         daemon.notifier.ready();
-        Ok(daemon)
+        Ok(Some(daemon))
     }
 
     /// Until SIGTERM or SIGINT.
@@ -338,7 +365,9 @@ impl Daemon {
     /// one keeps the watchdog fed.
     fn migrate(&mut self, ask: MigrationAsk) -> Migrated {
         let plan = self.session.plan().clone();
-        if let Some(why) = migration::refused_during_rotation(self.session.rotation()) {
+        if let Some(why) =
+            crate::decision::migration::refused_during_rotation(self.session.rotation())
+        {
             return Migrated::Refused(why);
         }
         let rollback = match ask {
@@ -475,6 +504,7 @@ impl Daemon {
             status,
             errors: self.errors.clone(),
             canaries: crate::canary::record::read(&self.session.plan().state_dir).targets,
+            state_refused: None,
         };
     }
 }

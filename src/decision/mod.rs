@@ -6,6 +6,7 @@ mod apply;
 mod canary;
 mod decide;
 mod due;
+pub mod migration;
 mod observed;
 
 use std::path::PathBuf;

@@ -77,7 +77,7 @@ pub struct Observed {
     /// The last canary exchange with each target's relying party, in the plan's target order.
     pub canaries: Vec<CanaryView>,
     /// Why no rotation may start: an issuer migration is recorded for the plan's issuer
-    /// (`migration::blocks_rotation`); `None` when none is.
+    /// (`decision::migration::blocks_rotation`); `None` when none is.
     pub issuer_migration: Option<String>,
 }
 

@@ -84,6 +84,20 @@ pub enum StateError {
     SaveVersion { path: PathBuf, found: u32 },
 }
 
+impl StateError {
+    /// The state file is there but keyrot will not act on it (corrupt, inconsistent, of
+    /// another format) until a person repairs or moves it.
+    pub fn is_refused_file(&self) -> bool {
+        matches!(
+            self,
+            StateError::Corrupt { .. }
+                | StateError::Inconsistent { .. }
+                | StateError::InvalidVersion { .. }
+                | StateError::Newer { .. }
+        )
+    }
+}
+
 fn holder(pid: Option<u32>) -> String {
     match pid {
         Some(pid) => format!(" (pid {pid})"),
