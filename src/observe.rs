@@ -17,6 +17,8 @@ pub enum ObserveError {
     KeyFile(#[from] KeyFileError),
     #[error(transparent)]
     SigningKey(#[from] SigningKeyError),
+    #[error("relying-party canary: {0}")]
+    Canary(#[from] crate::canary::CanaryError),
     #[error("{path}: cannot list keyrot's private keys: {error}")]
     PrivateKeyDir {
         path: PathBuf,
@@ -80,6 +82,7 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
                 },
             })
             .collect(),
+        canaries: crate::canary::observe(plan),
     })
 }
 

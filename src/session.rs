@@ -182,7 +182,11 @@ impl Session {
         let prober = &mut self.prober;
         let last_observed = &mut self.last_observed;
         let outcomes = &mut self.outcomes;
-        let mut observe_now = || {
+        let mut observe_now = |state: &State| {
+            // The canaries are exchanged first, so this observation carries their answers.
+            if let Some(kid) = crate::decision::canary_due(plan, state, Utc::now()) {
+                crate::canary::exchange_due(plan, kid, Utc::now())?;
+            }
             let observed = observe(plan, prober.as_mut().map(|p| p as &mut dyn Prober))?;
             *last_observed = Some(observed.clone());
             Ok(observed)

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::adapters::{AdapterError, KeyFiles, Publisher, Restarter};
-use crate::decision::{Action, KeyId, Observed, Probed, TargetView};
+use crate::decision::{Action, CanaryResult, CanaryView, KeyId, Observed, Probed, TargetView};
 use crate::documents::DiscoveryDocument;
 use crate::keys::GenerateSpec;
 use crate::plan::{Issuer, Plan, Probe};
@@ -40,7 +40,21 @@ pub struct World {
     pub apiserver_up: bool,
     /// Whether the plan probes the apiserver (otherwise probes report NotConfigured).
     pub probed: bool,
+    /// The relying party of each target with a canary.
+    pub relying_parties: Vec<RelyingParty>,
+    /// What each relying party said to the last canary, as an observation carries it.
+    pub canaries: Vec<CanaryView>,
     generated: u32,
+}
+
+/// A cloud that verifies the canary token against the JWKS it cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelyingParty {
+    pub target: String,
+    /// The kids of the JWKS it cached; `None`: it fetches the target's JWKS for every token.
+    pub cached: Option<Vec<String>>,
+    /// Its refusal of every token (a trust that names another subject, say), if it refuses.
+    pub refusal: Option<String>,
 }
 
 impl World {
@@ -78,8 +92,54 @@ impl World {
             issuer: plan.issuer.clone(),
             apiserver_up: true,
             probed: !matches!(plan.probe, Probe::None),
+            relying_parties: plan
+                .targets
+                .iter()
+                .filter(|t| t.canary.is_some())
+                .map(|t| RelyingParty {
+                    target: t.name.clone(),
+                    cached: None,
+                    refusal: None,
+                })
+                .collect(),
+            canaries: observed.canaries.clone(),
             generated: 0,
         })
+    }
+
+    /// Exchanges a canary token signed by `kid` with every relying party, as the session's
+    /// observer does when `decision::canary_due` says so; the next observation carries the results.
+    pub fn exchange_canaries(&mut self, kid: &str) {
+        self.canaries = self
+            .relying_parties
+            .iter()
+            .map(|party| {
+                let served = self
+                    .targets
+                    .iter()
+                    .find(|(name, ..)| *name == party.target)
+                    .map(|(_, kids, _)| kids.clone())
+                    .unwrap_or_default();
+                let known = party.cached.as_ref().unwrap_or(&served);
+                let result = match &party.refusal {
+                    Some(error) => CanaryResult::Refused {
+                        kid: kid.to_string(),
+                        error: error.clone(),
+                    },
+                    None if known.iter().any(|k| k == kid) => CanaryResult::Accepted {
+                        kid: kid.to_string(),
+                    },
+                    None => CanaryResult::Refused {
+                        kid: kid.to_string(),
+                        error: format!("no key with kid {kid} in the JWKS it holds"),
+                    },
+                };
+                CanaryView {
+                    target: party.target.clone(),
+                    result,
+                }
+            })
+            .collect();
     }
 
     pub fn observe(&self) -> Observed {
@@ -108,6 +168,7 @@ impl World {
                     discovery: Probed::Seen(discovery.clone().map(String::into_bytes)),
                 })
                 .collect(),
+            canaries: self.canaries.clone(),
         }
     }
 

@@ -14,6 +14,8 @@ pub struct Snapshot {
     /// `None` until the daemon has read its state and the cluster once.
     pub status: Option<Status>,
     pub errors: ErrorCounts,
+    /// Each target's canary exchanges, from `canaries.json`.
+    pub canaries: Vec<crate::canary::record::TargetRecord>,
     /// Why the state file is refused, while it is: nothing is acted on until it is repaired.
     pub state_refused: Option<String>,
 }
@@ -49,6 +51,26 @@ pub fn render(snapshot: &Snapshot, now: DateTime<Utc>) -> String {
         );
     }
 
+    if !snapshot.canaries.is_empty() {
+        out.family(
+            "keyrot_canary_exchanges_total",
+            "counter",
+            "Canary tokens exchanged with each target's relying party.",
+        );
+        for c in &snapshot.canaries {
+            let labels = [("target", c.target.as_str())];
+            out.sample("keyrot_canary_exchanges_total", &labels, c.attempts as f64);
+        }
+        out.family(
+            "keyrot_canary_failures_total",
+            "counter",
+            "Canary exchanges the relying party refused or did not answer, by target.",
+        );
+        for c in &snapshot.canaries {
+            let labels = [("target", c.target.as_str())];
+            out.sample("keyrot_canary_failures_total", &labels, c.failures as f64);
+        }
+    }
     out.family(
         "keyrot_state_refused",
         "gauge",
@@ -222,6 +244,12 @@ mod tests {
         let snapshot = Snapshot {
             status: Some(idle_status()),
             errors,
+            canaries: vec![crate::canary::record::TargetRecord {
+                target: "s3".into(),
+                attempts: 3,
+                failures: 2,
+                last: None,
+            }],
             state_refused: None,
         };
         let text = render(&snapshot, at(90));
@@ -243,6 +271,8 @@ mod tests {
             "keyrot_gate_blocked{gate=\"schedule\"} 1",
             "keyrot_gate_blocked{gate=\"publish-settle\"} 0",
             "# TYPE keyrot_errors_total counter",
+            "keyrot_canary_exchanges_total{target=\"s3\"} 3",
+            "keyrot_canary_failures_total{target=\"s3\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
         }
@@ -255,5 +285,6 @@ mod tests {
         assert!(text.contains("keyrot_build_info{"), "{text}");
         assert!(text.contains("keyrot_errors_total{kind=\"observe\"} 0"));
         assert!(!text.contains("keyrot_phase"), "{text}");
+        assert!(!text.contains("keyrot_canary"), "{text}");
     }
 }

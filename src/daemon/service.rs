@@ -507,6 +507,7 @@ impl Daemon {
         *snapshot = Snapshot {
             status,
             errors: self.errors.clone(),
+            canaries: crate::canary::record::read(&self.session.plan().state_dir).targets,
             state_refused: None,
         };
     }
