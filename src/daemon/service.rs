@@ -22,7 +22,7 @@ use super::metrics::Snapshot;
 use super::notify::Notifier;
 use super::refused_state::{self, AfterRefusal};
 use super::signals::{self, Signal};
-use super::status_line::{acting_line, status_line};
+use super::status_line::{acting_line, halted_line, status_line};
 use crate::adapters::FailureKind;
 use crate::decision::{Action, Phase, action_name, backoff, retry_time};
 use crate::describe::{describe_action, shorten_kids};
@@ -500,8 +500,11 @@ impl Daemon {
     /// The metrics snapshot and systemd's status line, from the last observation.
     fn publish_status(&mut self) {
         let status = self.session.status(Utc::now());
-        if let Some(status) = &status {
-            self.notifier.status(&status_line(status));
+        match (&self.halted, &status) {
+            // What systemd shows says why nothing happens until someone acts.
+            (Some(failure), _) => self.notifier.status(&halted_line(failure)),
+            (None, Some(status)) => self.notifier.status(&status_line(status)),
+            (None, None) => {}
         }
         let mut snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
         *snapshot = Snapshot {
