@@ -137,3 +137,21 @@ fn restart_name(restart: &Restart) -> String {
         Restart::None => "none configured (nothing to restart)".into(),
     }
 }
+
+/// A canary exchange, as the dry run shows it: with whom, signed by which key, with which claims.
+pub fn describe_canary(target: &str, canary: &crate::plan::Canary, kid: &str) -> String {
+    use crate::plan::RelyingParty;
+    let exchange = match &canary.relying_party {
+        RelyingParty::AwsSts { role_arn, .. } => {
+            format!("AWS STS AssumeRoleWithWebIdentity for {role_arn}")
+        }
+        RelyingParty::GcpSts { provider, .. } => format!("GCP STS token exchange for {provider}"),
+        RelyingParty::Entra {
+            tenant, client_id, ..
+        } => format!("Entra ID client credentials for app {client_id} in {tenant}"),
+    };
+    format!(
+        "{target}: a canary token signed by {kid} (sub {}, aud {}) must be accepted by {exchange}",
+        canary.subject, canary.audience
+    )
+}

@@ -59,6 +59,7 @@ impl ExecError {
             ExecError::Observe(ObserveError::PrivateKeyDir { error, .. }) => {
                 io_failure_kind(error.kind())
             }
+            ExecError::Observe(ObserveError::Canary(error)) => error.kind(),
             // Key files that do not parse, or a damaged migration record, stay so.
             ExecError::Observe(_) => FailureKind::Permanent,
             ExecError::Save(StateError::Io { error, .. }) => io_failure_kind(error.kind()),
@@ -77,8 +78,8 @@ const MAX_STEPS: usize = 1000;
 
 /// How the executor reads and records: fresh observations, persistence, the clock, progress.
 pub struct Io<'a> {
-    /// Reads the world afresh.
-    pub observe: &'a mut dyn FnMut() -> Result<Observed, ObserveError>,
+    /// Reads the world afresh; the state says what is in flight (which canary is due).
+    pub observe: &'a mut dyn FnMut(&State) -> Result<Observed, ObserveError>,
     /// Persists the state; called before every effect and after every change.
     pub save: &'a mut dyn FnMut(&State) -> Result<(), StateError>,
     pub now: &'a dyn Fn() -> DateTime<Utc>,
@@ -107,8 +108,9 @@ pub fn run_until_waiting(
     now: &dyn Fn() -> DateTime<Utc>,
     report: &mut dyn FnMut(&StepReport),
 ) -> Result<Decision, ExecError> {
+    let mut observe = |_: &State| observe();
     let mut io = Io {
-        observe,
+        observe: &mut observe,
         save,
         now,
         report,
@@ -132,7 +134,7 @@ pub fn run_until_waiting_or_stopped(
         if should_stop() {
             return Ok(Pause::Stopped);
         }
-        let observed = (io.observe)()?;
+        let observed = (io.observe)(state)?;
         let at = (io.now)();
         let decision = decide(plan, state, &observed, at);
         if decision.actions.is_empty() {

@@ -8,12 +8,45 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::http::{self, Reach};
+use crate::http::{self, BodyError, HttpError, Reach};
 use crate::plan::{GcpProvider, is_loopback};
 
 /// How long keyrot waits for the update operation; IAM usually finishes within seconds.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 const OPERATION_POLL: Duration = Duration::from_millis(500);
+
+/// Why the provider could not be read or updated; each names the provider or the request.
+#[derive(Debug, thiserror::Error)]
+pub enum GcpError {
+    #[error("{provider}: cannot get Google credentials: {detail}")]
+    Credentials { provider: String, detail: String },
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("{what}: answered {status}: {body}")]
+    Status {
+        what: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("{what}: the answer is not JSON: {detail}")]
+    NotJson { what: String, detail: String },
+    #[error("{what}: the answer is neither done nor an operation")]
+    NotOperation { what: String },
+    #[error("{what}: operation {name} not done after {}s", OPERATION_TIMEOUT.as_secs())]
+    Unfinished { what: String, name: String },
+    /// The operation ended with a `google.rpc.Status`; its `code` says whether to try again.
+    #[error("{what}: the operation failed: {error}")]
+    OperationFailed {
+        what: String,
+        error: serde_json::Value,
+    },
+    /// The provider holds another JWKS right after keyrot's update: another writer, or IAM has
+    /// not caught up yet.
+    #[error("GET {url}: after the update, oidc.jwksJson is {stored}, not the uploaded JWKS")]
+    NotStored { url: String, stored: String },
+}
 
 /// An authorised client of the IAM API for one provider.
 pub struct Iam<'a> {
@@ -36,13 +69,10 @@ impl std::fmt::Debug for Bearer {
 impl<'a> Iam<'a> {
     /// Credentials as for GCS: the plan's service-account file, else application default
     /// credentials, else the metadata server; the token has the cloud-platform scope.
-    pub async fn connect(provider: &'a GcpProvider) -> Result<Iam<'a>, String> {
-        let what = |e: &dyn std::error::Error| {
-            format!(
-                "{}: cannot get Google credentials: {}",
-                provider.name,
-                http::chain(e)
-            )
+    pub async fn connect(provider: &'a GcpProvider) -> Result<Iam<'a>, GcpError> {
+        let what = |e: &dyn std::error::Error| GcpError::Credentials {
+            provider: provider.name.clone(),
+            detail: http::chain(e),
         };
         // object_store's GCS builder resolves Google's credential chain; the bucket is unused.
         let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name("unused");
@@ -83,7 +113,7 @@ impl<'a> Iam<'a> {
     }
 
     /// The provider's `oidc.jwksJson`; `None` when it has none (GCP then fetches the jwks_uri).
-    pub async fn jwks_json(&self) -> Result<Option<String>, String> {
+    pub async fn jwks_json(&self) -> Result<Option<String>, GcpError> {
         let url = self.url(&self.provider.name);
         let answer = self
             .json(&format!("GET {url}"), || {
@@ -97,7 +127,7 @@ impl<'a> Iam<'a> {
     }
 
     /// PATCHes `oidc.jwksJson` only, waits for the operation, then reads the provider back.
-    pub async fn upload(&self, jwks: &str) -> Result<(), String> {
+    pub async fn upload(&self, jwks: &str) -> Result<(), GcpError> {
         let url = self.url(&self.provider.name);
         let body = json!({ "oidc": { "jwksJson": jwks } }).to_string();
         // Only this field changes: the provider's other settings are not keyrot's.
@@ -113,15 +143,13 @@ impl<'a> Iam<'a> {
         let started = tokio::time::Instant::now();
         while operation.get("done").and_then(|d| d.as_bool()) != Some(true) {
             let Some(name) = operation.get("name").and_then(|n| n.as_str()) else {
-                return Err(format!(
-                    "{what}: the answer is neither done nor an operation"
-                ));
+                return Err(GcpError::NotOperation { what });
             };
             if started.elapsed() > OPERATION_TIMEOUT {
-                return Err(format!(
-                    "{what}: operation {name} not done after {}s",
-                    OPERATION_TIMEOUT.as_secs()
-                ));
+                return Err(GcpError::Unfinished {
+                    what,
+                    name: name.to_string(),
+                });
             }
             tokio::time::sleep(OPERATION_POLL).await;
             let op_url = self.url(name);
@@ -132,14 +160,17 @@ impl<'a> Iam<'a> {
                 .await?;
         }
         if let Some(error) = operation.get("error") {
-            return Err(format!("{what}: the operation failed: {error}"));
+            return Err(GcpError::OperationFailed {
+                what,
+                error: error.clone(),
+            });
         }
         let stored = self.jwks_json().await?;
         if !same_json(stored.as_deref(), jwks) {
-            return Err(format!(
-                "GET {url}: after the update, oidc.jwksJson is {}, not the uploaded JWKS",
-                stored.as_deref().unwrap_or("absent")
-            ));
+            return Err(GcpError::NotStored {
+                url,
+                stored: stored.unwrap_or_else(|| "absent".to_string()),
+            });
         }
         Ok(())
     }
@@ -149,17 +180,22 @@ impl<'a> Iam<'a> {
         &self,
         what: &str,
         make: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, GcpError> {
         let response = http::send(what, make).await?;
         let status = response.status();
-        let body = http::body(what, response)
-            .await
-            .map_err(|e| e.to_string())?;
+        let body = http::body(what, response).await?;
         let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
-            return Err(format!("{what}: answered {status}: {}", text.trim()));
+            return Err(GcpError::Status {
+                what: what.to_string(),
+                status,
+                body: text.trim().to_string(),
+            });
         }
-        serde_json::from_str(&text).map_err(|e| format!("{what}: the answer is not JSON: {e}"))
+        serde_json::from_str(&text).map_err(|e| GcpError::NotJson {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! TLS roots, no redirects, and retries of transient failures with backoff.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// AWS STS gives up on a JWKS fetch after about 5 s; a slower answer is a problem worth seeing.
@@ -22,7 +22,54 @@ pub struct Reach<'a> {
     pub ca_file: Option<&'a Path>,
 }
 
-pub fn client(reach: &Reach<'_>) -> Result<reqwest::Client, String> {
+/// Why a request got no usable answer, or why the client could not be built. Each names the
+/// request (`GET https://...`) or the file; answers the caller does not want (a 404, a wrong
+/// Content-Type) are the caller's to report.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{}: {error}", path.display())]
+    CaFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: not PEM certificates: {detail}", path.display())]
+    NotPem { path: PathBuf, detail: String },
+    #[error("cannot set up the HTTP client: {detail}")]
+    Client { detail: String },
+    /// No answer after every attempt: the connection failed or was cut, or the server was slow.
+    #[error("{what}: {detail}{}", after(*attempts))]
+    Unanswered {
+        what: String,
+        detail: String,
+        attempts: u32,
+    },
+    /// The request could not be sent at all: a URL the client refuses, plain http where https is
+    /// required.
+    #[error("{what}: {detail}{}", after(*attempts))]
+    Unsendable {
+        what: String,
+        detail: String,
+        attempts: u32,
+    },
+    /// Still a 5xx or 429 after every attempt.
+    #[error("{what}: answered {status}{}", after(*attempts))]
+    Overloaded {
+        what: String,
+        status: reqwest::StatusCode,
+        attempts: u32,
+    },
+}
+
+/// " (after N attempts)" once a request was retried, so a message says the failure lasted.
+fn after(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    }
+}
+
+pub fn client(reach: &Reach<'_>) -> Result<reqwest::Client, HttpError> {
     let mut builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -30,14 +77,19 @@ pub fn client(reach: &Reach<'_>) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .https_only(!reach.allow_http);
     if let Some(path) = reach.ca_file {
-        let pem = crate::fs_read::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        let pem = crate::fs_read::read(path).map_err(|error| HttpError::CaFile {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| HttpError::NotPem {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         builder = builder.tls_certs_only(certs);
     }
     builder
         .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
+        .map_err(|e| HttpError::Client { detail: chain(&e) })
 }
 
 /// Sends the request `make` builds, again after a connection failure, a timeout, 429 or a 5xx,
@@ -45,7 +97,7 @@ pub fn client(reach: &Reach<'_>) -> Result<reqwest::Client, String> {
 pub async fn send(
     what: &str,
     make: impl Fn() -> reqwest::RequestBuilder,
-) -> Result<reqwest::Response, String> {
+) -> Result<reqwest::Response, HttpError> {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
@@ -55,26 +107,38 @@ pub async fn send(
                 let status = response.status();
                 status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
             }
-            Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+            Err(e) => unanswered(e),
         };
         if !transient || attempt == ATTEMPTS {
-            let tries = if attempt > 1 {
-                format!(" (after {attempt} attempts)")
-            } else {
-                String::new()
-            };
+            let what = what.to_string();
             return match outcome {
-                Ok(response) if transient => {
-                    Err(format!("{what}: answered {}{tries}", response.status()))
-                }
+                Ok(response) if transient => Err(HttpError::Overloaded {
+                    what,
+                    status: response.status(),
+                    attempts: attempt,
+                }),
                 Ok(response) => Ok(response),
-                Err(e) => Err(format!("{what}: {}{tries}", chain(&e))),
+                Err(e) if transient => Err(HttpError::Unanswered {
+                    what,
+                    detail: chain(&e),
+                    attempts: attempt,
+                }),
+                Err(e) => Err(HttpError::Unsendable {
+                    what,
+                    detail: chain(&e),
+                    attempts: attempt,
+                }),
             };
         }
         tokio::time::sleep(backoff).await;
         backoff *= 2;
         attempt += 1;
     }
+}
+
+/// The request went out but no answer came: worth another attempt.
+fn unanswered(error: &reqwest::Error) -> bool {
+    error.is_connect() || error.is_timeout() || error.is_request()
 }
 
 /// The most bytes keyrot reads from one HTTP answer: discovery documents, JWKS and API answers

@@ -2,6 +2,7 @@
 
 pub mod adapters;
 pub mod atomic_file;
+pub mod canary;
 pub mod daemon;
 pub mod decision;
 pub mod describe;

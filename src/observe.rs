@@ -17,8 +17,8 @@ pub enum ObserveError {
     KeyFile(#[from] KeyFileError),
     #[error(transparent)]
     SigningKey(#[from] SigningKeyError),
-    #[error("{0}")]
-    IssuerMigration(String),
+    #[error("relying-party canary: {0}")]
+    Canary(#[from] crate::canary::CanaryError),
     #[error("{path}: cannot list keyrot's private keys: {error}")]
     PrivateKeyDir {
         path: PathBuf,
@@ -82,9 +82,7 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
                 },
             })
             .collect(),
-        issuer_migration: crate::migration::record::read(&plan.state_dir)
-            .map_err(ObserveError::IssuerMigration)?
-            .and_then(|recorded| crate::migration::blocks_rotation(plan, &recorded)),
+        canaries: crate::canary::observe(plan),
     })
 }
 

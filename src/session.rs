@@ -11,9 +11,10 @@ use crate::adapters::publish::TargetsPublisher;
 use crate::adapters::restart::ProcessRestarter;
 use crate::adapters::{AdapterError, FailureKind, Prober};
 use crate::atomic_file;
-use crate::decision::{Action, Observed};
+use crate::decision::{Action, Blocked, Gate, Observed};
 use crate::documents::{DISCOVERY_PATH, JWKS_PATH};
 use crate::executor::{Effects, ExecError, Io, Pause, StepReport, run_until_waiting_or_stopped};
+use crate::migration::record::{MigrationRecord, RecordStore};
 use crate::observe::{ObserveError, observe};
 use crate::plan::{Plan, Probe, Restart, TargetKind};
 use crate::state::{Rotation, State, StateError, StateStore, StoreLock, Trigger, TriggerKind};
@@ -83,6 +84,7 @@ impl Session {
         let lock = StateStore::new(&plan.state_dir).try_lock()?;
         let leftovers = remove_stale_temp_files(&plan);
         let state = lock.load()?.unwrap_or_default();
+        lock.retire_legacy_migration_file(&state)?;
         let prober = prober(&plan)?;
         let session = Session {
             plan,
@@ -180,7 +182,11 @@ impl Session {
         let prober = &mut self.prober;
         let last_observed = &mut self.last_observed;
         let outcomes = &mut self.outcomes;
-        let mut observe_now = || {
+        let mut observe_now = |state: &State| {
+            // The canaries are exchanged first, so this observation carries their answers.
+            if let Some(kid) = crate::decision::canary_due(plan, state, Utc::now()) {
+                crate::canary::exchange_due(plan, kid, Utc::now())?;
+            }
             let observed = observe(plan, prober.as_mut().map(|p| p as &mut dyn Prober))?;
             *last_observed = Some(observed.clone());
             Ok(observed)
@@ -212,6 +218,36 @@ impl Session {
         Ok(pause)
     }
 
+    /// Acts and sleeps through timed waits until the rotation completes, waits for a person, or
+    /// waits on something no timer changes (a missing key file, say); says which. `on_wait`
+    /// hears each wait before it is slept through or returned.
+    pub fn run_to_rest(
+        &mut self,
+        report: &mut dyn FnMut(&Plan, &StepReport),
+        on_wait: &mut dyn FnMut(&Blocked),
+    ) -> Result<Rest, SessionError> {
+        loop {
+            let decision = match self.run(&mut || false, report)? {
+                Pause::Waiting(decision) => decision,
+                Pause::Stopped => unreachable!("never asked to stop"),
+            };
+            let blocked = decision.blocked_by.first();
+            if let Some(b) = blocked {
+                on_wait(b);
+            }
+            match (self.busy(), blocked, decision.wake_at) {
+                (false, _, _) => return Ok(Rest::Done),
+                (true, Some(b), _) if b.gate == Gate::Approval => return Ok(Rest::AwaitsApproval),
+                (true, Some(b), None) => return Ok(Rest::Stuck(b.clone())),
+                (true, None, None) => return Ok(Rest::Done),
+                (true, _, Some(wake)) => {
+                    let pause = (wake - Utc::now()).to_std().unwrap_or_default();
+                    std::thread::sleep(pause);
+                }
+            }
+        }
+    }
+
     /// Takes back the last request of `kind` recorded in this session, if no step consumed it yet.
     /// Returns whether it was still pending.
     pub fn withdraw(&mut self, kind: TriggerKind) -> Result<bool, SessionError> {
@@ -222,6 +258,28 @@ impl Session {
         self.lock.save(&self.state)?;
         Ok(true)
     }
+}
+
+impl RecordStore for Session {
+    fn recorded(&self) -> Option<MigrationRecord> {
+        self.state.issuer_migration.clone()
+    }
+
+    fn keep(&mut self, record: Option<MigrationRecord>) -> Result<(), StateError> {
+        self.state.issuer_migration = record;
+        self.lock.save(&self.state)
+    }
+}
+
+/// Why [`Session::run_to_rest`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rest {
+    /// Nothing is in progress (the rotation completed, or none was started).
+    Done,
+    /// A phase waits for `keyrot approve`.
+    AwaitsApproval,
+    /// The rotation (or the request) waits on a gate that only a change by a person opens.
+    Stuck(Blocked),
 }
 
 fn prober(plan: &Plan) -> Result<Option<KubeProber>, AdapterError> {

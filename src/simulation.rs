@@ -7,10 +7,19 @@
 use std::path::{Path, PathBuf};
 
 use crate::adapters::{AdapterError, KeyFiles, Publisher, Restarter};
-use crate::decision::{Action, KeyId, Observed, Probed, TargetView};
+use crate::decision::{Action, CanaryResult, CanaryView, KeyId, Observed, Probed, TargetView};
 use crate::documents::DiscoveryDocument;
 use crate::keys::GenerateSpec;
 use crate::plan::{Issuer, Plan, Probe};
+
+/// An action the simulated cluster cannot carry out, as the real adapters would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimulationError {
+    #[error("no public key known for {kid}")]
+    NoPublicKey { kid: String },
+    #[error("no private key for {kid}")]
+    NoPrivateKey { kid: String },
+}
 
 /// A cluster as keyrot would observe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +40,21 @@ pub struct World {
     pub apiserver_up: bool,
     /// Whether the plan probes the apiserver (otherwise probes report NotConfigured).
     pub probed: bool,
-    /// Why rotations wait for an issuer migration, if one is recorded.
-    pub issuer_migration: Option<String>,
+    /// The relying party of each target with a canary.
+    pub relying_parties: Vec<RelyingParty>,
+    /// What each relying party said to the last canary, as an observation carries it.
+    pub canaries: Vec<CanaryView>,
     generated: u32,
+}
+
+/// A cloud that verifies the canary token against the JWKS it cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelyingParty {
+    pub target: String,
+    /// The kids of the JWKS it cached; `None`: it fetches the target's JWKS for every token.
+    pub cached: Option<Vec<String>>,
+    /// Its refusal of every token (a trust that names another subject, say), if it refuses.
+    pub refusal: Option<String>,
 }
 
 impl World {
@@ -71,9 +92,54 @@ impl World {
             issuer: plan.issuer.clone(),
             apiserver_up: true,
             probed: !matches!(plan.probe, Probe::None),
-            issuer_migration: observed.issuer_migration.clone(),
+            relying_parties: plan
+                .targets
+                .iter()
+                .filter(|t| t.canary.is_some())
+                .map(|t| RelyingParty {
+                    target: t.name.clone(),
+                    cached: None,
+                    refusal: None,
+                })
+                .collect(),
+            canaries: observed.canaries.clone(),
             generated: 0,
         })
+    }
+
+    /// Exchanges a canary token signed by `kid` with every relying party, as the session's
+    /// observer does when `decision::canary_due` says so; the next observation carries the results.
+    pub fn exchange_canaries(&mut self, kid: &str) {
+        self.canaries = self
+            .relying_parties
+            .iter()
+            .map(|party| {
+                let served = self
+                    .targets
+                    .iter()
+                    .find(|(name, ..)| *name == party.target)
+                    .map(|(_, kids, _)| kids.clone())
+                    .unwrap_or_default();
+                let known = party.cached.as_ref().unwrap_or(&served);
+                let result = match &party.refusal {
+                    Some(error) => CanaryResult::Refused {
+                        kid: kid.to_string(),
+                        error: error.clone(),
+                    },
+                    None if known.iter().any(|k| k == kid) => CanaryResult::Accepted {
+                        kid: kid.to_string(),
+                    },
+                    None => CanaryResult::Refused {
+                        kid: kid.to_string(),
+                        error: format!("no key with kid {kid} in the JWKS it holds"),
+                    },
+                };
+                CanaryView {
+                    target: party.target.clone(),
+                    result,
+                }
+            })
+            .collect();
     }
 
     pub fn observe(&self) -> Observed {
@@ -102,12 +168,12 @@ impl World {
                     discovery: Probed::Seen(discovery.clone().map(String::into_bytes)),
                 })
                 .collect(),
-            issuer_migration: self.issuer_migration.clone(),
+            canaries: self.canaries.clone(),
         }
     }
 
     /// Carries out an effect. State-only actions change nothing here.
-    pub fn perform(&mut self, action: &Action) -> Result<(), String> {
+    pub fn perform(&mut self, action: &Action) -> Result<(), SimulationError> {
         match action {
             Action::GenerateKey { path, spec } => {
                 self.generated += 1;
@@ -143,7 +209,7 @@ impl World {
                     .iter()
                     .find(|(k, _)| &k.kid == kid)
                     .map(|(k, _)| k.clone());
-                let key = key.ok_or_else(|| format!("no private key for {kid}"))?;
+                let key = key.ok_or_else(|| SimulationError::NoPrivateKey { kid: kid.clone() })?;
                 if self.controller_manager_signing.is_some() {
                     self.controller_manager_signing = Some(key.clone());
                 }
@@ -178,14 +244,16 @@ impl World {
         Ok(())
     }
 
-    fn key(&self, kid: &str) -> Result<KeyId, String> {
+    fn key(&self, kid: &str) -> Result<KeyId, SimulationError> {
         self.bundle
             .iter()
             .chain(&self.extra)
             .chain(self.private_keys.iter().map(|(k, _)| k))
             .find(|k| k.kid == kid)
             .cloned()
-            .ok_or_else(|| format!("no public key known for {kid}"))
+            .ok_or_else(|| SimulationError::NoPublicKey {
+                kid: kid.to_string(),
+            })
     }
 }
 
@@ -202,7 +270,7 @@ impl SharedWorld {
         self.0
             .borrow_mut()
             .perform(&action)
-            .map_err(AdapterError::transient)
+            .map_err(|e| AdapterError::transient(e.to_string()))
     }
 }
 

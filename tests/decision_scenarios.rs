@@ -3,8 +3,8 @@
 mod harness;
 
 use chrono::TimeDelta;
-use harness::{Harness, OLD, plan, probed_plan};
-use keyrot::decision::{Action, Gate, Phase};
+use harness::{Harness, OLD, canary_plan, plan, probed_plan};
+use keyrot::decision::{Action, CanaryResult, Gate, Phase};
 use keyrot::keys::Alg;
 use keyrot::state::{Role, TriggerKind};
 
@@ -246,8 +246,11 @@ fn no_rotation_starts_while_an_issuer_migration_is_recorded_for_the_plans_issuer
     p.schedule = Some(keyrot::plan::Schedule::parse("@daily", chrono_tz::UTC).unwrap());
     let mut h = Harness::new(p);
     h.settle();
-    let why = "the issuer migration from A to B is under way";
-    h.world.issuer_migration = Some(why.to_string());
+    let record =
+        keyrot::migration::record::MigrationRecord::new(&h.plan.issuer.url, "https://new.example");
+    let why = keyrot::decision::migration::blocks_rotation(&h.plan, &record).unwrap();
+    assert!(why.contains("under way"), "{why}");
+    h.state.issuer_migration = Some(record);
     h.advance(TimeDelta::days(2));
     let waiting = h.settle();
     assert_eq!(gates(&waiting), [Gate::IssuerMigration], "{waiting:?}");
@@ -267,7 +270,7 @@ fn no_rotation_starts_while_an_issuer_migration_is_recorded_for_the_plans_issuer
 
     // Once the plan names the new issuer the record no longer concerns it: the overdue
     // scheduled rotation starts.
-    h.world.issuer_migration = None;
+    h.plan.issuer.url = "https://new.example".to_string();
     h.step();
     assert!(h.state.rotation.is_some());
 }
@@ -607,4 +610,121 @@ fn a_clock_at_the_end_of_the_calendar_waits_forever_rather_than_panics() {
     let waiting = h.settle();
     assert_eq!(gates(&waiting), [Gate::TargetsServeKeys]);
     assert_eq!(h.world.signing.kid, OLD);
+}
+
+/// The one blocked gate's reason.
+fn reason(decision: &keyrot::decision::Decision) -> &str {
+    &decision.blocked_by[0].reason
+}
+
+#[test]
+fn a_relying_party_is_asked_only_after_the_settle_time_and_its_acceptance_lets_the_new_key_sign() {
+    let mut h = Harness::new(canary_plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    assert!(
+        h.world.canaries.is_empty(),
+        "no cloud is asked while caches may hold the old JWKS: {:?}",
+        h.world.canaries
+    );
+
+    let waiting = h.sleep_until_woken();
+    let new = h.new_kid();
+    assert_eq!(gates(&waiting), [Gate::RetireAfter]);
+    assert_eq!(h.world.signing.kid, new);
+    assert_eq!(
+        h.world.canaries[0].result,
+        CanaryResult::Accepted { kid: new.clone() }
+    );
+}
+
+#[test]
+fn a_relying_party_with_a_stale_jwks_blocks_promotion_until_it_refreshes() {
+    let mut h = Harness::new(canary_plan());
+    h.settle();
+    h.world.relying_parties[0].cached = Some(vec![OLD.to_string()]);
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    let waiting = h.sleep_until_woken();
+    let new = h.new_kid();
+    assert_eq!(gates(&waiting), [Gate::RelyingPartiesAccept]);
+    assert!(
+        reason(&waiting).contains(&format!(
+            "web refused a token signed by {new}: no key with kid"
+        )),
+        "{}",
+        reason(&waiting)
+    );
+    assert_eq!(
+        h.world.signing.kid, OLD,
+        "nothing signs before the cloud accepts"
+    );
+    let look_again = waiting.wake_at.unwrap();
+    assert!(look_again > h.now && look_again <= h.now + h.plan.timings.gate_timeout);
+
+    // Still stale at the next look: still blocked, and the exchange was tried again.
+    h.now = look_again;
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::RelyingPartiesAccept]);
+    assert_eq!(h.world.signing.kid, OLD);
+
+    // The cloud refreshes its cache: the next exchange passes and the new key signs.
+    h.world.relying_parties[0].cached = None;
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::RetireAfter]);
+    assert_eq!(h.world.signing.kid, new);
+}
+
+#[test]
+fn a_refusing_relying_party_fails_the_attempt_with_the_clouds_words_and_the_retry_publishes_again()
+{
+    let mut h = Harness::new(canary_plan());
+    h.settle();
+    let words = "InvalidIdentityToken: Incorrect token audience";
+    h.world.relying_parties[0].refusal = Some(words.to_string());
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    let waiting = h.sleep_until_woken();
+    assert_eq!(gates(&waiting), [Gate::RelyingPartiesAccept]);
+    assert!(reason(&waiting).ends_with(words), "{}", reason(&waiting));
+
+    // The gate timeout counts from the end of the settle time, not from the phase start.
+    h.advance(h.plan.timings.gate_timeout - TimeDelta::seconds(1));
+    assert_eq!(gates(&h.settle()), [Gate::RelyingPartiesAccept]);
+    h.advance(TimeDelta::seconds(1));
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::Backoff]);
+    let rotation = h.state.rotation.as_ref().unwrap();
+    assert_eq!(rotation.attempts, 1);
+    let last_error = rotation.last_error.as_deref().unwrap();
+    assert!(
+        last_error.starts_with("relying-parties-accept: ") && last_error.ends_with(words),
+        "{last_error}"
+    );
+
+    // The retry publishes again and waits for caches once more before asking again.
+    h.world.relying_parties[0].refusal = None;
+    let waiting = h.sleep_until_woken();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    assert_eq!(h.world.signing.kid, OLD);
+    let waiting = h.sleep_until_woken();
+    assert_eq!(gates(&waiting), [Gate::RetireAfter]);
+}
+
+#[test]
+fn a_target_without_a_canary_is_not_waited_for() {
+    let mut plan = canary_plan();
+    let mut second = plan.targets[0].clone();
+    second.name = "plain".into();
+    second.canary = None;
+    plan.targets.push(second);
+    let mut h = Harness::new(plan);
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    let waiting = h.sleep_until_woken();
+    assert_eq!(gates(&waiting), [Gate::RetireAfter]);
+    assert_eq!(h.world.canaries.len(), 1, "{:?}", h.world.canaries);
 }

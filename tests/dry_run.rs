@@ -147,3 +147,65 @@ fn every_restart_is_shown_and_the_controller_manager_only_when_its_key_changes()
     );
     assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
 }
+
+#[test]
+fn a_canary_is_shown_as_its_own_step_per_target_before_promotion() {
+    let mut plan = harness::canary_plan();
+    let mut plain = plan.targets[0].clone();
+    plain.name = "plain".into();
+    plain.canary = None;
+    plan.targets.push(plain);
+    let observed = fresh_world(&plan).observe();
+    let run = simulate(&plan, None, &observed, t0());
+    assert_eq!(run.blocked, None);
+
+    let canaries: Vec<(&str, Option<Phase>)> = run
+        .timeline
+        .iter()
+        .filter_map(|s| match &s.what {
+            StepKind::Action {
+                action,
+                description,
+                changes,
+            } if action == "exchange-canary" => {
+                assert!(!changes, "a canary changes nothing");
+                Some((description.as_str(), s.phase))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        canaries,
+        [(
+            "web: a canary token signed by <new key 1> (sub system:serviceaccount:keyrot-system:keyrot-canary, \
+             aud sts.amazonaws.com) must be accepted by AWS STS AssumeRoleWithWebIdentity for \
+             arn:aws:iam::123456789012:role/keyrot-canary",
+            Some(Phase::Publish)
+        )]
+    );
+    let position = |what: &str| {
+        run.timeline
+            .iter()
+            .position(|s| {
+                matches!(&s.what, StepKind::Action { action, description, .. }
+                if action == what || description.contains(what))
+            })
+            .unwrap_or_else(|| panic!("no step {what}"))
+    };
+    let settled_wait = run
+        .timeline
+        .iter()
+        .position(|s| {
+            matches!(
+                &s.what,
+                StepKind::Wait {
+                    gate: Gate::PublishSettle,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    assert!(settled_wait < position("exchange-canary"));
+    assert!(position("exchange-canary") < position("enter phase promote"));
+    assert!(render_text(&run).contains("web: a canary token signed by"));
+}

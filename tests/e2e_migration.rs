@@ -117,11 +117,11 @@ fn the_issuer_moves_in_order_and_old_tokens_keep_working_until_the_old_issuer_is
     let last = world.keyrot(&["migrate-issuer"]);
     assert_code(&last, 0);
     assert_eq!(manifest(&world), after);
-    let progress: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(world.path("state/issuer-migration.json")).unwrap(),
-    )
-    .unwrap();
-    assert!(progress["oldIssuerDroppedAt"].is_string(), "{progress:#}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(world.path("state/state.json")).unwrap())
+            .unwrap();
+    let progress = &state["issuer_migration"];
+    assert!(progress["oldIssuerDroppedAt"].is_string(), "{state:#}");
 }
 
 #[test]
@@ -316,4 +316,55 @@ fn a_plan_naming_another_issuer_than_the_manifests_changes_nothing() {
         assert!(run.stdout.is_empty(), "{run:?}");
     }
     assert_eq!(snapshot(&world.path("")), before);
+}
+
+#[test]
+fn a_migration_recorded_by_a_release_before_state_format_2_is_carried_on() {
+    let (world, new_issuer) = migrating_world("e2e");
+    // What such a release left after steps 1 and 2: a state file of format 1 and the record
+    // beside it, in `issuer-migration.json` (this fixture's bytes are that release's format).
+    let state_path = world.path("state/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["version"] = 1.into();
+    std::fs::write(&state_path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    let published = "2026-11-30T10:00:00Z";
+    let legacy = world.path("state/issuer-migration.json");
+    std::fs::write(
+        &legacy,
+        format!(
+            "{{\n  \"oldIssuer\": \"{KUBEADM_ISSUER}\",\n  \"newIssuer\": \"{new_issuer}\",\n  \
+             \"publishedAt\": \"{published}\",\n  \"verifiedAt\": \"{published}\",\n  \
+             \"flagsChangedAt\": null,\n  \"clusterVerifiedAt\": null,\n  \
+             \"oldIssuerDroppedAt\": null\n}}\n"
+        ),
+    )
+    .unwrap();
+
+    // `status` reads it as it is, without changing anything.
+    let status = world.status_text();
+    assert!(status.contains("documents verified"), "{status}");
+    assert!(legacy.exists());
+
+    // The migration goes on from step 3: steps 1 and 2 are not done again.
+    let run = world.keyrot(&["migrate-issuer"]);
+    assert_code(&run, WAITING);
+    assert!(!run.stdout.contains("step 1:"), "{run:?}");
+    assert!(!run.stdout.contains("step 2:"), "{run:?}");
+    assert!(run.stdout.contains("step 4:"), "{run:?}");
+    assert_eq!(
+        issuer_flags(&world)[0],
+        format!("service-account-issuer={new_issuer}")
+    );
+
+    // The record now lives in the state file, which is format 2; the old file is gone.
+    assert!(!legacy.exists(), "issuer-migration.json is retired");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    assert_eq!(state["version"], 2);
+    assert_eq!(state["issuer_migration"]["publishedAt"], published);
+    assert!(
+        state["issuer_migration"]["clusterVerifiedAt"].is_string(),
+        "{state:#}"
+    );
 }

@@ -38,9 +38,11 @@ fn with_gate_timeout(world: &World, timeout: &str) {
     std::fs::write(world.plan_path(), plan).unwrap();
 }
 
+/// The migration's record in the state file, if one is kept.
 fn progress(world: &World) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(world.path("state/issuer-migration.json")).ok()?;
-    Some(serde_json::from_str(&text).unwrap())
+    let text = std::fs::read_to_string(world.path("state/state.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    Some(state["issuer_migration"].clone()).filter(|record| !record.is_null())
 }
 
 #[test]

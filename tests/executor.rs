@@ -301,8 +301,9 @@ fn should_stop_is_asked_between_steps_and_a_stopped_run_resumes_where_it_left_of
         publisher: &mut publisher,
     };
     let observed_world = world.clone();
-    let mut observe =
-        move || -> Result<Observed, ObserveError> { Ok(observed_world.0.borrow().observe()) };
+    let mut observe = move |_: &State| -> Result<Observed, ObserveError> {
+        Ok(observed_world.0.borrow().observe())
+    };
     let saves = Cell::new(0usize);
     let mut save = |_: &State| -> Result<(), StateError> {
         saves.set(saves.get() + 1);

@@ -6,7 +6,8 @@ mod stores;
 
 use std::sync::{Arc, Mutex};
 
-use keyrot::adapters::publish::{publish_target, render_documents};
+use keyrot::adapters::publish::{TargetsPublisher, publish_target, render_documents};
+use keyrot::adapters::{FailureKind, Publisher};
 use keyrot::decision::Probed;
 use keyrot::stores::conditional::Written;
 use keyrot::targets::read_served_view;
@@ -162,9 +163,9 @@ fn a_refused_update_names_the_request_and_the_answer() {
     let plan = plan_with_provider(dir.path(), &endpoint);
     let kids = keyrot::observe::observe_files(&plan).unwrap().bundle_kids();
     let documents = render_documents(&plan, &kids).unwrap();
-    let err = publish_target(&plan.targets[0], &documents)
-        .unwrap_err()
-        .message;
+    let refused = publish_target(&plan.targets[0], &documents).unwrap_err();
+    assert_eq!(refused.error.kind(), FailureKind::Permanent);
+    let err = refused.to_string();
     assert!(
         err.starts_with(&format!(
             "PATCH {endpoint}/v1/{PROVIDER}?updateMask=oidc.jwksJson: answered 403"
@@ -175,4 +176,35 @@ fn a_refused_update_names_the_request_and_the_answer() {
         err.contains("iam.workloadIdentityPoolProviders.update"),
         "{err}"
     );
+}
+
+/// The publisher's failure follows the target's: a provider still holding another JWKS after the
+/// update (another writer, or IAM catching up) is retried; a refused update waits for a person.
+#[test]
+fn the_publisher_retries_a_lagging_provider_and_stops_at_a_refusal() {
+    let lagging = stand_in::serve(|request| {
+        if request.method == "PATCH" {
+            return Response::json(200, &json!({ "name": "op", "done": true }));
+        }
+        Response::json(
+            200,
+            &json!({ "name": PROVIDER, "oidc": { "jwksJson": r#"{"keys":[]}"# } }),
+        )
+    });
+    let refusing = stand_in::serve(|request| match request.method.as_str() {
+        "PATCH" => Response::json(403, &json!({ "error": { "message": "denied" } })),
+        _ => Response::json(200, &json!({ "name": PROVIDER, "oidc": {} })),
+    });
+    for (endpoint, kind, says) in [
+        (&lagging, FailureKind::Transient, "not the uploaded JWKS"),
+        (&refusing, FailureKind::Permanent, "answered 403"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_with_provider(dir.path(), endpoint);
+        let kids = keyrot::observe::observe_files(&plan).unwrap().bundle_kids();
+        let err = TargetsPublisher::new(&plan).publish(&kids).unwrap_err();
+        assert_eq!(err.kind, kind, "{err}");
+        assert!(err.message.starts_with("target gcp: "), "{err}");
+        assert!(err.message.contains(says), "{err}");
+    }
 }

@@ -299,3 +299,45 @@ targets: [{ name: web, localDirectory: /var/www/oidc }]
     let plan = plan::parse(Path::new("/etc/keyrot/plan.yaml"), without).unwrap();
     assert_eq!(plan.issuer_migration, None);
 }
+
+#[test]
+fn canaries_get_each_clouds_endpoint_audience_and_the_documented_subject() {
+    use keyrot::plan::{DEFAULT_CANARY_SUBJECT, RelyingParty};
+    let provider = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pool/providers/k8s";
+    let text = format!(
+        "cluster: test\nflavour: kubeadm\nissuer: {{ url: \"https://oidc.example.com/test\" }}\n\
+         targets:\n\
+         \x20 - name: s3\n    s3: {{ bucket: oidc, region: eu-west-1 }}\n\
+         \x20   canary: {{ kind: aws-sts, roleArn: \"arn:aws:iam::123456789012:role/keyrot-canary\", region: eu-west-1 }}\n\
+         \x20 - name: gcs\n    gcs: {{ bucket: oidc }}\n\
+         \x20   canary: {{ kind: gcp-sts, provider: \"{provider}\", subject: canary }}\n\
+         \x20 - name: azure\n    azure: {{ account: acct, container: oidc }}\n\
+         \x20   canary: {{ kind: entra, tenant: contoso.onmicrosoft.com, clientId: 72f988bf-86f1-41af-91ab-2d7cd011db47, audience: api://custom }}\n"
+    );
+    let plan = plan::parse(Path::new("plan.yaml"), &text).unwrap();
+    let canaries: Vec<_> = plan
+        .targets
+        .iter()
+        .map(|t| t.canary.clone().unwrap())
+        .collect();
+    assert_eq!(
+        canaries[0].relying_party,
+        RelyingParty::AwsSts {
+            role_arn: "arn:aws:iam::123456789012:role/keyrot-canary".into(),
+            endpoint: "https://sts.eu-west-1.amazonaws.com".into(),
+        }
+    );
+    assert_eq!(canaries[0].audience, "sts.amazonaws.com");
+    assert_eq!(canaries[0].subject, DEFAULT_CANARY_SUBJECT);
+    assert_eq!(
+        canaries[1].relying_party,
+        RelyingParty::GcpSts {
+            provider: provider.into(),
+            endpoint: "https://sts.googleapis.com".into(),
+        }
+    );
+    assert_eq!(canaries[1].audience, format!("https:{provider}"));
+    assert_eq!(canaries[1].subject, "canary");
+    assert_eq!(canaries[2].relying_party.kind(), "entra");
+    assert_eq!(canaries[2].audience, "api://custom");
+}

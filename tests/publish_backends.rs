@@ -350,7 +350,7 @@ fn two_publishers_leave_a_consistent_pair_or_report_the_conflict(
                         barrier.wait();
                         match publish_target(target, documents) {
                             Ok(written) => (written, None),
-                            Err(e) => (e.written, Some(e.message)),
+                            Err(e) => (e.written, Some(e.error.to_string())),
                         }
                     })
                 })
@@ -399,6 +399,7 @@ fn two_publishers_to_a_local_directory() {
         name: "www".into(),
         kind: TargetKind::LocalDirectory { path: www.clone() },
         cache_max_age: chrono::TimeDelta::seconds(1),
+        canary: None,
     };
     two_publishers_leave_a_consistent_pair_or_report_the_conflict(&target, 100, || {
         [JWKS_PATH, DISCOVERY_PATH].map(|path| std::fs::read(www.join(path)).unwrap())

@@ -55,25 +55,35 @@ impl AdapterError {
         }
     }
 
-    /// A failed file write: the file's type or owner is wrong (permanent), or the I/O failed.
+    /// A failed file write, its kind as [`write_failure_kind`] says.
     pub fn write(error: crate::atomic_file::WriteError) -> Self {
-        let kind = error.kind().map_or(FailureKind::Permanent, io_failure_kind);
         AdapterError {
-            kind,
+            kind: write_failure_kind(&error),
             message: error.to_string(),
         }
     }
 
-    /// A directory keyrot will not use (a symlink, lax modes) is permanent; I/O as [`Self::io`].
+    /// A directory keyrot will not use, its kind as [`dir_failure_kind`] says.
     pub fn dir(error: crate::safe_dir::DirError) -> Self {
-        let kind = match &error {
-            crate::safe_dir::DirError::Io { error, .. } => io_failure_kind(error.kind()),
-            _ => FailureKind::Permanent,
-        };
         AdapterError {
-            kind,
+            kind: dir_failure_kind(&error),
             message: error.to_string(),
         }
+    }
+}
+
+/// A file write fails for good when the file's type or owner is wrong; I/O as
+/// [`io_failure_kind`].
+pub fn write_failure_kind(error: &crate::atomic_file::WriteError) -> FailureKind {
+    error.kind().map_or(FailureKind::Permanent, io_failure_kind)
+}
+
+/// A directory keyrot will not use (a symlink, not a directory, lax modes) is permanent; I/O as
+/// [`io_failure_kind`].
+pub fn dir_failure_kind(error: &crate::safe_dir::DirError) -> FailureKind {
+    match error {
+        crate::safe_dir::DirError::Io { error, .. } => io_failure_kind(error.kind()),
+        _ => FailureKind::Permanent,
     }
 }
 

@@ -17,10 +17,42 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use super::{AdapterError, Prober};
 use crate::decision::Probed;
 use crate::http::chain;
-use crate::targets::jwks_kids;
+use crate::targets::{JwksError, jwks_kids};
 
 /// Probe tokens live ten minutes, the shortest TokenRequest allows.
 const PROBE_TOKEN_SECONDS: i64 = 600;
+
+/// Why the apiserver's answer is not known, or not what a probe can use.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{}", chain(.0))]
+    Api(#[from] kube::Error),
+    #[error("{0}")]
+    Request(#[from] http::Error),
+    #[error("not a discovery document: {detail}")]
+    NotDiscovery { detail: String },
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+    #[error("TokenRequest answered without a token")]
+    NoToken,
+    #[error("the cluster rejects its own new token: {reason}")]
+    Rejected { reason: String },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// Why a token's kid or issuer cannot be read from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token {part} is not base64url: {detail}")]
+    NotBase64 { part: &'static str, detail: String },
+    #[error("token {part} is not JSON: {detail}")]
+    NotJson { part: &'static str, detail: String },
+    #[error("token header has no kid")]
+    NoKid,
+    #[error("token has no iss")]
+    NoIssuer,
+}
 
 pub struct KubeProber {
     runtime: tokio::runtime::Runtime,
@@ -65,51 +97,45 @@ impl KubeProber {
     }
 
     /// The body of a GET of `path` on the apiserver.
-    async fn get_text(&self, path: &str) -> Result<String, String> {
-        let request = http::Request::get(path)
-            .body(Vec::new())
-            .map_err(|e| e.to_string())?;
-        self.client
-            .request_text(request)
-            .await
-            .map_err(|e| chain(&e))
+    async fn get_text(&self, path: &str) -> Result<String, ProbeError> {
+        let request = http::Request::get(path).body(Vec::new())?;
+        Ok(self.client.request_text(request).await?)
     }
 
-    async fn served_kids(&self) -> Result<Vec<String>, String> {
-        jwks_kids(self.get_text("/openid/v1/jwks").await?.as_bytes())
+    async fn served_kids(&self) -> Result<Vec<String>, ProbeError> {
+        Ok(jwks_kids(
+            self.get_text("/openid/v1/jwks").await?.as_bytes(),
+        )?)
     }
 
     /// The `issuer` and `jwks_uri` of the apiserver's own discovery document.
-    async fn served_discovery(&self) -> Result<ServedDiscovery, String> {
+    async fn served_discovery(&self) -> Result<ServedDiscovery, ProbeError> {
         let body = self.get_text("/.well-known/openid-configuration").await?;
-        serde_json::from_str(&body).map_err(|e| format!("not a discovery document: {e}"))
+        serde_json::from_str(&body).map_err(|e| ProbeError::NotDiscovery {
+            detail: e.to_string(),
+        })
     }
 
     /// The apiserver's discovery document, now.
-    pub fn discovery(&mut self) -> Result<ServedDiscovery, String> {
+    pub fn discovery(&mut self) -> Result<ServedDiscovery, ProbeError> {
         self.runtime.block_on(self.served_discovery())
     }
 
     /// The `iss` of a token the apiserver issues now (and accepts through TokenReview).
-    pub fn token_issuer(&mut self) -> Result<String, String> {
+    pub fn token_issuer(&mut self) -> Result<String, ProbeError> {
         let token = self.runtime.block_on(self.reviewed_token())?;
-        token_issuer(&token)
+        Ok(token_issuer(&token)?)
     }
 
-    async fn signing_kid(&self) -> Result<String, String> {
-        token_kid(&self.reviewed_token().await?)
+    async fn signing_kid(&self) -> Result<String, ProbeError> {
+        Ok(token_kid(&self.reviewed_token().await?)?)
     }
 
     /// Requests a token for the probe ServiceAccount (created if missing), checks the cluster
     /// accepts it through TokenReview, and returns it.
-    async fn reviewed_token(&self) -> Result<String, String> {
+    async fn reviewed_token(&self) -> Result<String, ProbeError> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
-        if accounts
-            .get_opt(&self.service_account)
-            .await
-            .map_err(|e| chain(&e))?
-            .is_none()
-        {
+        if accounts.get_opt(&self.service_account).await?.is_none() {
             let account = ServiceAccount {
                 metadata: ObjectMeta {
                     name: Some(self.service_account.clone()),
@@ -117,10 +143,7 @@ impl KubeProber {
                 },
                 ..ServiceAccount::default()
             };
-            accounts
-                .create(&PostParams::default(), &account)
-                .await
-                .map_err(|e| chain(&e))?;
+            accounts.create(&PostParams::default(), &account).await?;
         }
         let request = TokenRequest {
             spec: TokenRequestSpec {
@@ -132,12 +155,8 @@ impl KubeProber {
         };
         let issued = accounts
             .create_token_request(&self.service_account, &PostParams::default(), &request)
-            .await
-            .map_err(|e| chain(&e))?;
-        let token = issued
-            .status
-            .map(|s| s.token)
-            .ok_or("TokenRequest answered without a token")?;
+            .await?;
+        let token = issued.status.map(|s| s.token).ok_or(ProbeError::NoToken)?;
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.clone()),
@@ -146,16 +165,12 @@ impl KubeProber {
             ..TokenReview::default()
         };
         let reviews: Api<TokenReview> = Api::all(self.client.clone());
-        let reviewed = reviews
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| chain(&e))?;
+        let reviewed = reviews.create(&PostParams::default(), &review).await?;
         let status = reviewed.status.unwrap_or_default();
         if status.authenticated != Some(true) {
-            return Err(format!(
-                "the cluster rejects its own new token: {}",
-                status.error.unwrap_or_else(|| "no reason given".into())
-            ));
+            return Err(ProbeError::Rejected {
+                reason: status.error.unwrap_or_else(|| "no reason given".into()),
+            });
         }
         Ok(token)
     }
@@ -171,26 +186,40 @@ impl Prober for KubeProber {
     }
 }
 
-fn probed<T>(result: Result<T, String>) -> Probed<T> {
+fn probed<T>(result: Result<T, ProbeError>) -> Probed<T> {
     match result {
         Ok(value) => Probed::Seen(value),
-        Err(why) => Probed::Failed(why),
+        Err(why) => Probed::Failed(why.to_string()),
     }
 }
 
 /// The kid in a JWT's header.
-pub fn token_kid(token: &str) -> Result<String, String> {
+pub fn token_kid(token: &str) -> Result<String, TokenError> {
     #[derive(serde::Deserialize)]
     struct Header {
         kid: Option<String>,
     }
-    let header = token.split('.').next().unwrap_or_default();
+    let header: Header = token_part(token, 0, "header")?;
+    header.kid.ok_or(TokenError::NoKid)
+}
+
+/// The JSON of a token's `index`th part, base64url-decoded; `part` names it in messages.
+fn token_part<T: serde::de::DeserializeOwned>(
+    token: &str,
+    index: usize,
+    part: &'static str,
+) -> Result<T, TokenError> {
+    let text = token.split('.').nth(index).unwrap_or_default();
     let json = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|e| format!("token header is not base64url: {e}"))?;
-    let header: Header =
-        serde_json::from_slice(&json).map_err(|e| format!("token header is not JSON: {e}"))?;
-    header.kid.ok_or_else(|| "token header has no kid".into())
+        .decode(text)
+        .map_err(|e| TokenError::NotBase64 {
+            part,
+            detail: e.to_string(),
+        })?;
+    serde_json::from_slice(&json).map_err(|e| TokenError::NotJson {
+        part,
+        detail: e.to_string(),
+    })
 }
 
 /// What the apiserver's discovery document says about its issuer.
@@ -201,18 +230,13 @@ pub struct ServedDiscovery {
 }
 
 /// The `iss` claim of a JWT (read, not verified: the apiserver reviewed the token already).
-pub fn token_issuer(token: &str) -> Result<String, String> {
+pub fn token_issuer(token: &str) -> Result<String, TokenError> {
     #[derive(serde::Deserialize)]
     struct Claims {
         iss: Option<String>,
     }
-    let payload = token.split('.').nth(1).unwrap_or_default();
-    let json = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|e| format!("token payload is not base64url: {e}"))?;
-    let claims: Claims =
-        serde_json::from_slice(&json).map_err(|e| format!("token payload is not JSON: {e}"))?;
-    claims.iss.ok_or_else(|| "token has no iss".into())
+    let claims: Claims = token_part(token, 1, "payload")?;
+    claims.iss.ok_or(TokenError::NoIssuer)
 }
 
 #[cfg(test)]
@@ -226,9 +250,16 @@ mod tests {
         let no_kid = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#);
         assert_eq!(
             token_kid(&format!("{no_kid}.e30.sig")).unwrap_err(),
-            "token header has no kid"
+            TokenError::NoKid
         );
-        assert!(token_kid("%%%.e30.sig").unwrap_err().contains("base64url"));
+        assert_eq!(TokenError::NoKid.to_string(), "token header has no kid",);
+        let garbled = token_kid("%%%.e30.sig").unwrap_err();
+        assert!(
+            garbled
+                .to_string()
+                .starts_with("token header is not base64url"),
+            "{garbled}"
+        );
     }
 
     #[test]
@@ -238,6 +269,9 @@ mod tests {
             token_issuer(&format!("e30.{payload}.sig")).unwrap(),
             "https://new.example"
         );
-        assert_eq!(token_issuer("e30.e30.sig").unwrap_err(), "token has no iss");
+        assert_eq!(
+            token_issuer("e30.e30.sig").unwrap_err().to_string(),
+            "token has no iss"
+        );
     }
 }

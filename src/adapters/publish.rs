@@ -5,15 +5,16 @@
 use std::path::Path;
 
 use super::publish_remote;
-pub use super::published::{Documents, ObjectOutcome, PublishError};
-use super::{AdapterError, Publisher};
+use super::published::worst;
+pub use super::published::{Documents, ObjectOutcome, PublishError, TargetError};
+use super::{AdapterError, FailureKind, Publisher};
 use crate::documents::{DISCOVERY_PATH, DiscoveryDocument, JWKS_PATH, render_jwks};
 use crate::keys::VerificationKey;
 use crate::keys::private_dir;
 use crate::keys::reader::read_file;
 use crate::plan::{Plan, Target, TargetKind};
 use crate::stores::conditional::{WriteError, Written};
-use crate::targets::local_dir;
+use crate::targets::local_dir::{self, LocalDirError};
 
 pub struct TargetsPublisher<'a> {
     plan: &'a Plan,
@@ -27,17 +28,17 @@ impl<'a> TargetsPublisher<'a> {
 
 impl Publisher for TargetsPublisher<'_> {
     /// Every target is tried, so one broken target does not hold the others back; any failure
-    /// fails the publication, and the decision core retries it.
+    /// fails the publication, permanent when one target's failure is (see [`TargetError::kind`]).
     fn publish(&mut self, kids: &[String]) -> Result<(), AdapterError> {
         let documents = render_documents(self.plan, kids)?;
-        let failures: Vec<String> = self
+        let failures: Vec<(FailureKind, String)> = self
             .plan
             .targets
             .iter()
             .filter_map(|target| {
                 let (written, failure) = match publish_target(target, &documents) {
                     Ok(written) => (written, None),
-                    Err(e) => (e.written, Some(e.message)),
+                    Err(e) => (e.written, Some(e.error)),
                 };
                 // Every write is reported: in the log, and with the failure that followed it.
                 for object in &written {
@@ -47,22 +48,27 @@ impl Publisher for TargetsPublisher<'_> {
                     .iter()
                     .map(|o| format!("{} {}", o.url, o.written))
                     .collect::<Vec<_>>();
-                failure.map(|e| match report.is_empty() {
-                    true => format!("target {}: {e}", target.name),
-                    false => format!(
-                        "target {}: {e} (before that: {})",
-                        target.name,
-                        report.join(", ")
-                    ),
+                failure.map(|e| {
+                    let message = match report.is_empty() {
+                        true => format!("target {}: {e}", target.name),
+                        false => format!(
+                            "target {}: {e} (before that: {})",
+                            target.name,
+                            report.join(", ")
+                        ),
+                    };
+                    (e.kind(), message)
                 })
             })
             .collect();
         if failures.is_empty() {
-            Ok(())
-        } else {
-            // Target answers are not typed yet: retried with backoff, as a server hiccup is.
-            Err(AdapterError::transient(failures.join("; ")))
+            return Ok(());
         }
+        let messages: Vec<&str> = failures.iter().map(|(_, m)| m.as_str()).collect();
+        Err(AdapterError {
+            kind: worst(failures.iter().map(|(kind, _)| *kind)),
+            message: messages.join("; "),
+        })
     }
 }
 
@@ -120,7 +126,7 @@ fn write_local(dir: &Path, documents: &Documents) -> Result<Vec<ObjectOutcome>, 
         if change.written != Written::Unchanged
             && let Err(e) = local_dir::write_document(dir, relative, body.as_bytes())
         {
-            return Err(PublishError::after(written, e.to_string()));
+            return Err(PublishError::after(written, e));
         }
         written.push(change);
     }
@@ -128,18 +134,18 @@ fn write_local(dir: &Path, documents: &Documents) -> Result<Vec<ObjectOutcome>, 
     for (relative, body) in local_files(documents) {
         match local_dir::read_document(dir, relative) {
             Ok(Some(found)) if found == body.as_bytes() => {}
-            Ok(_) => overwritten.push(
-                WriteError::Overwritten {
-                    url: dir.join(relative).display().to_string(),
-                }
-                .to_string(),
-            ),
-            Err(e) => overwritten.push(e.to_string()),
+            Ok(_) => overwritten.push(TargetError::from(WriteError::Overwritten {
+                url: dir.join(relative).display().to_string(),
+            })),
+            Err(e) => overwritten.push(e.into()),
         }
     }
     match overwritten.is_empty() {
         true => Ok(written),
-        false => Err(PublishError::after(written, overwritten.join("; "))),
+        false => Err(PublishError::after(
+            written,
+            TargetError::ReadBack(overwritten),
+        )),
     }
 }
 
@@ -152,16 +158,15 @@ fn local_files(documents: &Documents) -> [(&'static str, &str); 2] {
 
 /// What writing the documents under `dir` would change. A symlink or other non-regular file in
 /// a document's place is an error here already, so the dry run shows it too.
-fn local_changes(dir: &Path, documents: &Documents) -> Result<Vec<ObjectOutcome>, String> {
+fn local_changes(dir: &Path, documents: &Documents) -> Result<Vec<ObjectOutcome>, LocalDirError> {
     local_files(documents)
         .into_iter()
         .map(|(relative, body)| {
-            let written =
-                match local_dir::read_document(dir, relative).map_err(|e| e.to_string())? {
-                    Some(existing) if existing == body.as_bytes() => Written::Unchanged,
-                    Some(_) => Written::Replaced,
-                    None => Written::Created,
-                };
+            let written = match local_dir::read_document(dir, relative)? {
+                Some(existing) if existing == body.as_bytes() => Written::Unchanged,
+                Some(_) => Written::Replaced,
+                None => Written::Created,
+            };
             Ok(ObjectOutcome {
                 url: dir.join(relative).display().to_string(),
                 written,

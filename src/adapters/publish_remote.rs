@@ -2,9 +2,9 @@
 //! conditional writes and a read-back of the pair, or the JWKS into a GCP workload identity
 //! provider.
 
-use super::published::{Documents, ObjectOutcome, PublishError};
+use super::published::{Documents, ObjectOutcome, PublishError, TargetError};
 use crate::documents::DISCOVERY_CONTENT_TYPE;
-use crate::gcp_provider::Iam;
+use crate::gcp_provider::{GcpError, Iam};
 use crate::http::block_on;
 use crate::plan::{Target, TargetKind};
 use crate::stores::conditional::{self, Current, Document, Written};
@@ -28,7 +28,7 @@ pub fn publish(
             if written != Written::Unchanged && !dry_run {
                 iam.upload(&documents.jwks).await?;
             }
-            Ok(vec![ObjectOutcome {
+            Ok::<_, GcpError>(vec![ObjectOutcome {
                 url: format!("{}/v1/{} (oidc.jwksJson)", provider.endpoint, provider.name),
                 written,
             }])
@@ -66,12 +66,12 @@ pub fn publish(
                     Ok(Current::Absent) => Written::Created,
                     Ok(Current::Present { same: true, .. }) => Written::Unchanged,
                     Ok(Current::Present { .. }) => Written::Replaced,
-                    Err(e) => return Err(PublishError::after(outcomes, e.to_string())),
+                    Err(e) => return Err(PublishError::after(outcomes, e)),
                 }
             } else {
                 match conditional::write(&store, doc).await {
                     Ok(written) => written,
-                    Err(e) => return Err(PublishError::after(outcomes, e.to_string())),
+                    Err(e) => return Err(PublishError::after(outcomes, e)),
                 }
             };
             outcomes.push(ObjectOutcome {
@@ -88,12 +88,15 @@ pub fn publish(
         let mut overwritten = Vec::new();
         for doc in &docs {
             if let Err(e) = conditional::confirm(&store, doc).await {
-                overwritten.push(e.to_string());
+                overwritten.push(TargetError::from(e));
             }
         }
         match overwritten.is_empty() {
             true => Ok(outcomes),
-            false => Err(PublishError::after(outcomes, overwritten.join("; "))),
+            false => Err(PublishError::after(
+                outcomes,
+                TargetError::ReadBack(overwritten),
+            )),
         }
     })
 }

@@ -4,10 +4,11 @@
 use super::out::outln;
 
 use chrono::Utc;
-use keyrot::decision::{Action, Blocked, Decision, Gate};
+use keyrot::decision::{Action, Blocked};
 use keyrot::describe::{describe_action, shorten_kids};
-use keyrot::executor::{Pause, StepReport};
+use keyrot::executor::StepReport;
 use keyrot::plan::Plan;
+pub use keyrot::session::Rest;
 use keyrot::session::Session;
 
 /// Opens the session, saying what interrupted writes left behind.
@@ -29,39 +30,18 @@ pub fn open(plan: Plan) -> anyhow::Result<Session> {
     Ok(session)
 }
 
-/// Acts until the core waits, printing progress lines; returns that decision.
-pub fn run_until_waiting(session: &mut Session) -> anyhow::Result<Decision> {
-    match session.run(&mut || false, &mut print_progress)? {
-        Pause::Waiting(decision) => Ok(decision),
-        Pause::Stopped => unreachable!("never asked to stop"),
-    }
-}
-
 /// Acts and sleeps through timed waits until the rotation completes, waits for a person, or
-/// waits on something no timer changes (a missing key file, say); says which.
+/// waits on something no timer changes; says which (see [`Session::run_to_rest`]).
 pub fn run_to_rest(session: &mut Session) -> anyhow::Result<Rest> {
-    loop {
-        let decision = run_until_waiting(session)?;
-        let blocked = decision.blocked_by.first();
-        if let Some(b) = blocked {
-            let reason = shorten_kids(&b.reason);
-            outln!(
-                "{}  waiting  [{}] {reason}",
-                Utc::now().format("%H:%M:%S"),
-                b.gate
-            );
-        }
-        match (session.busy(), blocked, decision.wake_at) {
-            (false, _, _) => return Ok(Rest::Done),
-            (true, Some(b), _) if b.gate == Gate::Approval => return Ok(Rest::AwaitsApproval),
-            (true, Some(b), None) => return Ok(Rest::Stuck(b.clone())),
-            (true, None, None) => return Ok(Rest::Done),
-            (true, _, Some(wake)) => {
-                let pause = (wake - Utc::now()).to_std().unwrap_or_default();
-                std::thread::sleep(pause);
-            }
-        }
-    }
+    let mut on_wait = |b: &Blocked| {
+        let reason = shorten_kids(&b.reason);
+        outln!(
+            "{}  waiting  [{}] {reason}",
+            Utc::now().format("%H:%M:%S"),
+            b.gate
+        );
+    };
+    Ok(session.run_to_rest(&mut print_progress, &mut on_wait)?)
 }
 
 /// Records the keys the files hold when keyrot has none recorded yet, and nothing else: no
@@ -80,17 +60,6 @@ pub fn adopt_only(session: &mut Session) -> anyhow::Result<()> {
     };
     session.run(&mut || adopted.get(), &mut report)?;
     Ok(())
-}
-
-/// Why [`run_to_rest`] returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rest {
-    /// Nothing is in progress (the rotation completed, or none was started).
-    Done,
-    /// A phase waits for `keyrot approve`.
-    AwaitsApproval,
-    /// The rotation (or the request) waits on a gate that only a change by a person opens.
-    Stuck(Blocked),
 }
 
 fn print_progress(plan: &Plan, progress: &StepReport) {

@@ -8,7 +8,6 @@ use keyrot::daemon::control::{self, Ask, MigrationAsk};
 use keyrot::migration::record::{Awaiting, ManualStep};
 use keyrot::migration::{self, Outcome, StepError};
 use keyrot::plan::Plan;
-use keyrot::state::StateStore;
 
 use super::plan_args::PlanArg;
 
@@ -65,17 +64,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         return Ok(code);
     }
-    let lock = StateStore::new(&plan.state_dir).try_lock()?;
-    let state = lock.load()?;
-    let rotation = state.as_ref().and_then(|s| s.rotation.as_ref());
-    if let Some(why) = migration::refused_during_rotation(rotation) {
+    let mut session = super::foreground::open(plan.clone())?;
+    if let Some(why) = keyrot::decision::migration::refused_during_rotation(session.rotation()) {
         anyhow::bail!(why);
     }
     let say = &mut |line: String| outln!("{line}");
     let outcome = if args.rollback {
-        migration::rollback(&plan, chrono::Utc::now, false, say)
+        migration::rollback(&plan, &mut session, chrono::Utc::now, false, say)
     } else {
-        migration::run(&plan, chrono::Utc::now, false, say)
+        migration::run(&plan, &mut session, chrono::Utc::now, false, say)
     };
     Ok(report(outcome, args.rollback))
 }
@@ -85,16 +82,16 @@ pub fn approve(plan: Plan, awaiting: Awaiting, foreground: bool) -> anyhow::Resu
     if !foreground && let Some(code) = hand_to_daemon(&plan, MigrationAsk::Approve)? {
         return Ok(code);
     }
-    let _lock = StateStore::new(&plan.state_dir).try_lock()?;
+    let mut session = super::foreground::open(plan.clone())?;
     let say = &mut |line: String| outln!("{line}");
     let rolling_back = awaiting
         == Awaiting::ManualChange {
             step: ManualStep::Rollback,
         };
     let outcome = if rolling_back {
-        migration::rollback(&plan, chrono::Utc::now, true, say)
+        migration::rollback(&plan, &mut session, chrono::Utc::now, true, say)
     } else {
-        migration::run(&plan, chrono::Utc::now, true, say)
+        migration::run(&plan, &mut session, chrono::Utc::now, true, say)
     };
     Ok(report(outcome, rolling_back))
 }

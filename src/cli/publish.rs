@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Every object written is reported, also those written before a failure.
         let (objects, error) = match outcome {
             Ok(objects) => (objects, None),
-            Err(e) => (e.written, Some(e.message)),
+            Err(e) => (e.written, Some(e.error)),
         };
         for object in objects {
             let what = match (object.written, args.dry_run) {

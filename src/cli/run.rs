@@ -26,6 +26,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     logging::init(args.log_format);
     let plan = args.plan.load()?;
-    Daemon::start(plan, args.plan.path.clone())?.run();
+    if let Some(daemon) = Daemon::start(plan, args.plan.path.clone())? {
+        daemon.run();
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,10 @@ pub struct Snapshot {
     /// `None` until the daemon has read its state and the cluster once.
     pub status: Option<Status>,
     pub errors: ErrorCounts,
+    /// Each target's canary exchanges, from `canaries.json`.
+    pub canaries: Vec<crate::canary::record::TargetRecord>,
+    /// Why the state file is refused, while it is: nothing is acted on until it is repaired.
+    pub state_refused: Option<String>,
 }
 
 /// The `Content-Type` of [`render`]'s output.
@@ -46,6 +50,39 @@ pub fn render(snapshot: &Snapshot, now: DateTime<Utc>) -> String {
             count as f64,
         );
     }
+
+    if !snapshot.canaries.is_empty() {
+        out.family(
+            "keyrot_canary_exchanges_total",
+            "counter",
+            "Canary tokens exchanged with each target's relying party.",
+        );
+        for c in &snapshot.canaries {
+            let labels = [("target", c.target.as_str())];
+            out.sample("keyrot_canary_exchanges_total", &labels, c.attempts as f64);
+        }
+        out.family(
+            "keyrot_canary_failures_total",
+            "counter",
+            "Canary exchanges the relying party refused or did not answer, by target.",
+        );
+        for c in &snapshot.canaries {
+            let labels = [("target", c.target.as_str())];
+            out.sample("keyrot_canary_failures_total", &labels, c.failures as f64);
+        }
+    }
+    out.family(
+        "keyrot_state_refused",
+        "gauge",
+        "1 while the state file is refused (corrupt, inconsistent, or of a newer keyrot): \
+         nothing is acted on until it is repaired (the log and `keyrot status` say why).",
+    );
+    let refused = if snapshot.state_refused.is_some() {
+        1.0
+    } else {
+        0.0
+    };
+    out.sample("keyrot_state_refused", &[], refused);
 
     let Some(status) = &snapshot.status else {
         return out.0;
@@ -207,6 +244,13 @@ mod tests {
         let snapshot = Snapshot {
             status: Some(idle_status()),
             errors,
+            canaries: vec![crate::canary::record::TargetRecord {
+                target: "s3".into(),
+                attempts: 3,
+                failures: 2,
+                last: None,
+            }],
+            state_refused: None,
         };
         let text = render(&snapshot, at(90));
         let build_info = format!(
@@ -219,6 +263,7 @@ mod tests {
             "keyrot_errors_total{kind=\"plan_reload\"} 0",
             "keyrot_key_age_seconds{kid=\"kid-a\",alg=\"ES256\",role=\"active\"} 90",
             "keyrot_phase{phase=\"idle\"} 1",
+            "keyrot_state_refused 0",
             "keyrot_phase{phase=\"publish\"} 0",
             "keyrot_rotation_failed_attempts 0",
             "keyrot_last_rotation_completed_timestamp_seconds 1799999940",
@@ -226,6 +271,8 @@ mod tests {
             "keyrot_gate_blocked{gate=\"schedule\"} 1",
             "keyrot_gate_blocked{gate=\"publish-settle\"} 0",
             "# TYPE keyrot_errors_total counter",
+            "keyrot_canary_exchanges_total{target=\"s3\"} 3",
+            "keyrot_canary_failures_total{target=\"s3\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
         }
@@ -238,5 +285,6 @@ mod tests {
         assert!(text.contains("keyrot_build_info{"), "{text}");
         assert!(text.contains("keyrot_errors_total{kind=\"observe\"} 0"));
         assert!(!text.contains("keyrot_phase"), "{text}");
+        assert!(!text.contains("keyrot_canary"), "{text}");
     }
 }

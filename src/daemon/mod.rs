@@ -6,6 +6,7 @@ pub mod errors;
 pub mod metrics;
 pub mod metrics_http;
 pub mod notify;
+pub mod refused_state;
 pub mod service;
 pub mod signals;
 pub mod status_line;

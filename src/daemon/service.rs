@@ -20,13 +20,14 @@ use super::control::{self, Ask, MigrationAsk, Request};
 use super::errors::{ErrorCounts, ErrorKind};
 use super::metrics::Snapshot;
 use super::notify::Notifier;
+use super::refused_state::{self, AfterRefusal};
 use super::signals::{self, Signal};
-use super::status_line::{acting_line, status_line};
+use super::status_line::{acting_line, halted_line, status_line};
 use crate::adapters::FailureKind;
 use crate::decision::{Action, Phase, action_name, backoff, retry_time};
 use crate::describe::{describe_action, shorten_kids};
 use crate::executor::{ExecError, Pause, StepReport};
-use crate::migration::record::{Awaiting, ManualStep};
+use crate::migration::record::{Awaiting, ManualStep, RecordStore};
 use crate::migration::{self, Outcome};
 use crate::plan::{self, Plan};
 use crate::session::{Session, SessionError};
@@ -43,7 +44,8 @@ pub enum StartError {
     Signer(#[from] crate::signer::SignerError),
 }
 
-enum Event {
+/// What wakes the acting thread.
+pub enum Event {
     Request(Request),
     Signal(Signal),
 }
@@ -73,11 +75,43 @@ pub struct Daemon {
 
 impl Daemon {
     /// Takes the state lock, opens the control socket and the metrics endpoint, reads the
-    /// state and the cluster once, and tells systemd it is ready.
-    pub fn start(plan: Plan, plan_path: PathBuf) -> Result<Daemon, StartError> {
+    /// state and the cluster once, and tells systemd it is ready. While the state file is
+    /// refused, it holds the lock and reports why (`refused_state`) until SIGHUP finds it
+    /// repaired; `None`: stopped by a signal before that.
+    pub fn start(plan: Plan, plan_path: PathBuf) -> Result<Option<Daemon>, StartError> {
         let (sender, events) = mpsc::channel();
         signals::forward(sender.clone(), Event::Signal)?;
-        let (session, leftovers) = Session::open(plan)?;
+        let mut notifier = Notifier::from_env();
+        // Before the state is read, so that a refused state file is reported there too.
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        if let Some(metrics) = plan.metrics {
+            let bound = super::metrics_http::serve(metrics.listen, snapshot.clone())?;
+            info!("metrics on http://{bound}/metrics");
+        }
+        let mut errors = ErrorCounts::default();
+        let mut control_dir = None;
+        let mut plan = plan;
+        let (session, leftovers) = loop {
+            match Session::open(plan.clone()) {
+                Ok(opened) => break opened,
+                Err(SessionError::State(refused)) if refused.is_refused_file() => {
+                    let waiting = refused_state::Waiting {
+                        plan_path: &plan_path,
+                        events: &events,
+                        sender: &sender,
+                        notifier: &mut notifier,
+                        snapshot: &snapshot,
+                        errors: &mut errors,
+                        control_dir: &mut control_dir,
+                    };
+                    match refused_state::wait_for_repair(plan, &refused, waiting)? {
+                        AfterRefusal::Retry(next) => plan = *next,
+                        AfterRefusal::Stop => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         for path in leftovers.removed {
             info!(
                 "removed {}, left by a write that an interrupted keyrot never finished",
@@ -88,16 +122,9 @@ impl Daemon {
             warn!("cannot remove stale temp files in {}: {e}", dir.display());
         }
         let plan = session.plan();
-        // After the lock: only the lock holder may replace a socket file left behind.
-        control::serve(control::bind(&plan.state_dir)?, sender, Event::Request)?;
+        refused_state::serve_control(plan, &sender, &mut control_dir)?;
         // Before anything slow: the apiserver waits at most 60 s for its signer.
         let signer = crate::signer::Signer::start(plan)?;
-        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
-        if let Some(metrics) = plan.metrics {
-            let bound = super::metrics_http::serve(metrics.listen, snapshot.clone())?;
-            info!("metrics on http://{bound}/metrics");
-        }
-        let notifier = Notifier::from_env();
         info!(
             "keyrot {} running plan {} (cluster {}), state in {}{}",
             env!("CARGO_PKG_VERSION"),
@@ -116,7 +143,7 @@ impl Daemon {
             events,
             notifier,
             snapshot,
-            errors: ErrorCounts::default(),
+            errors,
             failures: 0,
             halted: None,
             last_wait: String::new(),
@@ -130,7 +157,7 @@ impl Daemon {
         }
         daemon.publish_status();
         daemon.notifier.ready();
-        Ok(daemon)
+        Ok(Some(daemon))
     }
 
     /// Until SIGTERM or SIGINT.
@@ -345,37 +372,43 @@ impl Daemon {
     /// one keeps the watchdog fed.
     fn migrate(&mut self, ask: MigrationAsk) -> Migrated {
         let plan = self.session.plan().clone();
-        if let Some(why) = migration::refused_during_rotation(self.session.rotation()) {
+        if let Some(why) =
+            crate::decision::migration::refused_during_rotation(self.session.rotation())
+        {
             return Migrated::Refused(why);
         }
         let rollback = match ask {
             MigrationAsk::Run => false,
             MigrationAsk::Rollback => true,
             MigrationAsk::Approve => matches!(
-                migration::awaiting(&plan),
-                Ok(Some(Awaiting::ManualChange {
+                self.session.recorded().and_then(|r| r.awaiting),
+                Some(Awaiting::ManualChange {
                     step: ManualStep::Rollback
-                }))
+                })
             ),
         };
         let lines = Mutex::new(Vec::new());
+        let (session, notifier) = (&mut self.session, &mut self.notifier);
         let outcome = std::thread::scope(|scope| {
             let worker = scope.spawn(|| {
+                let store: &mut dyn RecordStore = session;
                 let mut say = |line: String| {
                     info!("{line}");
                     lines.lock().expect("no panics holding it").push(line);
                 };
                 match ask {
-                    MigrationAsk::Run => migration::run(&plan, Utc::now, false, &mut say),
-                    MigrationAsk::Rollback => migration::rollback(&plan, Utc::now, false, &mut say),
-                    MigrationAsk::Approve if rollback => {
-                        migration::rollback(&plan, Utc::now, true, &mut say)
+                    MigrationAsk::Run => migration::run(&plan, store, Utc::now, false, &mut say),
+                    MigrationAsk::Rollback => {
+                        migration::rollback(&plan, store, Utc::now, false, &mut say)
                     }
-                    MigrationAsk::Approve => migration::run(&plan, Utc::now, true, &mut say),
+                    MigrationAsk::Approve if rollback => {
+                        migration::rollback(&plan, store, Utc::now, true, &mut say)
+                    }
+                    MigrationAsk::Approve => migration::run(&plan, store, Utc::now, true, &mut say),
                 }
             });
             while !worker.is_finished() {
-                self.notifier.ping_if_due();
+                notifier.ping_if_due();
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             worker.join().expect("the migration thread does not panic")
@@ -418,7 +451,7 @@ impl Daemon {
 
     /// When the migration continues on its own, retries spaced out.
     fn migration_due(&self) -> Option<DateTime<Utc>> {
-        let due = migration::due(self.session.plan())?;
+        let due = migration::due(self.session.plan(), self.session.recorded())?;
         Some(self.migration_retry_at.map_or(due, |retry| retry.max(due)))
     }
 
@@ -474,13 +507,18 @@ impl Daemon {
     /// The metrics snapshot and systemd's status line, from the last observation.
     fn publish_status(&mut self) {
         let status = self.session.status(Utc::now());
-        if let Some(status) = &status {
-            self.notifier.status(&status_line(status));
+        match (&self.halted, &status) {
+            // What systemd shows says why nothing happens until someone acts.
+            (Some(failure), _) => self.notifier.status(&halted_line(failure)),
+            (None, Some(status)) => self.notifier.status(&status_line(status)),
+            (None, None) => {}
         }
         let mut snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
         *snapshot = Snapshot {
             status,
             errors: self.errors.clone(),
+            canaries: crate::canary::record::read(&self.session.plan().state_dir).targets,
+            state_refused: None,
         };
     }
 }

@@ -23,6 +23,13 @@ pub fn status_line(status: &Status) -> String {
     one_line(&shorten_kids(&line))
 }
 
+/// After a failure that needs a person: nothing is retried until SIGHUP or a request.
+pub fn halted_line(failure: &str) -> String {
+    one_line(&format!(
+        "stopped until fixed (then systemctl reload keyrot): {failure}"
+    ))
+}
+
 /// While steps are being taken: the phase they belong to.
 pub fn acting_line(phase: Option<Phase>) -> String {
     match phase {
@@ -42,6 +49,14 @@ mod tests {
     use super::*;
     use crate::decision::Gate;
     use crate::status::{BlockedStatus, RotationStatus};
+
+    #[test]
+    fn a_failure_that_needs_a_person_reads_as_one_line_saying_how_to_go_on() {
+        let line = halted_line("/etc/kubernetes/pki/sa.pub: line 1: not a key\n  more");
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.starts_with("stopped until fixed (then systemctl reload keyrot): "));
+        assert!(line.contains("sa.pub: line 1"), "{line}");
+    }
 
     #[test]
     fn names_the_rotation_phase_gate_and_time() {

@@ -119,6 +119,8 @@ pub enum Gate {
     TargetsServeKeys,
     /// Caches that held the old JWKS have expired.
     PublishSettle,
+    /// Every relying party with a canary accepted a token signed by the new key.
+    RelyingPartiesAccept,
     /// New tokens carry the new key's kid.
     NewKeySigns,
     /// Tokens of the old key may still be in use.
@@ -130,13 +132,14 @@ pub enum Gate {
 }
 
 impl Gate {
-    pub const ALL: [Gate; 10] = [
+    pub const ALL: [Gate; 11] = [
         Gate::ClusterKeys,
         Gate::Approval,
         Gate::Backoff,
         Gate::ApiserverServesBundle,
         Gate::TargetsServeKeys,
         Gate::PublishSettle,
+        Gate::RelyingPartiesAccept,
         Gate::NewKeySigns,
         Gate::RetireAfter,
         Gate::Schedule,
@@ -151,6 +154,7 @@ impl Gate {
             Gate::ApiserverServesBundle => "apiserver-serves-bundle",
             Gate::TargetsServeKeys => "targets-serve-keys",
             Gate::PublishSettle => "publish-settle",
+            Gate::RelyingPartiesAccept => "relying-parties-accept",
             Gate::NewKeySigns => "new-key-signs",
             Gate::RetireAfter => "retire-after",
             Gate::Schedule => "schedule",

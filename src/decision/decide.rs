@@ -7,6 +7,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::action::{Action, AdoptedKey, Decision, Gate};
+use super::canary::relying_parties_problem;
 use super::due::next_rotation_due;
 use super::observed::{Observed, Probed, TargetView};
 use super::{Phase, key_path_for_adopted, key_path_for_rotation};
@@ -146,9 +147,7 @@ fn on_trigger(
                     r.id, r.phase
                 ),
             }),
-            None if observed.issuer_migration.is_some() => {
-                refuse(observed.issuer_migration.clone().unwrap_or_default())
-            }
+            None if let Some(why) = migration_blocks(plan, state) => refuse(why),
             None => match observed.signing_kid() {
                 Some(old) => accept(
                     Action::StartRotation {
@@ -244,9 +243,15 @@ fn old_private_key_missing(state: &State, observed: &Observed, kid: &str) -> boo
     !recorded || observed.private_key(kid).is_none()
 }
 
+/// Why no rotation may start: the issuer migration in record, if it concerns the plan's issuer.
+fn migration_blocks(plan: &Plan, state: &State) -> Option<String> {
+    let record = state.issuer_migration.as_ref()?;
+    super::migration::blocks_rotation(plan, record)
+}
+
 fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> Decision {
-    if let Some(why) = &observed.issuer_migration {
-        return Decision::wait(Gate::IssuerMigration, why.clone(), None);
+    if let Some(why) = migration_blocks(plan, state) {
+        return Decision::wait(Gate::IssuerMigration, why, None);
     }
     let Some(schedule) = &plan.schedule else {
         return Decision::wait(
@@ -383,6 +388,15 @@ impl InRotation<'_> {
                 crate::describe::until(settled_at)
             );
             return Decision::wait(Gate::PublishSettle, reason, settled_at);
+        }
+        if let Some(reason) = relying_parties_problem(self.plan, self.observed, new)
+            && !self.forced(Gate::RelyingPartiesAccept)
+        {
+            // The canaries are first exchanged once caches settled: the attempt starts then.
+            let since = settled_at
+                .filter(|t| *t <= self.now)
+                .map_or(self.attempt_started(), |t| t.max(self.attempt_started()));
+            return self.closed_since(Gate::RelyingPartiesAccept, reason, since);
         }
         Decision::act(Action::EnterPhase {
             phase: Phase::Promote,
@@ -621,11 +635,14 @@ impl InRotation<'_> {
 
     /// A gate that is closed: look again soon, or count a failed attempt once it times out.
     fn closed(&self, gate: Gate, reason: String) -> Decision {
+        self.closed_since(gate, reason, self.attempt_started())
+    }
+
+    /// As [`Self::closed`], for a gate first looked at `since`.
+    fn closed_since(&self, gate: Gate, reason: String, since: DateTime<Utc>) -> Decision {
         let r = self.rotation;
         // Past the end of the calendar, the deadline never comes: the gate is only polled.
-        let deadline = self
-            .attempt_started()
-            .checked_add_signed(self.plan.timings.gate_timeout);
+        let deadline = since.checked_add_signed(self.plan.timings.gate_timeout);
         if deadline.is_some_and(|deadline| self.now >= deadline) {
             return Decision::act(Action::GateFailed {
                 gate,

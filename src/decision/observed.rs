@@ -33,6 +33,26 @@ pub struct TargetView {
     pub discovery: Probed<Option<Vec<u8>>>,
 }
 
+/// What a target's relying party said to the last canary token exchanged with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryResult {
+    /// The plan sets no canary for the target.
+    NotConfigured,
+    /// No canary was exchanged with it yet.
+    NotTried,
+    /// It exchanged a token signed by `kid` for credentials (discarded at once).
+    Accepted { kid: String },
+    /// It refused a token signed by `kid`, or could not be asked: `error` is its own text.
+    Refused { kid: String, error: String },
+}
+
+/// One target's canary result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryView {
+    pub target: String,
+    pub result: CanaryResult,
+}
+
 /// The world as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
@@ -54,9 +74,8 @@ pub struct Observed {
     /// The kid in the header of a freshly requested token.
     pub token_kid: Probed<String>,
     pub targets: Vec<TargetView>,
-    /// Why no rotation may start: an issuer migration is recorded for the plan's issuer
-    /// (`migration::blocks_rotation`); `None` when none is.
-    pub issuer_migration: Option<String>,
+    /// The last canary exchange with each target's relying party, in the plan's target order.
+    pub canaries: Vec<CanaryView>,
 }
 
 impl Observed {

@@ -76,7 +76,7 @@ pub fn gather(sources: &Sources) -> Observations {
             targets.push(TargetSeen {
                 name: target.name.clone(),
                 at: served.at,
-                kids: served.kids,
+                kids: served.kids.map_err(|e| e.to_string()),
             });
         }
         for url in &sources.public_urls {
@@ -145,7 +145,7 @@ fn modified(path: &Path) -> Option<DateTime<Utc>> {
 fn apiserver(kubeconfig: &Path, process: Option<&ApiserverProcess>) -> ApiserverSeen {
     let name = kubeconfig.display().to_string();
     let started_at = match process {
-        Some(process) => process.started_at(),
+        Some(process) => process.started_at().map_err(|e| e.to_string()),
         None => Err("its start time is not visible from here".to_string()),
     };
     // Only the two documents are read: no token is requested, nothing is created.
@@ -168,7 +168,7 @@ fn apiserver(kubeconfig: &Path, process: Option<&ApiserverProcess>) -> Apiserver
     ApiserverSeen {
         name,
         jwks,
-        discovery: prober.discovery(),
+        discovery: prober.discovery().map_err(|e| e.to_string()),
         started_at,
     }
 }
@@ -188,7 +188,7 @@ fn public_read(issuer: &Issuer, url: Option<&str>, ca_file: Option<&Path>) -> Ta
         Err(why) => TargetSeen {
             at: name.clone(),
             name,
-            kids: Err(why),
+            kids: Err(why.to_string()),
         },
     }
 }

@@ -1,7 +1,8 @@
 //! When this node's kube-apiserver process started, read from /proc: it tells whether the
 //! apiserver can have read key files that changed since.
 
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -10,6 +11,21 @@ use crate::fs_read;
 /// The kernel's clock ticks in /proc/PID/stat: USER_HZ, 100 on every Linux architecture keyrot
 /// is built for.
 const TICKS_PER_SECOND: i64 = 100;
+
+/// Why a process's start time is unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
+    #[error("process {pid}: {error}")]
+    Stat { pid: u32, error: io::Error },
+    #[error("process {pid}: unreadable /proc stat")]
+    Unparsable { pid: u32 },
+    #[error("no {name} process on this node")]
+    None { name: String },
+    #[error("{count} {name} processes on this node: name one with --apiserver-process PID")]
+    Several { name: String, count: usize },
+}
 
 /// Which process is kube-apiserver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,23 +45,29 @@ impl ApiserverProcess {
     }
 
     /// When the process started, or why that is unknown.
-    pub fn started_at(&self) -> Result<DateTime<Utc>, String> {
+    pub fn started_at(&self) -> Result<DateTime<Utc>, ProcessError> {
         let pid = match self {
             ApiserverProcess::Pid(pid) => *pid,
             ApiserverProcess::Named(name) => find(name)?,
         };
         let proc = Path::new("/proc");
         let stat = fs_read::read_to_string(proc.join(pid.to_string()).join("stat"))
-            .map_err(|e| format!("process {pid}: {e}"))?;
-        let boot =
-            fs_read::read_to_string(proc.join("stat")).map_err(|e| format!("/proc/stat: {e}"))?;
-        start_time(&stat, &boot).ok_or_else(|| format!("process {pid}: unreadable /proc stat"))
+            .map_err(|error| ProcessError::Stat { pid, error })?;
+        let boot_path = proc.join("stat");
+        let boot = fs_read::read_to_string(&boot_path).map_err(|error| ProcessError::Read {
+            path: boot_path.clone(),
+            error,
+        })?;
+        start_time(&stat, &boot).ok_or(ProcessError::Unparsable { pid })
     }
 }
 
 /// The PID of the only process running `name`.
-fn find(name: &str) -> Result<u32, String> {
-    let entries = std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))?;
+fn find(name: &str) -> Result<u32, ProcessError> {
+    let entries = std::fs::read_dir("/proc").map_err(|error| ProcessError::Read {
+        path: PathBuf::from("/proc"),
+        error,
+    })?;
     let found: Vec<u32> = entries
         .flatten()
         .filter_map(|entry| {
@@ -58,11 +80,13 @@ fn find(name: &str) -> Result<u32, String> {
         .collect();
     match found.as_slice() {
         [pid] => Ok(*pid),
-        [] => Err(format!("no {name} process on this node")),
-        _ => Err(format!(
-            "{} {name} processes on this node: name one with --apiserver-process PID",
-            found.len()
-        )),
+        [] => Err(ProcessError::None {
+            name: name.to_string(),
+        }),
+        _ => Err(ProcessError::Several {
+            name: name.to_string(),
+            count: found.len(),
+        }),
     }
 }
 

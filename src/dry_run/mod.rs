@@ -100,13 +100,37 @@ pub fn simulate(
     let mut state = state.cloned().unwrap_or_default();
     let mut now = at;
     let mut triggered = false;
+    let mut shown_canaries: Option<String> = None;
     for _ in 0..MAX_STEPS {
+        if let Some(kid) = crate::decision::canary_due(plan, &state, now) {
+            // Each exchange is a step of its own, shown once per key: the gate passes at once
+            // in the simulation, whose relying parties accept any key their target serves.
+            if shown_canaries.as_deref() != Some(kid) {
+                let phase = state.rotation.as_ref().map(|r| r.phase);
+                for target in &plan.targets {
+                    if let Some(canary) = &target.canary {
+                        let step = StepKind::Action {
+                            action: "exchange-canary".to_string(),
+                            description: crate::describe::describe_canary(
+                                &target.name,
+                                canary,
+                                kid,
+                            ),
+                            changes: false,
+                        };
+                        run.push(now, phase, step);
+                    }
+                }
+                shown_canaries = Some(kid.to_string());
+            }
+            world.exchange_canaries(kid);
+        }
         let decision = decide(plan, &state, &world.observe(), now);
         let phase = state.rotation.as_ref().map(|r| r.phase);
         if !decision.actions.is_empty() {
             for action in &decision.actions {
                 if let Err(why) = world.perform(action) {
-                    run.blocked = Some(why);
+                    run.blocked = Some(why.to_string());
                     return run.finish(&world);
                 }
                 apply(&mut state, plan, action, now);

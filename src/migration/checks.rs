@@ -54,7 +54,8 @@ pub fn documents(migration: &Migration) -> Result<(), String> {
         url: None,
         ca_file: migration.section.public_ca_file.clone(),
     };
-    let view = block_on(public::read_public(issuer, &reach, jwks_content_type))?;
+    let view = block_on(public::read_public(issuer, &reach, jwks_content_type))
+        .map_err(|e| e.to_string())?;
     if view.kids != migration.kids {
         return Err(format!(
             "{} lists [{}], the key files [{}]",

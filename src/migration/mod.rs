@@ -1,13 +1,15 @@
 //! `keyrot migrate-issuer`: the five steps of an issuer migration, each verified before the next.
 //!
-//! 1. publish the new issuer's discovery document and the JWKS of the current keys to every
-//!    target; 2. read them back anonymously at the new issuer URL; 3. change kube-apiserver's
-//!    flags (new issuer first, old kept) and restart it; 4. check the apiserver's discovery
-//!    document and a fresh token name the new issuer; 5. after the grace period, if the plan says
-//!    so, drop the old issuer, restart, check again. The first failure stops the run and nothing
-//!    after it is changed. Each finished step is recorded (`record`), so running the command
-//!    again continues where it stopped; every step is idempotent. A step that needs a person (a
-//!    manual flag change) waits for `keyrot approve`; `rollback` puts the flags back.
+//! Which step comes next is the decision core's (`decision::migration`, pure, with scenario
+//! tests); this module carries the steps out through [`MigrationEffects`]: 1. publish the new
+//! issuer's discovery document and the JWKS of the current keys to every target; 2. read them
+//! back anonymously at the new issuer URL; 3. change kube-apiserver's flags (new issuer first,
+//! old kept) and restart it; 4. check the apiserver's discovery document and a fresh token name
+//! the new issuer; 5. after the grace period, if the plan says so, drop the old issuer, restart,
+//! check again. The first failure stops the run and nothing after it is changed. Each finished
+//! step is recorded (`record`), so running the command again continues where it stopped; every
+//! step is idempotent. A step that needs a person (a manual flag change) waits for `keyrot
+//! approve`; `rollback` puts the flags back.
 
 mod checks;
 mod edit;
@@ -19,16 +21,19 @@ mod rollback;
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::adapters::publish::{Documents, publish_target, render_documents};
+use crate::decision::migration::{
+    self as steps, FlagChange, Issues, MigrationAction, MigrationDecision, MigrationWait,
+};
 use crate::issuer::{IssuerFlags, MigrationStep};
 use crate::keys::load_verification_keys;
 use crate::plan::{FlagSource, Issuer, IssuerMigration, Plan};
 use checks::Expected;
-use record::{Awaiting, ManualStep, MigrationRecord};
+use record::{ManualStep, MigrationRecord, RecordStore};
 
-pub use interlock::{awaiting, blocks_rotation, due, refused_during_rotation};
+pub use interlock::{awaiting, due};
 pub use preview::dry_run;
 pub use rollback::{preview_rollback, rollback};
 
@@ -170,10 +175,10 @@ impl<'a> Migration<'a> {
         }
     }
 
-    /// The record of this migration; refused when it records another one.
-    fn record(&self) -> Result<MigrationRecord, StepError> {
-        let state_dir = &self.plan.state_dir;
-        match record::read(state_dir).map_err(|e| failed(0, e))? {
+    /// The record of this migration (`found`, as the store or the state file holds it); refused
+    /// when it records another one.
+    fn record_of(&self, found: Option<MigrationRecord>) -> Result<MigrationRecord, StepError> {
+        match found {
             Some(found)
                 if found.new_issuer != self.new_issuer().url
                     || found.old_issuer != self.old_issuer() =>
@@ -183,7 +188,7 @@ impl<'a> Migration<'a> {
                     format!(
                         "{} records a migration from {} to {}, not this plan's; finish or remove \
                          it first",
-                        record::path(state_dir).display(),
+                        record::path(&self.plan.state_dir).display(),
                         found.old_issuer,
                         found.new_issuer
                     ),
@@ -197,37 +202,55 @@ impl<'a> Migration<'a> {
         }
     }
 
-    fn save(&self, record: &MigrationRecord, step: u8) -> Result<(), StepError> {
-        record::write(&self.plan.state_dir, record).map_err(|e| failed(step, e))
+    /// The record as the state file holds it, read without the lock (the dry run).
+    fn record_read(&self) -> Result<MigrationRecord, StepError> {
+        let found = record::read(&self.plan.state_dir).map_err(|e| failed(0, e.to_string()))?;
+        self.record_of(found)
+    }
+
+    fn save(
+        &self,
+        store: &mut dyn RecordStore,
+        record: &MigrationRecord,
+        step: u8,
+    ) -> Result<(), StepError> {
+        store
+            .keep(Some(record.clone()))
+            .map_err(|e| failed(step, e.to_string()))
     }
 }
 
-/// Runs the steps not done yet, in order. The caller holds the state lock. With `approved`
+/// Runs the steps not done yet, in order, as the decision core names them
+/// ([`crate::decision::migration`]). The caller holds the state lock. With `approved`
 /// (`keyrot approve`), the step waiting for a person goes on. `say` gets one line per thing
 /// done.
 pub fn run(
     plan: &Plan,
+    store: &mut dyn RecordStore,
     now: impl Fn() -> DateTime<Utc>,
     approved: bool,
     say: &mut dyn FnMut(String),
 ) -> Result<Outcome, StepError> {
     let migration = Migration::new(plan)?;
-    let mut record = migration.record()?;
-    if record.rollback_started_at.is_some() {
-        return Err(failed(
-            0,
-            "this migration is being rolled back: finish with `keyrot migrate-issuer --rollback`",
-        ));
-    }
-    if approved && record.awaiting.is_none() {
-        return Err(failed(
-            0,
-            "nothing in the issuer migration waits for approval",
-        ));
-    }
-    let waits_for = |record: &MigrationRecord, step: ManualStep| {
-        record.awaiting == Some(Awaiting::ManualChange { step })
+    let mut effects = ClusterEffects {
+        migration: &migration,
     };
+    run_with(&migration, store, &mut effects, now, approved, say)
+}
+
+/// [`run`] through `effects`: what the steps do to the world.
+fn run_with(
+    migration: &Migration,
+    store: &mut dyn RecordStore,
+    effects: &mut dyn MigrationEffects,
+    now: impl Fn() -> DateTime<Utc>,
+    approved: bool,
+    say: &mut dyn FnMut(String),
+) -> Result<Outcome, StepError> {
+    let mut record = migration.record_of(store.recorded())?;
+    if let Some(why) = steps::refuse_migration_request(&record, approved) {
+        return Err(failed(0, why));
+    }
     let new_url = migration.new_issuer().url.clone();
     // Checked before anything is published: a plan naming another issuer than the cluster's
     // would migrate from the wrong one.
@@ -236,10 +259,97 @@ pub fn run(
     {
         edit::check_current_issuer(path, file, migration.old_issuer(), &new_url)?;
     }
+    // Only step 5 needs it, and only there may reading it fail the migration.
+    let grace = match migration.section.drop_old_issuer {
+        true => Some(grace::for_section(migration.section)),
+        false => None,
+    };
+    loop {
+        let grace_period = match &grace {
+            Some(Ok(g)) => g.period,
+            _ => TimeDelta::MAX,
+        };
+        let decision =
+            steps::next_migration_step(migration.section, &record, approved, grace_period, now());
+        let action = match decision {
+            MigrationDecision::Act(action) => action,
+            MigrationDecision::Done { old_issuer_kept } => {
+                if old_issuer_kept {
+                    say(format!(
+                        "step 5: skipped: {} stays accepted (dropOldIssuer: false)",
+                        migration.old_issuer()
+                    ));
+                }
+                return Ok(Outcome::Done);
+            }
+            MigrationDecision::Refused { step, why } => return Err(failed(step, why)),
+            MigrationDecision::Wait {
+                why: MigrationWait::EveryApiserverAccepts,
+                ..
+            } => {
+                return Ok(Outcome::Waiting(format!(
+                    "step 3 waits until every apiserver accepts {new_url} (acceptFirst): run \
+                     `keyrot migrate-issuer` on every other control-plane node until it stops \
+                     here too, then `keyrot approve` on each node in turn: it makes that \
+                     node's apiserver issue as {new_url}"
+                )));
+            }
+            MigrationDecision::Wait {
+                why: MigrationWait::Grace,
+                until,
+                ..
+            } => {
+                let grace = match grace.as_ref() {
+                    Some(Ok(g)) => g,
+                    Some(Err(e)) => return Err(failed(5, e.clone())),
+                    None => unreachable!("the core waits for a grace period only to drop"),
+                };
+                let when = match until {
+                    Some(due) => format!("again after {}", crate::describe::time(due)),
+                    None => "again once the grace period is shorter".to_string(),
+                };
+                return Ok(Outcome::Waiting(format!(
+                    "step 5 waits for the grace period ({}): run `keyrot migrate-issuer` {when} \
+                     to drop {}",
+                    grace.why,
+                    migration.old_issuer()
+                )));
+            }
+        };
+        if let Some(waiting) = perform(migration, effects, action, say)? {
+            steps::record_migration_step(&mut record, action, now());
+            migration.save(store, &record, steps::step_number(action))?;
+            return Ok(Outcome::Waiting(waiting));
+        }
+        steps::record_migration_step(&mut record, action, now());
+        migration.save(store, &record, steps::step_number(action))?;
+    }
+}
 
-    if record.published_at.is_none() {
-        let documents = migration.documents()?;
-        for target in &plan.targets {
+/// What the steps do to the world: the real targets, flag files, restarts and apiserver, or a
+/// test's stand-ins.
+trait MigrationEffects {
+    fn publish(&mut self, say: &mut dyn FnMut(String)) -> Result<(), StepError>;
+    fn check_documents(&mut self) -> Result<(), String>;
+    fn change_flags(
+        &mut self,
+        step: &MigrationStep,
+        number: u8,
+        say: &mut dyn FnMut(String),
+    ) -> Result<(), StepError>;
+    /// The apiserver issues as `issues` (asked until gateTimeout: it may be restarting).
+    fn check_cluster(&mut self, issues: Issues, number: u8) -> Result<(), StepError>;
+}
+
+struct ClusterEffects<'a> {
+    migration: &'a Migration<'a>,
+}
+
+impl MigrationEffects for ClusterEffects<'_> {
+    fn publish(&mut self, say: &mut dyn FnMut(String)) -> Result<(), StepError> {
+        let documents = self.migration.documents()?;
+        let new_url = &self.migration.new_issuer().url;
+        for target in &self.migration.plan.targets {
             publish_target(target, &documents)
                 .map_err(|e| failed(1, format!("target {}: {e}", target.name)))?;
             say(format!(
@@ -247,113 +357,118 @@ pub fn run(
                 target.name
             ));
         }
-        record.published_at = Some(now());
-        migration.save(&record, 1)?;
+        Ok(())
     }
-    if record.verified_at.is_none() {
-        checks::documents(&migration).map_err(|e| failed(2, e))?;
-        say(format!(
-            "step 2: {new_url} serves the discovery document and the JWKS [{}] anonymously",
-            migration.kids.join(", ")
-        ));
-        record.verified_at = Some(now());
-        migration.save(&record, 2)?;
+
+    fn check_documents(&mut self) -> Result<(), String> {
+        checks::documents(self.migration)
     }
-    if migration.section.accept_first && record.accepted_at.is_none() {
-        if let Some(waiting) = accept_everywhere(&migration, &mut record, approved, say)? {
-            return Ok(Outcome::Waiting(waiting));
-        }
-        record.accepted_at = Some(now());
-        record.awaiting = None;
-        migration.save(&record, 3)?;
-    }
-    if record.flags_changed_at.is_none() {
-        match &migration.section.flags {
-            FlagSource::File { path, file } => {
-                edit::change_flags(plan, path, file, &migration.add_step(), 3, say)?;
-            }
-            FlagSource::Manual if approved && waits_for(&record, ManualStep::Add) => {
-                checks::cluster(plan, migration.expect_new(), 3).map_err(not_made)?;
-                say(format!(
-                    "step 3: approved: the apiserver issues as {new_url}"
-                ));
-            }
-            FlagSource::Manual => {
-                let steps = migration.steps_to_add();
-                let (add, done) = steps.split_last().expect("the add step is last");
-                let change = edit::manual_change(&migration.assumed_flags(), done, add, 3)?;
-                record.awaiting = Some(Awaiting::ManualChange {
-                    step: ManualStep::Add,
-                });
-                migration.save(&record, 3)?;
-                return Ok(Outcome::Waiting(change.render_then(APPROVE)));
-            }
-        }
-        record.flags_changed_at = Some(now());
-        record.awaiting = None;
-        migration.save(&record, 3)?;
-    }
-    if record.cluster_verified_at.is_none() {
-        checks::cluster(plan, migration.expect_new(), 4)?;
-        say(format!(
-            "step 4: the apiserver's discovery document and a new token name {new_url}"
-        ));
-        record.cluster_verified_at = Some(now());
-        migration.save(&record, 4)?;
-    }
-    if !migration.section.drop_old_issuer {
-        say(format!(
-            "step 5: skipped: {} stays accepted (dropOldIssuer: false)",
-            migration.old_issuer()
-        ));
-        return Ok(Outcome::Done);
-    }
-    if record.old_issuer_dropped_at.is_some() {
-        return Ok(Outcome::Done);
-    }
-    let grace = grace::for_section(migration.section).map_err(|e| failed(5, e))?;
-    let changed = record.flags_changed_at.expect("step 3 recorded above");
-    // A grace period that ends past the end of the calendar never ends.
-    let due = changed.checked_add_signed(grace.period);
-    if due.is_none_or(|due| now() < due) {
-        let when = match due {
-            Some(due) => format!("again after {}", crate::describe::time(due)),
-            None => "again once the grace period is shorter".to_string(),
+
+    fn change_flags(
+        &mut self,
+        step: &MigrationStep,
+        number: u8,
+        say: &mut dyn FnMut(String),
+    ) -> Result<(), StepError> {
+        let FlagSource::File { path, file } = &self.migration.section.flags else {
+            unreachable!("the core changes flags only where an editor can");
         };
-        return Ok(Outcome::Waiting(format!(
-            "step 5 waits for the grace period ({}): run `keyrot migrate-issuer` {when} to drop {}",
-            grace.why,
-            migration.old_issuer()
-        )));
+        edit::change_flags(self.migration.plan, path, file, step, number, say)
     }
-    match &migration.section.flags {
-        FlagSource::File { path, file } => {
-            edit::change_flags(plan, path, file, &migration.drop_step(), 5, say)?;
-            checks::cluster(plan, migration.expect_new(), 5)?;
+
+    fn check_cluster(&mut self, issues: Issues, number: u8) -> Result<(), StepError> {
+        let expected = match issues {
+            Issues::Old => self.migration.expect_old(),
+            Issues::New => self.migration.expect_new(),
+        };
+        checks::cluster(self.migration.plan, expected, number)
+    }
+}
+
+/// Carries out one step; `Some(text)`: it asked a person for something, and the run stops.
+fn perform(
+    migration: &Migration,
+    effects: &mut dyn MigrationEffects,
+    action: MigrationAction,
+    say: &mut dyn FnMut(String),
+) -> Result<Option<String>, StepError> {
+    let new_url = &migration.new_issuer().url;
+    let old_url = migration.old_issuer();
+    match action {
+        MigrationAction::Publish => effects.publish(say)?,
+        MigrationAction::CheckDocuments => {
+            effects.check_documents().map_err(|e| failed(2, e))?;
+            say(format!(
+                "step 2: {new_url} serves the discovery document and the JWKS [{}] anonymously",
+                migration.kids.join(", ")
+            ));
         }
-        FlagSource::Manual if approved && waits_for(&record, ManualStep::Drop) => {
-            checks::cluster(plan, migration.expect_new(), 5)?;
-            say("step 5: approved: the apiserver still issues tokens it accepts".to_string());
+        MigrationAction::ChangeFlags { change, then_check } => {
+            let (step, number) = match change {
+                FlagChange::Accept => (migration.accept_step(), 3),
+                FlagChange::Add => (migration.add_step(), 3),
+                FlagChange::Drop => (migration.drop_step(), 5),
+            };
+            effects.change_flags(&step, number, say)?;
+            if let Some(issues) = then_check {
+                effects.check_cluster(issues, number)?;
+            }
+            match change {
+                FlagChange::Accept => say(format!(
+                    "step 3: this apiserver accepts {new_url} and still issues as {old_url}"
+                )),
+                FlagChange::Add => {}
+                FlagChange::Drop => say(format!("step 5: {old_url} dropped")),
+            }
         }
-        FlagSource::Manual => {
-            let change = edit::manual_change(
-                &migration.assumed_flags(),
-                &migration.steps_to_add(),
-                &migration.drop_step(),
-                5,
-            )?;
-            record.awaiting = Some(Awaiting::ManualChange {
-                step: ManualStep::Drop,
+        MigrationAction::RecordAcceptedEverywhere => {
+            say(format!(
+                "step 3: approved: every apiserver accepts {new_url}"
+            ));
+        }
+        MigrationAction::CheckApproved { step, issues } => {
+            let number = steps::step_number(action);
+            effects.check_cluster(issues, number).map_err(not_made)?;
+            say(match step {
+                ManualStep::Accept => format!(
+                    "step 3: approved: every apiserver accepts {new_url}, this one still issues \
+                     as {old_url}"
+                ),
+                ManualStep::Add => format!("step 3: approved: the apiserver issues as {new_url}"),
+                ManualStep::Drop | ManualStep::Rollback => {
+                    "step 5: approved: the apiserver still issues tokens it accepts".to_string()
+                }
             });
-            migration.save(&record, 5)?;
-            return Ok(Outcome::Waiting(change.render_then(APPROVE)));
+        }
+        MigrationAction::CheckCluster => {
+            effects.check_cluster(Issues::New, 4)?;
+            say(format!(
+                "step 4: the apiserver's discovery document and a new token name {new_url}"
+            ));
+        }
+        MigrationAction::AskPerson(step) => {
+            let number = steps::step_number(action);
+            let assumed = migration.assumed_flags();
+            let change = match step {
+                ManualStep::Accept => {
+                    edit::manual_change(&assumed, &[], &migration.accept_step(), number)?
+                }
+                ManualStep::Add => {
+                    let steps = migration.steps_to_add();
+                    let (add, done) = steps.split_last().expect("the add step is last");
+                    edit::manual_change(&assumed, done, add, number)?
+                }
+                ManualStep::Drop | ManualStep::Rollback => edit::manual_change(
+                    &assumed,
+                    &migration.steps_to_add(),
+                    &migration.drop_step(),
+                    number,
+                )?,
+            };
+            return Ok(Some(change.render_then(APPROVE)));
         }
     }
-    say(format!("step 5: {} dropped", migration.old_issuer()));
-    record.old_issuer_dropped_at = Some(now());
-    record.awaiting = None;
-    migration.save(&record, 5)?;
-    Ok(Outcome::Done)
+    Ok(None)
 }
 
 /// The approval of a manual change the apiserver does not show.
@@ -368,64 +483,139 @@ fn not_made(error: StepError) -> StepError {
     )
 }
 
-/// Step 3 on a control plane with several apiservers (`acceptFirst`): this node's apiserver
-/// accepts the new issuer and still issues with the old one; then the migration waits until a
-/// person approves that every apiserver does, so that no apiserver ever rejects a token another
-/// one issued. `Some(text)`: waiting, and what for.
-fn accept_everywhere(
-    migration: &Migration,
-    record: &mut MigrationRecord,
-    approved: bool,
-    say: &mut dyn FnMut(String),
-) -> Result<Option<String>, StepError> {
-    let plan = migration.plan;
-    let new_url = &migration.new_issuer().url;
-    let old_url = migration.old_issuer();
-    match &migration.section.flags {
-        FlagSource::File { path, file } => {
-            if record.awaiting != Some(Awaiting::AcceptEverywhere) {
-                edit::change_flags(plan, path, file, &migration.accept_step(), 3, say)?;
-                checks::cluster(plan, migration.expect_old(), 3)?;
-                say(format!(
-                    "step 3: this apiserver accepts {new_url} and still issues as {old_url}"
-                ));
-                record.awaiting = Some(Awaiting::AcceptEverywhere);
-                migration.save(record, 3)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{GenerateSpec, SigningKey};
+
+    /// Stand-ins for the world that count what was done and fail where told to.
+    #[derive(Default)]
+    struct Fake {
+        done: Vec<String>,
+        fail: Option<&'static str>,
+    }
+
+    impl Fake {
+        fn did(&mut self, what: &'static str, step: u8) -> Result<(), StepError> {
+            if self.fail == Some(what) {
+                return Err(failed(step, format!("{what} failed")));
             }
-            if !approved {
-                return Ok(Some(format!(
-                    "step 3 waits until every apiserver accepts {new_url} (acceptFirst): run \
-                     `keyrot migrate-issuer` on every other control-plane node until it stops \
-                     here too, then `keyrot approve` on each node in turn: it makes that \
-                     node's apiserver issue as {new_url}"
-                )));
-            }
-            say(format!(
-                "step 3: approved: every apiserver accepts {new_url}"
-            ));
-        }
-        FlagSource::Manual
-            if approved
-                && record.awaiting
-                    == Some(Awaiting::ManualChange {
-                        step: ManualStep::Accept,
-                    }) =>
-        {
-            checks::cluster(plan, migration.expect_old(), 3).map_err(not_made)?;
-            say(format!(
-                "step 3: approved: every apiserver accepts {new_url}, this one still issues as \
-                 {old_url}"
-            ));
-        }
-        FlagSource::Manual => {
-            let change =
-                edit::manual_change(&migration.assumed_flags(), &[], &migration.accept_step(), 3)?;
-            record.awaiting = Some(Awaiting::ManualChange {
-                step: ManualStep::Accept,
-            });
-            migration.save(record, 3)?;
-            return Ok(Some(change.render_then(APPROVE)));
+            self.done.push(what.to_string());
+            Ok(())
         }
     }
-    Ok(None)
+
+    impl MigrationEffects for Fake {
+        fn publish(&mut self, _: &mut dyn FnMut(String)) -> Result<(), StepError> {
+            self.did("publish", 1)
+        }
+        fn check_documents(&mut self) -> Result<(), String> {
+            self.did("documents", 2).map_err(|e| e.message)
+        }
+        fn change_flags(
+            &mut self,
+            step: &MigrationStep,
+            number: u8,
+            _: &mut dyn FnMut(String),
+        ) -> Result<(), StepError> {
+            self.did(step.tag(), number)
+        }
+        fn check_cluster(&mut self, issues: Issues, number: u8) -> Result<(), StepError> {
+            self.did(
+                match issues {
+                    Issues::Old => "issues-old",
+                    Issues::New => "issues-new",
+                },
+                number,
+            )
+        }
+    }
+
+    /// The record kept in memory, as the state would keep it.
+    #[derive(Default)]
+    struct Memory(Option<MigrationRecord>);
+
+    impl RecordStore for Memory {
+        fn recorded(&self) -> Option<MigrationRecord> {
+            self.0.clone()
+        }
+        fn keep(
+            &mut self,
+            record: Option<MigrationRecord>,
+        ) -> Result<(), crate::state::StateError> {
+            self.0 = record;
+            Ok(())
+        }
+    }
+
+    /// A plan whose migration edits no real file (manual flags), with a key file in `dir`.
+    fn plan(dir: &std::path::Path) -> Plan {
+        let key = SigningKey::generate(GenerateSpec::P256).unwrap();
+        std::fs::write(dir.join("sa.pub"), key.public().to_spki_pem()).unwrap();
+        let text = format!(
+            "cluster: c\nflavour: custom\ntestPlan: true\nstateDir: {d}/state\n\
+             privateKeyDir: {d}/keys\n\
+             apiserver:\n  verificationKeyFile: {d}/sa.pub\n  signingKeyFile: {d}/sa.key\n  \
+             restart: none\nprobe: none\nissuer: {{ url: \"https://old.example\" }}\n\
+             targets: [{{ name: web, localDirectory: {d}/www }}]\n\
+             issuerMigration: {{ newIssuer: \"https://new.example\", flags: manual }}\n",
+            d = dir.display()
+        );
+        std::fs::create_dir(dir.join("state")).unwrap();
+        crate::plan::parse(&dir.join("plan.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn a_failed_step_stops_the_run_and_the_next_run_starts_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan(dir.path());
+        let migration = Migration::new(&plan).unwrap();
+        let mut store = Memory::default();
+        let now = || DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut fake = Fake {
+            fail: Some("documents"),
+            ..Fake::default()
+        };
+        let error =
+            run_with(&migration, &mut store, &mut fake, now, false, &mut |_| {}).unwrap_err();
+        assert_eq!(
+            (error.step, error.message.as_str()),
+            (2, "documents failed")
+        );
+        assert_eq!(fake.done, ["publish"], "nothing after the failed step");
+        let record = store.0.clone().unwrap();
+        assert!(record.published_at.is_some() && record.verified_at.is_none());
+
+        // Again, with the documents served: publishing is not repeated, and the manual add
+        // change is asked for.
+        let mut fake = Fake::default();
+        let outcome = run_with(&migration, &mut store, &mut fake, now, false, &mut |_| {}).unwrap();
+        assert_eq!(fake.done, ["documents"]);
+        let Outcome::Waiting(text) = outcome else {
+            panic!("waits for a person: {outcome:?}")
+        };
+        assert!(text.contains("https://new.example"), "{text}");
+        assert!(text.contains("keyrot approve"), "{text}");
+
+        // Approved, but the apiserver does not show the change: refused, nothing recorded.
+        let mut fake = Fake {
+            fail: Some("issues-new"),
+            ..Fake::default()
+        };
+        let error =
+            run_with(&migration, &mut store, &mut fake, now, true, &mut |_| {}).unwrap_err();
+        assert!(
+            error.message.starts_with("approved, but"),
+            "{}",
+            error.message
+        );
+        assert_eq!(store.0.clone().unwrap().flags_changed_at, None);
+
+        // Approved and shown: recorded, then the cluster check, and done (the old issuer stays).
+        let mut fake = Fake::default();
+        let outcome = run_with(&migration, &mut store, &mut fake, now, true, &mut |_| {}).unwrap();
+        assert_eq!(outcome, Outcome::Done);
+        assert_eq!(fake.done, ["issues-new", "issues-new"]);
+        assert!(store.0.clone().unwrap().cluster_verified_at.is_some());
+    }
 }

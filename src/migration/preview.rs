@@ -9,7 +9,7 @@ use crate::targets::public;
 /// What `--dry-run` prints: the documents, what each target would get, the flag changes.
 pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
     let migration = Migration::new(plan)?;
-    let recorded = migration.record()?;
+    let recorded = migration.record_read()?;
     if recorded.old_issuer_dropped_at.is_some() {
         return Ok(format!(
             "the migration is done ({}): set issuer.url to {} and remove issuerMigration\n",

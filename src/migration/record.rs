@@ -1,17 +1,17 @@
-//! The record of an issuer migration's steps: which are done and when, in the state directory.
+//! The record of an issuer migration's steps: which are done and when, kept in the state file.
 //!
-//! Written atomically, and only by a keyrot holding the state lock, so a migration stopped at
-//! any point (a failure, a crash, a grace period) continues where it stopped when run again.
+//! Saved with the rest of the state, atomically and only by a keyrot holding the state lock, so
+//! a migration stopped at any point (a failure, a crash, a grace period) continues where it
+//! stopped when run again. Releases before state format 2 kept it in `issuer-migration.json`
+//! beside the state file; the state store reads that file and retires it on the first locked
+//! open.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::{self, Existing};
-
-/// The file under the state directory.
-pub const FILE_NAME: &str = "issuer-migration.json";
+use crate::state::{StateError, StateStore};
 
 /// When each step was done; `None`: not yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,38 +129,24 @@ impl MigrationRecord {
     }
 }
 
+/// The file the record is kept in: the state file.
 pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join(FILE_NAME)
+    StateStore::new(state_dir).state_path()
 }
 
-/// The record, or `None` when no migration was started.
-pub fn read(state_dir: &Path) -> Result<Option<MigrationRecord>, String> {
-    let path = path(state_dir);
-    match crate::fs_read::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
+/// Where the record lives for a run that changes it: the state, under the lock.
+pub trait RecordStore {
+    fn recorded(&self) -> Option<MigrationRecord>;
+    /// Saves `record` (`None`: the migration is over, as after a rollback).
+    fn keep(&mut self, record: Option<MigrationRecord>) -> Result<(), StateError>;
 }
 
-/// Removes the record (a rollback finished); a missing one is fine.
-pub fn remove(state_dir: &Path) -> Result<(), String> {
-    let path = path(state_dir);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-/// Replaces the record atomically (0600). The caller holds the state lock.
-pub fn write(state_dir: &Path, progress: &MigrationRecord) -> Result<(), String> {
-    let mut json = serde_json::to_string_pretty(progress).map_err(|e| e.to_string())?;
-    json.push('\n');
-    atomic_file::write(&path(state_dir), json.as_bytes(), 0o600, Existing::Replace)
-        .map_err(|e| e.to_string())
+/// The record as it stands, read without the lock (the dry run, `status`, `keyrot approve`
+/// choosing what it approves).
+pub fn read(state_dir: &Path) -> Result<Option<MigrationRecord>, StateError> {
+    Ok(StateStore::new(state_dir)
+        .read()?
+        .and_then(|state| state.issuer_migration))
 }
 
 #[cfg(test)]
@@ -168,21 +154,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_written_record_reads_back_and_a_missing_one_is_none() {
+    fn a_record_of_a_release_before_format_2_reads_and_a_broken_one_is_named() {
+        use crate::state::LEGACY_MIGRATION_FILE;
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
-        let mut progress = MigrationRecord::new("https://old.example", "https://new.example");
-        progress.published_at = Some(DateTime::from_timestamp(1_800_000_000, 0).unwrap());
-        progress.awaiting = Some(Awaiting::ManualChange {
+        let mut record = MigrationRecord::new("https://old.example", "https://new.example");
+        record.published_at = Some(DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+        record.awaiting = Some(Awaiting::ManualChange {
             step: ManualStep::Add,
         });
-        write(dir.path(), &progress).unwrap();
-        assert_eq!(read(dir.path()).unwrap(), Some(progress));
-        remove(dir.path()).unwrap();
-        assert_eq!(read(dir.path()).unwrap(), None);
-        remove(dir.path()).unwrap();
-        std::fs::write(path(dir.path()), "{").unwrap();
-        assert!(read(dir.path()).unwrap_err().contains(FILE_NAME));
+        let legacy = dir.path().join(LEGACY_MIGRATION_FILE);
+        std::fs::write(&legacy, serde_json::to_string_pretty(&record).unwrap()).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(record));
+        std::fs::write(&legacy, "{").unwrap();
+        let error = read(dir.path()).unwrap_err().to_string();
+        assert!(error.contains(LEGACY_MIGRATION_FILE), "{error}");
     }
 
     #[test]
@@ -191,7 +177,7 @@ mod tests {
         let old = r#"{"oldIssuer":"https://old.example","newIssuer":"https://new.example",
             "publishedAt":null,"verifiedAt":null,"flagsChangedAt":null,
             "clusterVerifiedAt":null,"oldIssuerDroppedAt":null}"#;
-        std::fs::write(path(dir.path()), old).unwrap();
+        std::fs::write(dir.path().join(crate::state::LEGACY_MIGRATION_FILE), old).unwrap();
         let read = read(dir.path()).unwrap().unwrap();
         assert_eq!(
             read,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use super::checks::{self, Expected};
-use super::record::{self, Awaiting, ManualStep, MigrationRecord};
+use super::record::{self, Awaiting, ManualStep, MigrationRecord, RecordStore};
 use super::{APPROVE, Migration, Outcome, ROLLBACK, StepError, edit, failed};
 use crate::issuer::{self, IssuerFlags, MigrationStep, RolledBack, diff};
 use crate::plan::{FlagSource, Plan};
@@ -20,7 +20,8 @@ use crate::plan::{FlagSource, Plan};
 /// What a rollback would do, for `--rollback --dry-run`. Writes nothing.
 pub fn preview_rollback(plan: &Plan) -> Result<String, StepError> {
     let migration = Migration::new(plan)?;
-    let Some(record) = recorded(&migration)? else {
+    let found = record::read(&plan.state_dir).map_err(|e| failed(ROLLBACK, e.to_string()))?;
+    let Some(record) = recorded(&migration, found)? else {
         return Ok(nothing_recorded(plan));
     };
     match &migration.section.flags {
@@ -48,12 +49,13 @@ pub fn preview_rollback(plan: &Plan) -> Result<String, StepError> {
 /// manual rollback the person made is checked and finished.
 pub fn rollback(
     plan: &Plan,
+    store: &mut dyn RecordStore,
     now: impl Fn() -> DateTime<Utc>,
     approved: bool,
     say: &mut dyn FnMut(String),
 ) -> Result<Outcome, StepError> {
     let migration = Migration::new(plan)?;
-    let Some(mut record) = recorded(&migration)? else {
+    let Some(mut record) = recorded(&migration, store.recorded())? else {
         return Err(failed(ROLLBACK, nothing_recorded(plan).trim_end()));
     };
     if record.rollback_started_at.is_none() && record.flags_changed_at.is_some() {
@@ -77,7 +79,7 @@ pub fn rollback(
             // A backup means the file was edited, even when a crash kept the step unrecorded.
             let restart = touched(&record) || original(&migration, path).is_some();
             record.rollback_started_at.get_or_insert_with(&now);
-            migration.save(&record, ROLLBACK)?;
+            migration.save(store, &record, ROLLBACK)?;
             restore_file(&migration, path, say)?;
             if restart {
                 edit::restart(plan, "rollback", ROLLBACK)?;
@@ -104,12 +106,14 @@ pub fn rollback(
                 record.awaiting = Some(Awaiting::ManualChange {
                     step: ManualStep::Rollback,
                 });
-                migration.save(&record, ROLLBACK)?;
+                migration.save(store, &record, ROLLBACK)?;
                 return Ok(Outcome::Waiting(text));
             }
         }
     }
-    record::remove(&plan.state_dir).map_err(|e| failed(ROLLBACK, e))?;
+    store
+        .keep(None)
+        .map_err(|e| failed(ROLLBACK, e.to_string()))?;
     say(format!(
         "rollback: done; the record is removed. The documents published for {} stay on the \
          targets: remove them by hand if nothing uses them",
@@ -118,11 +122,11 @@ pub fn rollback(
     Ok(Outcome::Done)
 }
 
-fn recorded(migration: &Migration) -> Result<Option<MigrationRecord>, StepError> {
-    record::read(&migration.plan.state_dir)
-        .map_err(|e| failed(ROLLBACK, e))?
-        .map(|_| migration.record())
-        .transpose()
+fn recorded(
+    migration: &Migration,
+    found: Option<MigrationRecord>,
+) -> Result<Option<MigrationRecord>, StepError> {
+    found.map(|f| migration.record_of(Some(f))).transpose()
 }
 
 fn nothing_recorded(plan: &Plan) -> String {

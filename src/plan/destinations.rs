@@ -439,7 +439,11 @@ fn public_url(
 
 /// `Some(None)` when not written. http only on this machine: credentials and documents would
 /// otherwise cross the network unprotected.
-fn endpoint(cx: &mut Context, at: &FieldPath, written: Option<&str>) -> Option<Option<String>> {
+pub(super) fn endpoint(
+    cx: &mut Context,
+    at: &FieldPath,
+    written: Option<&str>,
+) -> Option<Option<String>> {
     let Some(text) = written else {
         return Some(None);
     };

@@ -1,6 +1,7 @@
 //! A validated rotation plan: typed values only. YAML parsing lives in `raw` and `decode`, the checks
 //! that turn raw values into these types in `validate`, cluster defaults in `presets`.
 
+mod canary;
 mod checks;
 mod components;
 mod decode;
@@ -27,11 +28,12 @@ use chrono::TimeDelta;
 use crate::keys::GenerateSpec;
 use crate::phase::Phase;
 
+pub use canary::DEFAULT_CANARY_SUBJECT;
 pub use destinations::{GCP_IAM_ENDPOINT, is_loopback};
 pub use locate::{FieldPath, Position};
 pub use presets::CLUSTER_DOMAIN;
 pub use report::{PlanError, Problem};
-pub use schedule::Schedule;
+pub use schedule::{Schedule, ScheduleError};
 pub use validate::{load, parse};
 pub use values::{flavour_name, format_duration};
 
@@ -215,6 +217,47 @@ pub struct Target {
     pub kind: TargetKind,
     /// The `max-age` of the Cache-Control the documents are served with.
     pub cache_max_age: TimeDelta,
+    /// A relying party that must accept the new key before it signs; `None`: none is asked.
+    pub canary: Option<Canary>,
+}
+
+/// The canary token keyrot signs with a rotation's new key and exchanges at a relying party
+/// before promotion: proof that the party verifies the new key now, not a guess about its cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    pub relying_party: RelyingParty,
+    /// The token's `aud`: what the relying party's trust (role, provider, federated credential)
+    /// expects.
+    pub audience: String,
+    /// The token's `sub`: a subject the trust names, and no workload of the cluster has.
+    pub subject: String,
+}
+
+/// Where the canary token is exchanged; each endpoint is the API's base URL without a slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelyingParty {
+    /// AWS STS `AssumeRoleWithWebIdentity` for `role_arn`.
+    AwsSts { role_arn: String, endpoint: String },
+    /// GCP STS token exchange; `provider` is the pool provider's full resource name,
+    /// `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/X`.
+    GcpSts { provider: String, endpoint: String },
+    /// Entra ID client credentials with the token as the client assertion of `client_id`.
+    Entra {
+        tenant: String,
+        client_id: String,
+        endpoint: String,
+    },
+}
+
+impl RelyingParty {
+    /// The plan's word for it, as in `canary.kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RelyingParty::AwsSts { .. } => "aws-sts",
+            RelyingParty::GcpSts { .. } => "gcp-sts",
+            RelyingParty::Entra { .. } => "entra",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

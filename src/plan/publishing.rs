@@ -4,12 +4,12 @@ use std::collections::HashMap;
 
 use chrono::TimeDelta;
 
-use super::destinations;
 use super::locate::FieldPath;
 use super::presets;
 use super::raw::{RawIssuer, RawTarget};
 use super::values::{Context, format_duration};
 use super::{Issuer, Target};
+use super::{canary, destinations};
 use crate::documents::{default_jwks_uri, validate_issuer, validate_jwks_uri};
 
 pub fn issuer(cx: &mut Context, raw: Option<&RawIssuer>) -> Option<Issuer> {
@@ -102,10 +102,15 @@ fn target(
     };
     let cache_max_age = cache_max_age(cx, &at.key("cacheMaxAge"), written);
     let kind = destinations::kind(cx, at, written, test_plan, cache_max_age);
+    let canary = match &written.canary {
+        Some(raw) => Some(canary::canary(cx, &at.key("canary"), raw)?),
+        None => None,
+    };
     Some(Target {
         name: name?,
         kind: kind?,
         cache_max_age: cache_max_age?,
+        canary,
     })
 }
 

@@ -201,6 +201,27 @@ pub struct RawTarget {
     pub jwks_content_type: Option<String>,
     pub public_url: Option<String>,
     pub public_ca_file: Option<PathBuf>,
+    pub canary: Option<RawCanary>,
+}
+
+/// A relying party that must accept a token signed by the new key before it signs: one `kind`,
+/// the fields that kind uses (`validate` says which), and the token's audience and subject.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with kind and the relying party's fields"
+)]
+pub struct RawCanary {
+    pub kind: Option<String>,
+    pub role_arn: Option<String>,
+    pub region: Option<String>,
+    pub provider: Option<String>,
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    pub endpoint: Option<String>,
+    pub audience: Option<String>,
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

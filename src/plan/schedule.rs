@@ -23,12 +23,53 @@ impl fmt::Debug for Schedule {
     }
 }
 
+/// Why a schedule or time zone is refused; each quotes what the plan wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(
+        "{expression:?} has {count} fields: write 5 (minute hour day-of-month month \
+         day-of-week), or 6 or 7 with seconds first and a year last"
+    )]
+    FieldCount { expression: String, count: usize },
+    #[error(
+        "{expression:?} restricts both day-of-month and day-of-week, which crontab reads as \
+         either and keyrot as both: restrict only one"
+    )]
+    BothDayFields { expression: String },
+    #[error(
+        "{expression:?}: day-of-week numbers are ambiguous with a seconds field (crontab counts \
+         Sunday as 0, Quartz as 1): use names such as SUN or MON-FRI"
+    )]
+    NumberedDays { expression: String },
+    #[error("day-of-week step {step:?} is not a positive number")]
+    Step { step: String },
+    #[error("day-of-week {item:?}: a step needs a range or *")]
+    StepWithoutRange { item: String },
+    #[error("day-of-week range {range:?} runs backwards")]
+    Backwards { range: String },
+    #[error("day-of-week {number} is out of range: use 0-7 or SUN-SAT")]
+    DayOutOfRange { number: usize },
+    #[error("day-of-week {text:?} is not a day: use 0-7 or SUN-SAT")]
+    NotADay { text: String },
+    /// The cron crate's reason, when it gives one on a line of its own.
+    #[error(
+        "{expression:?} is not a valid cron expression{}",
+        reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+    )]
+    Cron {
+        expression: String,
+        reason: Option<String>,
+    },
+    #[error("unknown time zone {name:?}: use an IANA name such as Europe/Berlin or UTC")]
+    UnknownZone { name: String },
+}
+
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 impl Schedule {
     /// Accepts the 5-field crontab form (`0 3 * * SUN`, day-of-week 0 and 7 both Sunday), the
     /// 6- and 7-field forms with seconds first and an optional year last, and `@daily`-style names.
-    pub fn parse(expression: &str, timezone: Tz) -> Result<Schedule, String> {
+    pub fn parse(expression: &str, timezone: Tz) -> Result<Schedule, ScheduleError> {
         let cron_text = to_cron_syntax(expression.trim())?;
         let cron =
             cron::Schedule::from_str(&cron_text).map_err(|err| cron_message(expression, &err))?;
@@ -62,16 +103,16 @@ impl Schedule {
 }
 
 /// An IANA zone name such as `Europe/Berlin` or `UTC`.
-pub fn parse_timezone(name: &str) -> Result<Tz, String> {
-    Tz::from_str(name).map_err(|_| {
-        format!("unknown time zone {name:?}: use an IANA name such as Europe/Berlin or UTC")
+pub fn parse_timezone(name: &str) -> Result<Tz, ScheduleError> {
+    Tz::from_str(name).map_err(|_| ScheduleError::UnknownZone {
+        name: name.to_string(),
     })
 }
 
 /// The text the cron crate reads. It wants seconds first and numbers Sunday 1, while crontab
 /// numbers it 0 (and 7): 5-field lines get a seconds field and their days of the week spelled
 /// out as names, so `0 3 * * 0` means Sunday as every crontab user expects.
-fn to_cron_syntax(expression: &str) -> Result<String, String> {
+fn to_cron_syntax(expression: &str) -> Result<String, ScheduleError> {
     if expression.starts_with('@') {
         return Ok(expression.to_string());
     }
@@ -79,19 +120,18 @@ fn to_cron_syntax(expression: &str) -> Result<String, String> {
     let (day_of_month, day_of_week) = match fields.len() {
         5 => (fields[2], fields[4]),
         6 | 7 => (fields[3], fields[5]),
-        n => {
-            return Err(format!(
-                "{expression:?} has {n} fields: write 5 (minute hour day-of-month month \
-                 day-of-week), or 6 or 7 with seconds first and a year last"
-            ));
+        count => {
+            return Err(ScheduleError::FieldCount {
+                expression: expression.to_string(),
+                count,
+            });
         }
     };
     // crontab runs when either day field matches, the cron crate only when both do.
     if is_restricted(day_of_month) && is_restricted(day_of_week) {
-        return Err(format!(
-            "{expression:?} restricts both day-of-month and day-of-week, which crontab reads as \
-             either and keyrot as both: restrict only one"
-        ));
+        return Err(ScheduleError::BothDayFields {
+            expression: expression.to_string(),
+        });
     }
     if fields.len() == 5 {
         let days = crontab_days(day_of_week)?;
@@ -105,10 +145,9 @@ fn to_cron_syntax(expression: &str) -> Result<String, String> {
             .is_some_and(|r| r.contains(|c: char| c.is_ascii_digit()))
     });
     if numbered {
-        return Err(format!(
-            "{expression:?}: day-of-week numbers are ambiguous with a seconds field (crontab counts \
-             Sunday as 0, Quartz as 1): use names such as SUN or MON-FRI"
-        ));
+        return Err(ScheduleError::NumberedDays {
+            expression: expression.to_string(),
+        });
     }
     Ok(fields.join(" "))
 }
@@ -118,7 +157,7 @@ fn is_restricted(field: &str) -> bool {
 }
 
 /// A crontab day-of-week field (`0`, `7`, `1-5`, `*/2`, `SAT,SUN`, `5-7`) as a list of names.
-fn crontab_days(field: &str) -> Result<String, String> {
+fn crontab_days(field: &str) -> Result<String, ScheduleError> {
     if !is_restricted(field) {
         return Ok(field.to_string());
     }
@@ -128,9 +167,9 @@ fn crontab_days(field: &str) -> Result<String, String> {
             Some((range, step)) => match step.parse::<usize>() {
                 Ok(step) if step > 0 => (range, step),
                 _ => {
-                    return Err(format!(
-                        "day-of-week step {step:?} is not a positive number"
-                    ));
+                    return Err(ScheduleError::Step {
+                        step: step.to_string(),
+                    });
                 }
             },
             None => (item, 1),
@@ -139,12 +178,16 @@ fn crontab_days(field: &str) -> Result<String, String> {
             _ if range == "*" => (0, 6),
             Some((first, last)) => (weekday(first)?, weekday(last)?),
             None if step > 1 => {
-                return Err(format!("day-of-week {item:?}: a step needs a range or *"));
+                return Err(ScheduleError::StepWithoutRange {
+                    item: item.to_string(),
+                });
             }
             None => (weekday(range)?, weekday(range)?),
         };
         if first > last {
-            return Err(format!("day-of-week range {range:?} runs backwards"));
+            return Err(ScheduleError::Backwards {
+                range: range.to_string(),
+            });
         }
         for day in (first..=last).step_by(step) {
             days[day % 7] = true;
@@ -155,35 +198,36 @@ fn crontab_days(field: &str) -> Result<String, String> {
 }
 
 /// 0-7 (0 and 7 are Sunday) or a three-letter name, as crontab reads a day of the week.
-fn weekday(text: &str) -> Result<usize, String> {
+fn weekday(text: &str) -> Result<usize, ScheduleError> {
     if let Ok(number) = text.parse::<usize>() {
         return match number {
             0..=7 => Ok(number),
-            _ => Err(format!(
-                "day-of-week {number} is out of range: use 0-7 or SUN-SAT"
-            )),
+            _ => Err(ScheduleError::DayOutOfRange { number }),
         };
     }
     DAY_NAMES
         .iter()
         .position(|name| name.eq_ignore_ascii_case(text))
-        .ok_or_else(|| format!("day-of-week {text:?} is not a day: use 0-7 or SUN-SAT"))
+        .ok_or_else(|| ScheduleError::NotADay {
+            text: text.to_string(),
+        })
 }
 
 /// The cron crate's error names the field on its last line, under the expression and a caret;
 /// keep that line, since problems print one per line.
-fn cron_message(expression: &str, err: &cron::error::Error) -> String {
+fn cron_message(expression: &str, err: &cron::error::Error) -> ScheduleError {
     let text = err.to_string();
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    match lines.last() {
-        Some(reason) if lines.len() > 2 => {
-            format!("{expression:?} is not a valid cron expression: {reason}")
-        }
-        _ => format!("{expression:?} is not a valid cron expression"),
+    ScheduleError::Cron {
+        expression: expression.to_string(),
+        reason: lines
+            .last()
+            .filter(|_| lines.len() > 2)
+            .map(|r| r.to_string()),
     }
 }
 
@@ -242,11 +286,10 @@ mod tests {
         assert_eq!(six, utc(2026, 1, 11, 2, 0));
         assert_eq!(seven, six);
         assert_eq!(berlin("0 0 3 * * SUN 2025").next_after(after), None);
-        assert!(
-            Schedule::parse("0 0 3 * * 0", Tz::UTC)
-                .unwrap_err()
-                .contains("ambiguous")
-        );
+        assert!(matches!(
+            Schedule::parse("0 0 3 * * 0", Tz::UTC),
+            Err(ScheduleError::NumberedDays { .. })
+        ));
         assert!(Schedule::parse("0 0 3 * * MON-FRI/2", Tz::UTC).is_ok());
     }
 
@@ -311,7 +354,7 @@ mod tests {
 
     #[test]
     fn bad_expressions_say_why_on_one_line() {
-        let err = |e: &str| Schedule::parse(e, Tz::UTC).unwrap_err();
+        let err = |e: &str| Schedule::parse(e, Tz::UTC).unwrap_err().to_string();
         assert!(err("0 3 * *").contains("has 4 fields"));
         assert!(err("0 3 1 * MON").contains("restrict only one"));
         assert!(err("0 3 * * 8").contains("out of range"));
@@ -329,10 +372,13 @@ mod tests {
             parse_timezone("Europe/Berlin"),
             Ok(chrono_tz::Europe::Berlin)
         );
-        assert!(
-            parse_timezone("Europe/Berlim")
-                .unwrap_err()
-                .contains("unknown time zone")
+        let unknown = parse_timezone("Europe/Berlim").unwrap_err();
+        assert_eq!(
+            unknown,
+            ScheduleError::UnknownZone {
+                name: "Europe/Berlim".into()
+            }
         );
+        assert!(unknown.to_string().starts_with("unknown time zone"));
     }
 }

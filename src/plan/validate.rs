@@ -208,7 +208,7 @@ fn schedule(cx: &mut Context, raw: Option<&RawSchedule>) -> Option<Option<Schedu
     let timezone = match raw.time_zone.as_deref() {
         None => Some(Tz::UTC),
         Some(name) => parse_timezone(name)
-            .map_err(|message| cx.error(&at.key("timeZone"), message))
+            .map_err(|e| cx.error(&at.key("timeZone"), e.to_string()))
             .ok(),
     };
     let Some(expression) = raw.cron.as_deref() else {
@@ -220,7 +220,7 @@ fn schedule(cx: &mut Context, raw: Option<&RawSchedule>) -> Option<Option<Schedu
     };
     // Parsed even when the zone is bad, so that a bad expression is reported too.
     let schedule = Schedule::parse(expression, timezone.unwrap_or(Tz::UTC))
-        .map_err(|message| cx.error(&at.key("cron"), message))
+        .map_err(|e| cx.error(&at.key("cron"), e.to_string()))
         .ok()?;
     timezone.map(|_| Some(schedule))
 }

@@ -13,10 +13,10 @@ use crate::keys::Alg;
 use crate::phase::Phase;
 
 pub use check::{Inconsistency, check};
-pub use store::{Holder, StateError, StateStore, StoreLock};
+pub use store::{Holder, LEGACY_MIGRATION_FILE, StateError, StateStore, StoreLock};
 
 /// The state file format this build writes and reads. Newer files are refused, never downgraded.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// Everything keyrot remembers between runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,10 @@ pub struct State {
     pub adopted_at: Option<DateTime<Utc>>,
     pub last_rotation_started_at: Option<DateTime<Utc>>,
     pub last_rotation_completed_at: Option<DateTime<Utc>>,
+    /// The issuer migration in record (format 2; before, `issuer-migration.json` beside this
+    /// file, imported on the first locked open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_migration: Option<crate::migration::record::MigrationRecord>,
 }
 
 impl Default for State {
@@ -44,6 +48,7 @@ impl Default for State {
             adopted_at: None,
             last_rotation_started_at: None,
             last_rotation_completed_at: None,
+            issuer_migration: None,
         }
     }
 }

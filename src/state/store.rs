@@ -84,6 +84,20 @@ pub enum StateError {
     SaveVersion { path: PathBuf, found: u32 },
 }
 
+impl StateError {
+    /// The state file is there but keyrot will not act on it (corrupt, inconsistent, of
+    /// another format) until a person repairs or moves it.
+    pub fn is_refused_file(&self) -> bool {
+        matches!(
+            self,
+            StateError::Corrupt { .. }
+                | StateError::Inconsistent { .. }
+                | StateError::InvalidVersion { .. }
+                | StateError::Newer { .. }
+        )
+    }
+}
+
 fn holder(pid: Option<u32>) -> String {
     match pid {
         Some(pid) => format!(" (pid {pid})"),
@@ -121,7 +135,7 @@ impl StateStore {
     /// no state file (or no directory) yet. For the dry run and `keyrot status`, which must work
     /// while a daemon holds the lock.
     pub fn read(&self) -> Result<Option<State>, StateError> {
-        read_state(&self.state_path())
+        with_legacy_migration(&self.dir, read_state(&self.state_path())?)
     }
 
     /// Who holds the lock now, without taking it for longer than the check and without creating
@@ -221,7 +235,25 @@ impl StoreLock {
 
     /// Reads the state; `Ok(None)` when there is no state file yet.
     pub fn load(&self) -> Result<Option<State>, StateError> {
-        read_state(&self.state_path)
+        let dir = self.state_path.parent().unwrap_or(Path::new("."));
+        with_legacy_migration(dir, read_state(&self.state_path)?)
+    }
+
+    /// Once `state` (as [`Self::load`] gave it) is saved, `issuer-migration.json` of a release
+    /// before format 2 is no longer needed: saved first, then removed, so a crash in between
+    /// only imports it again.
+    pub fn retire_legacy_migration_file(&self, state: &State) -> Result<(), StateError> {
+        let dir = self.state_path.parent().unwrap_or(Path::new("."));
+        let legacy = dir.join(LEGACY_MIGRATION_FILE);
+        if !legacy.exists() {
+            return Ok(());
+        }
+        self.save(state)?;
+        match std::fs::remove_file(&legacy) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&legacy)(e)),
+        }
     }
 
     /// Replaces the state file atomically (mode 0600). Refuses when `state.version` is not
@@ -304,6 +336,26 @@ fn recorded_pid(file: &File) -> Option<u32> {
     text.trim().parse().ok()
 }
 
+/// Where releases before state format 2 kept the issuer migration's record.
+pub const LEGACY_MIGRATION_FILE: &str = "issuer-migration.json";
+
+/// `state` with the record of `issuer-migration.json` when it holds none (a release before
+/// format 2 kept it there); a state file that does not exist yet is the default then.
+fn with_legacy_migration(dir: &Path, state: Option<State>) -> Result<Option<State>, StateError> {
+    if state.as_ref().is_some_and(|s| s.issuer_migration.is_some()) {
+        return Ok(state);
+    }
+    let path = dir.join(LEGACY_MIGRATION_FILE);
+    let record = match crate::fs_read::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, &e))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(state),
+        Err(e) => return Err(io_error(&path)(e)),
+    };
+    let mut state = state.unwrap_or_default();
+    state.issuer_migration = Some(record);
+    Ok(Some(state))
+}
+
 fn read_state(path: &Path) -> Result<Option<State>, StateError> {
     match crate::fs_read::read(path) {
         Ok(bytes) => parse_state(path, &bytes).map(Some),
@@ -335,8 +387,10 @@ fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
             found: version,
         });
     }
-    // Only format 1 exists so far; older formats, once there are any, are converted here.
-    let state: State = serde_json::from_slice(bytes).map_err(|e| corrupt(path, &e))?;
+    // Format 2 added `issuer_migration` (optional): a format 1 file reads as it is and is saved
+    // as format 2 from then on.
+    let mut state: State = serde_json::from_slice(bytes).map_err(|e| corrupt(path, &e))?;
+    state.version = STATE_VERSION;
     super::check(&state).map_err(|inconsistency| StateError::Inconsistent {
         path: path.to_path_buf(),
         inconsistency,
@@ -452,8 +506,24 @@ mod tests {
         assert_eq!(lock.load().unwrap(), Some(state.clone()));
         assert_eq!(store.read().unwrap(), Some(state));
         let text = fs::read_to_string(store.state_path()).unwrap();
-        assert!(text.starts_with("{\n  \"version\": 1,\n"), "{text}");
+        assert!(text.starts_with("{\n  \"version\": 2,\n"), "{text}");
         assert!(text.ends_with("}\n"), "{text}");
+    }
+
+    #[test]
+    fn a_format_1_state_reads_and_is_saved_as_format_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state"));
+        let lock = store.lock().unwrap();
+        let state = sample_state();
+        let mut v1: serde_json::Value = serde_json::to_value(&state).unwrap();
+        v1["version"] = 1.into();
+        fs::write(store.state_path(), serde_json::to_vec_pretty(&v1).unwrap()).unwrap();
+        let loaded = lock.load().unwrap().unwrap();
+        assert_eq!(loaded, state, "read as this build's format");
+        lock.save(&loaded).unwrap();
+        let text = fs::read_to_string(store.state_path()).unwrap();
+        assert!(text.starts_with("{\n  \"version\": 2,\n"), "{text}");
     }
 
     #[test]
@@ -618,15 +688,15 @@ mod tests {
     fn newer_format_is_refused_before_its_fields_are_looked_at() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path());
-        let bytes = b"{\"version\": 2, \"field_from_the_future\": {}}";
+        let bytes = b"{\"version\": 3, \"field_from_the_future\": {}}";
         assert_refused(&store, bytes, |e| {
             assert!(
-                matches!(e, StateError::Newer { found: 2, .. }),
+                matches!(e, StateError::Newer { found: 3, .. }),
                 "expected Newer, got {e:?}"
             );
             let text = e.to_string();
             assert!(
-                text.contains("written by a newer keyrot (format 2, this build reads up to 1)"),
+                text.contains("written by a newer keyrot (format 3, this build reads up to 2)"),
                 "{text}"
             );
             assert!(text.starts_with(&store.state_path().display().to_string()));

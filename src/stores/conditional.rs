@@ -63,18 +63,28 @@ pub enum WriteError {
          document from different writers (stop the other writer, then publish again)"
     )]
     Overwritten { url: String },
-    #[error("{url}: {message}")]
-    Store { url: String, message: String },
+    #[error("{url}: cannot read it: {}", described(error))]
+    Read {
+        url: String,
+        error: object_store::Error,
+    },
+    #[error("{url}: cannot write it: {}", described(error))]
+    Write {
+        url: String,
+        error: object_store::Error,
+    },
+}
+
+/// A store's error with its causes, credential-bearing query values cut.
+fn described(error: &object_store::Error) -> String {
+    crate::http::redact(&crate::http::chain(error))
 }
 
 /// Reads the object under the document's key.
 pub async fn current(store: &Store, doc: &Document<'_>) -> Result<Current, WriteError> {
-    let failed = |e: object_store::Error| WriteError::Store {
+    let failed = |error| WriteError::Read {
         url: store.object_url(doc.key),
-        message: format!(
-            "cannot read it: {}",
-            crate::http::redact(&crate::http::chain(&e))
-        ),
+        error,
     };
     let found = match store.client.get(doc.key).await {
         Ok(found) => found,
@@ -133,13 +143,7 @@ pub async fn put(
             url,
             what: "changed",
         }),
-        Err(e) => Err(WriteError::Store {
-            url,
-            message: format!(
-                "cannot write it: {}",
-                crate::http::redact(&crate::http::chain(&e))
-            ),
-        }),
+        Err(error) => Err(WriteError::Write { url, error }),
     }
 }
 

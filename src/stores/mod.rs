@@ -28,8 +28,15 @@ impl Store {
     }
 }
 
+/// object_store refused the target's settings or credential files (before any request).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the client: {detail}")]
+pub struct OpenError {
+    pub detail: String,
+}
+
 /// The store of an S3, Azure or GCS target; `None` for the other kinds.
-pub fn open(kind: &TargetKind) -> Option<Result<Store, String>> {
+pub fn open(kind: &TargetKind) -> Option<Result<Store, OpenError>> {
     let built = match kind {
         TargetKind::S3 { bucket, .. } => {
             let mut builder = AmazonS3Builder::from_env()
@@ -91,9 +98,8 @@ pub fn open(kind: &TargetKind) -> Option<Result<Store, String>> {
     Some(
         built
             .map(|(client, url)| Store { client, url })
-            .map_err(|e| {
-                let why = crate::http::redact(&crate::http::chain(&e));
-                format!("cannot set up the client: {why}")
+            .map_err(|e| OpenError {
+                detail: crate::http::redact(&crate::http::chain(&e)),
             }),
     )
 }

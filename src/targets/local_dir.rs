@@ -38,14 +38,20 @@ pub enum LocalDirError {
     NotRegular { path: PathBuf, found: String },
     #[error("{path} is larger than {MAX_DOCUMENT_BYTES} bytes: not a document keyrot wrote")]
     TooLarge { path: PathBuf },
+    #[error("{path}: {error}")]
+    Jwks {
+        path: PathBuf,
+        error: super::JwksError,
+    },
 }
 
 /// The kids of the JWKS file under `dir`; none when nothing was published there yet.
-pub fn read_served_kids(dir: &Path) -> Result<Vec<String>, String> {
-    match read_document(dir, JWKS_PATH).map_err(|e| e.to_string())? {
-        Some(body) => {
-            super::jwks_kids(&body).map_err(|e| format!("{}: {e}", dir.join(JWKS_PATH).display()))
-        }
+pub fn read_served_kids(dir: &Path) -> Result<Vec<String>, LocalDirError> {
+    match read_document(dir, JWKS_PATH)? {
+        Some(body) => super::jwks_kids(&body).map_err(|error| LocalDirError::Jwks {
+            path: dir.join(JWKS_PATH),
+            error,
+        }),
         None => Ok(Vec::new()),
     }
 }

@@ -1,9 +1,53 @@
 //! The read-back of an object-store target from outside: anonymous GETs of the discovery document
 //! and of the JWKS, checked the way a cloud verifier would see them.
 
+use super::JwksError;
 use crate::documents::{DISCOVERY_CONTENT_TYPE, DISCOVERY_PATH, JWKS_PATH};
-use crate::http::{self, Reach};
+use crate::http::{self, BodyError, HttpError, Reach};
 use crate::plan::{Issuer, Objects, PublicRead, is_loopback};
+
+/// Why a verifier would not get the documents; each names the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(
+        "GET {url}: answered {status}{}; verifiers read it anonymously and need 200",
+        location.as_deref().map(|l| format!(", redirecting to {l}")).unwrap_or_default()
+    )]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+        location: Option<String>,
+    },
+    #[error("{url}: Content-Type is {served:?}, expected {expected:?}")]
+    ContentType {
+        url: String,
+        served: String,
+        expected: String,
+    },
+    #[error("{url}: not a discovery document: {detail}")]
+    NotDiscovery { url: String, detail: String },
+    #[error(
+        "{url}: issuer is {found:?}, expected {expected:?} (verifiers compare it with the \
+         tokens' iss byte for byte)"
+    )]
+    Issuer {
+        url: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{url}: jwks_uri is {found:?}, expected {expected:?}")]
+    JwksUri {
+        url: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{url}: {error}")]
+    Jwks { url: String, error: JwksError },
+}
 
 /// What a verifier finds: both URLs read, the kids of the JWKS in order, and the discovery
 /// document.
@@ -21,7 +65,7 @@ pub struct PublicView {
 /// issuer; the document's issuer and jwks_uri must be the plan's, byte for byte. The JWKS is then
 /// read at the jwks_uri the document names (with a public URL: at `{publicUrl}/openid/v1/jwks`,
 /// this target's own copy) and must carry the configured content type.
-pub async fn read(issuer: &Issuer, objects: &Objects) -> Result<PublicView, String> {
+pub async fn read(issuer: &Issuer, objects: &Objects) -> Result<PublicView, PublicError> {
     read_public(issuer, &objects.public, &objects.jwks_content_type).await
 }
 
@@ -31,7 +75,7 @@ pub async fn read_public(
     issuer: &Issuer,
     public: &PublicRead,
     jwks_content_type: &str,
-) -> Result<PublicView, String> {
+) -> Result<PublicView, PublicError> {
     let base = public.url.as_deref().unwrap_or(&issuer.url);
     let discovery_url = join(base, DISCOVERY_PATH);
     let allow_http = public.url.as_deref().is_some_and(|url| {
@@ -43,27 +87,34 @@ pub async fn read_public(
     })?;
 
     let discovery = get(&client, &discovery_url, DISCOVERY_CONTENT_TYPE).await?;
-    let document: Discovery = serde_json::from_slice(&discovery)
-        .map_err(|e| format!("{discovery_url}: not a discovery document: {e}"))?;
+    let document: Discovery =
+        serde_json::from_slice(&discovery).map_err(|e| PublicError::NotDiscovery {
+            url: discovery_url.clone(),
+            detail: e.to_string(),
+        })?;
     if document.issuer != issuer.url {
-        return Err(format!(
-            "{discovery_url}: issuer is {:?}, expected {:?} (verifiers compare it with the \
-             tokens' iss byte for byte)",
-            document.issuer, issuer.url
-        ));
+        return Err(PublicError::Issuer {
+            url: discovery_url,
+            found: document.issuer,
+            expected: issuer.url.clone(),
+        });
     }
     if document.jwks_uri != issuer.jwks_uri {
-        return Err(format!(
-            "{discovery_url}: jwks_uri is {:?}, expected {:?}",
-            document.jwks_uri, issuer.jwks_uri
-        ));
+        return Err(PublicError::JwksUri {
+            url: discovery_url,
+            found: document.jwks_uri,
+            expected: issuer.jwks_uri.clone(),
+        });
     }
     let jwks_url = match &public.url {
         Some(url) => join(url, JWKS_PATH),
         None => document.jwks_uri,
     };
     let body = get(&client, &jwks_url, jwks_content_type).await?;
-    let kids = super::jwks_kids(&body).map_err(|e| format!("{jwks_url}: {e}"))?;
+    let kids = super::jwks_kids(&body).map_err(|error| PublicError::Jwks {
+        url: jwks_url.clone(),
+        error,
+    })?;
     Ok(PublicView {
         discovery_url,
         jwks_url,
@@ -79,7 +130,11 @@ struct Discovery {
 }
 
 /// The body of an anonymous GET that answered 200 with `content_type` (parameters ignored).
-async fn get(client: &reqwest::Client, url: &str, content_type: &str) -> Result<Vec<u8>, String> {
+async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+) -> Result<Vec<u8>, PublicError> {
     let response = http::send(&format!("GET {url}"), || client.get(url)).await?;
     let status = response.status();
     if status != reqwest::StatusCode::OK {
@@ -87,11 +142,12 @@ async fn get(client: &reqwest::Client, url: &str, content_type: &str) -> Result<
             .headers()
             .get(reqwest::header::LOCATION)
             .and_then(|l| l.to_str().ok())
-            .map(|l| format!(", redirecting to {l}"))
-            .unwrap_or_default();
-        return Err(format!(
-            "GET {url}: answered {status}{location}; verifiers read it anonymously and need 200"
-        ));
+            .map(str::to_string);
+        return Err(PublicError::Status {
+            url: url.to_string(),
+            status,
+            location,
+        });
     }
     let served = response
         .headers()
@@ -101,13 +157,13 @@ async fn get(client: &reqwest::Client, url: &str, content_type: &str) -> Result<
         .to_string();
     let media_type = served.split(';').next().unwrap_or("").trim();
     if !media_type.eq_ignore_ascii_case(content_type) {
-        return Err(format!(
-            "{url}: Content-Type is {served:?}, expected {content_type:?}"
-        ));
+        return Err(PublicError::ContentType {
+            url: url.to_string(),
+            served,
+            expected: content_type.to_string(),
+        });
     }
-    http::body(&format!("GET {url}"), response)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(http::body(&format!("GET {url}"), response).await?)
 }
 
 /// `base` and `path` joined by exactly one slash, as the default jwks_uri is.

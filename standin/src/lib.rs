@@ -4,6 +4,7 @@
 //!   kube where keyrot depends on it: key files read with kube's rules at each (re)start, the
 //!   OIDC documents, TokenRequest, TokenReview and enough of ServiceAccounts for a probe.
 //! - [`sts`]: a verifier that behaves like a cloud STS: discovery, JWKS, kid, signature, claims.
+//! - [`relying_party`]: the clouds' token exchange endpoints, verifying with [`sts`].
 //! - [`static_server`]: a directory served over HTTPS (binary `oidc-static-server`), standing in
 //!   for the public host of the issuer documents.
 //! - [`manifest`]: the issuer flags of a kubeadm-style manifest, for restarts with new flags.
@@ -13,6 +14,7 @@ pub mod apiserver;
 pub mod https;
 pub mod jws;
 pub mod manifest;
+pub mod relying_party;
 pub mod static_server;
 pub mod sts;
 pub mod tls;

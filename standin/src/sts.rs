@@ -4,9 +4,11 @@
 //! For each token it fetches `{issuer}/.well-known/openid-configuration` anonymously over HTTPS,
 //! insists that the document's `issuer` equals the configured issuer byte for byte, fetches the
 //! `jwks_uri` it names, picks the key with the token's kid, checks that the token's alg is the
-//! key's and that the signature verifies, then checks `iss`, `aud` and `exp`. Nothing is cached,
-//! so every call sees what is published at that moment. Each failure names the check that failed.
+//! key's and that the signature verifies, then checks `iss`, `aud` and `exp`. Nothing is cached
+//! unless asked (`caching_jwks`, which keeps the first JWKS until `forget_jwks`), so by default
+//! every call sees what is published at that moment. Each failure names the check that failed.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -81,6 +83,9 @@ pub struct Sts {
     issuer: String,
     audience: String,
     http: reqwest::Client,
+    /// With [`Sts::caching_jwks`]: the JWKS fetched first, used until [`Sts::forget_jwks`], as
+    /// a cloud that caches an issuer's keys for an undocumented time does.
+    jwks_cache: Option<Arc<Mutex<Option<bytes::Bytes>>>>,
 }
 
 #[derive(Deserialize)]
@@ -123,7 +128,36 @@ impl Sts {
             issuer: issuer.to_string(),
             audience: audience.to_string(),
             http,
+            jwks_cache: None,
         })
+    }
+
+    /// Keeps the first JWKS it fetches until told to forget it.
+    pub fn caching_jwks(mut self) -> Self {
+        self.jwks_cache = Some(Arc::default());
+        self
+    }
+
+    /// Fetches the JWKS now, to be cached (with [`Sts::caching_jwks`]) as it is at this moment.
+    pub async fn prime_jwks(&self) -> Result<(), StsError> {
+        let jwks_uri = self.discover().await?;
+        self.jwks(&jwks_uri).await.map(drop)
+    }
+
+    /// The next token makes it fetch the JWKS again: the cache's refresh.
+    pub fn forget_jwks(&self) {
+        if let Some(cache) = &self.jwks_cache {
+            *cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// The issuer and audience it trusts.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     /// Verifies `token` against what the issuer publishes now.
@@ -188,8 +222,24 @@ impl Sts {
         Ok(discovery.jwks_uri)
     }
 
-    async fn fetch_key(&self, jwks_uri: &str, kid: &str) -> Result<Jwk, StsError> {
+    /// The JWKS: the cached one when it caches and has one, else fetched (and then cached).
+    async fn jwks(&self, jwks_uri: &str) -> Result<bytes::Bytes, StsError> {
+        let cached = self
+            .jwks_cache
+            .as_ref()
+            .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        if let Some(body) = cached {
+            return Ok(body);
+        }
         let body = self.get(jwks_uri).await?;
+        if let Some(cache) = &self.jwks_cache {
+            *cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(body.clone());
+        }
+        Ok(body)
+    }
+
+    async fn fetch_key(&self, jwks_uri: &str, kid: &str) -> Result<Jwk, StsError> {
+        let body = self.jwks(jwks_uri).await?;
         let jwks: Jwks = serde_json::from_slice(&body).map_err(|e| StsError::Jwks {
             url: jwks_uri.to_string(),
             reason: e.to_string(),

@@ -855,6 +855,8 @@ fn https_client(ca_pem: &[u8]) -> reqwest::Client {
 pub struct Minted {
     pub at: Instant,
     pub kid: String,
+    /// The token's `iss`: an issuer migration changes it.
+    pub iss: String,
     pub review: Result<(), String>,
     pub sts: Result<(), StsError>,
 }
@@ -937,9 +939,11 @@ async fn traffic(api: Api, sts: Sts, watch: Option<String>, stop: Arc<AtomicBool
                     let review = api.review_through_restarts(&token, &refused).await;
                     let sts = sts.verify(&token).await.map(|_| ());
                     let kid = keyrot::adapters::probe::token_kid(&token).unwrap();
+                    let iss = keyrot::adapters::probe::token_issuer(&token).unwrap();
                     Minted {
                         at,
                         kid,
+                        iss,
                         review,
                         sts,
                     }

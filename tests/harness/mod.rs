@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use keyrot::decision::{Decision, KeyId, Observed, Probed, TargetView, action_name, apply, decide};
 use keyrot::keys::{Alg, GenerateSpec};
-use keyrot::plan::{Apiserver, Flavour, Issuer, Plan, Probe, Restart, Target, TargetKind, Timings};
+use keyrot::plan::{
+    Apiserver, Canary, Flavour, Issuer, Plan, Probe, RelyingParty, Restart, Target, TargetKind,
+    Timings,
+};
 use keyrot::simulation::World;
 use keyrot::state::{State, Trigger, TriggerKind};
 
@@ -46,6 +49,7 @@ pub fn plan() -> Plan {
                 path: PathBuf::from("/srv/oidc"),
             },
             cache_max_age: TimeDelta::minutes(5),
+            canary: None,
         }],
         schedule: None,
         timings: Timings {
@@ -75,6 +79,20 @@ pub fn probed_plan() -> Plan {
     }
 }
 
+/// `plan()` whose target has an AWS STS canary.
+pub fn canary_plan() -> Plan {
+    let mut plan = plan();
+    plan.targets[0].canary = Some(Canary {
+        relying_party: RelyingParty::AwsSts {
+            role_arn: "arn:aws:iam::123456789012:role/keyrot-canary".into(),
+            endpoint: "https://sts.amazonaws.com".into(),
+        },
+        audience: "sts.amazonaws.com".into(),
+        subject: keyrot::plan::DEFAULT_CANARY_SUBJECT.into(),
+    });
+    plan
+}
+
 /// A cluster signing with OLD, its JWKS never published anywhere yet.
 pub fn fresh_world(plan: &Plan) -> World {
     let old = KeyId {
@@ -99,7 +117,7 @@ pub fn fresh_world(plan: &Plan) -> World {
                 discovery: Probed::Seen(None),
             })
             .collect(),
-        issuer_migration: None,
+        canaries: Vec::new(),
     };
     World::from_observed(plan, &observed).unwrap()
 }
@@ -128,6 +146,10 @@ impl Harness {
 
     /// One decision, carried out.
     pub fn step(&mut self) -> Decision {
+        // As the session's observer: canaries are exchanged when the core waits for them.
+        if let Some(kid) = keyrot::decision::canary_due(&self.plan, &self.state, self.now) {
+            self.world.exchange_canaries(kid);
+        }
         let decision = decide(&self.plan, &self.state, &self.world.observe(), self.now);
         for action in &decision.actions {
             self.world.perform(action).expect("effect");
