@@ -4,6 +4,7 @@
 use super::out::{out, outln};
 use std::process::ExitCode;
 
+use keyrot::adapters::migration::ClusterEffects;
 use keyrot::daemon::control::{self, Ask, MigrationAsk};
 use keyrot::migration::record::{Awaiting, ManualStep};
 use keyrot::migration::{self, Outcome, StepError};
@@ -50,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let preview = if args.rollback {
             migration::preview_rollback(&plan)?
         } else {
-            migration::dry_run(&plan)?
+            migration::dry_run(&plan, &mut ClusterEffects::new(&plan))?
         };
         out!("{preview}");
         return Ok(ExitCode::SUCCESS);
@@ -70,9 +71,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let say = &mut |line: String| outln!("{line}");
     let outcome = if args.rollback {
-        migration::rollback(&plan, &mut session, chrono::Utc::now, false, say)
+        migration::rollback(
+            &plan,
+            &mut session,
+            &mut ClusterEffects::new(&plan),
+            chrono::Utc::now,
+            false,
+            say,
+        )
     } else {
-        migration::run(&plan, &mut session, chrono::Utc::now, false, say)
+        migration::run(
+            &plan,
+            &mut session,
+            &mut ClusterEffects::new(&plan),
+            chrono::Utc::now,
+            false,
+            say,
+        )
     };
     Ok(report(outcome, args.rollback))
 }
@@ -89,9 +104,23 @@ pub fn approve(plan: Plan, awaiting: Awaiting, foreground: bool) -> anyhow::Resu
             step: ManualStep::Rollback,
         };
     let outcome = if rolling_back {
-        migration::rollback(&plan, &mut session, chrono::Utc::now, true, say)
+        migration::rollback(
+            &plan,
+            &mut session,
+            &mut ClusterEffects::new(&plan),
+            chrono::Utc::now,
+            true,
+            say,
+        )
     } else {
-        migration::run(&plan, &mut session, chrono::Utc::now, true, say)
+        migration::run(
+            &plan,
+            &mut session,
+            &mut ClusterEffects::new(&plan),
+            chrono::Utc::now,
+            true,
+            say,
+        )
     };
     Ok(report(outcome, rolling_back))
 }
