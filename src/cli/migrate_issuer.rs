@@ -70,25 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!(why);
     }
     let say = &mut |line: String| outln!("{line}");
-    let outcome = if args.rollback {
-        migration::rollback(
-            &plan,
-            &mut session,
-            &mut ClusterEffects::new(&plan),
-            chrono::Utc::now,
-            false,
-            say,
-        )
-    } else {
-        migration::run(
-            &plan,
-            &mut session,
-            &mut ClusterEffects::new(&plan),
-            chrono::Utc::now,
-            false,
-            say,
-        )
-    };
+    let effects = &mut ClusterEffects::new(&plan);
+    let outcome = migration::carry_out(&plan, &mut session, effects, args.rollback, false, say);
     Ok(report(outcome, args.rollback))
 }
 
@@ -103,25 +86,8 @@ pub fn approve(plan: Plan, awaiting: Awaiting, foreground: bool) -> anyhow::Resu
         == Awaiting::ManualChange {
             step: ManualStep::Rollback,
         };
-    let outcome = if rolling_back {
-        migration::rollback(
-            &plan,
-            &mut session,
-            &mut ClusterEffects::new(&plan),
-            chrono::Utc::now,
-            true,
-            say,
-        )
-    } else {
-        migration::run(
-            &plan,
-            &mut session,
-            &mut ClusterEffects::new(&plan),
-            chrono::Utc::now,
-            true,
-            say,
-        )
-    };
+    let effects = &mut ClusterEffects::new(&plan);
+    let outcome = migration::carry_out(&plan, &mut session, effects, rolling_back, true, say);
     Ok(report(outcome, rolling_back))
 }
 

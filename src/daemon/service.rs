@@ -392,20 +392,8 @@ impl Daemon {
                     info!("{line}");
                     lines.lock().expect("no panics holding it").push(line);
                 };
-                match ask {
-                    MigrationAsk::Run => {
-                        migration::run(&plan, store, effects, Utc::now, false, &mut say)
-                    }
-                    MigrationAsk::Rollback => {
-                        migration::rollback(&plan, store, effects, Utc::now, false, &mut say)
-                    }
-                    MigrationAsk::Approve if rollback => {
-                        migration::rollback(&plan, store, effects, Utc::now, true, &mut say)
-                    }
-                    MigrationAsk::Approve => {
-                        migration::run(&plan, store, effects, Utc::now, true, &mut say)
-                    }
-                }
+                let approved = ask == MigrationAsk::Approve;
+                migration::carry_out(&plan, store, effects, rollback, approved, &mut say)
             });
             while !worker.is_finished() {
                 notifier.ping_if_due();

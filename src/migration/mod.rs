@@ -234,19 +234,7 @@ pub fn run(
     approved: bool,
     say: &mut dyn FnMut(String),
 ) -> Result<Outcome, StepError> {
-    let migration = Migration::new(plan)?;
-    run_with(&migration, store, effects, now, approved, say)
-}
-
-/// [`run`] for a migration already checked against its plan.
-fn run_with(
-    migration: &Migration,
-    store: &mut dyn RecordStore,
-    effects: &mut dyn MigrationEffects,
-    now: impl Fn() -> DateTime<Utc>,
-    approved: bool,
-    say: &mut dyn FnMut(String),
-) -> Result<Outcome, StepError> {
+    let migration = &Migration::new(plan)?;
     let mut record = migration.record_of(store.recorded())?;
     if let Some(why) = steps::refuse_migration_request(&record, approved) {
         return Err(failed(0, why));
@@ -426,6 +414,22 @@ fn perform(
     Ok(None)
 }
 
+/// [`run`], or with `rollback` [`rollback`]: what `keyrot migrate-issuer [--rollback]` and
+/// `keyrot approve` carry out.
+pub fn carry_out(
+    plan: &Plan,
+    store: &mut dyn RecordStore,
+    effects: &mut dyn MigrationEffects,
+    rollback: bool,
+    approved: bool,
+    say: &mut dyn FnMut(String),
+) -> Result<Outcome, StepError> {
+    match rollback {
+        true => self::rollback(plan, store, effects, Utc::now, approved, say),
+        false => run(plan, store, effects, Utc::now, approved, say),
+    }
+}
+
 /// The approval of a manual change the apiserver does not show.
 fn not_made(error: StepError) -> StepError {
     failed(
@@ -539,15 +543,13 @@ mod tests {
     fn a_failed_step_stops_the_run_and_the_next_run_starts_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let plan = plan(dir.path());
-        let migration = Migration::new(&plan).unwrap();
         let mut store = Memory::default();
         let now = || DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let mut fake = Fake {
             fail: Some("documents"),
             ..Fake::default()
         };
-        let error =
-            run_with(&migration, &mut store, &mut fake, now, false, &mut |_| {}).unwrap_err();
+        let error = run(&plan, &mut store, &mut fake, now, false, &mut |_| {}).unwrap_err();
         assert_eq!(
             (error.step, error.message.as_str()),
             (2, "documents failed")
@@ -559,7 +561,7 @@ mod tests {
         // Again, with the documents served: publishing is not repeated, and the manual add
         // change is asked for.
         let mut fake = Fake::default();
-        let outcome = run_with(&migration, &mut store, &mut fake, now, false, &mut |_| {}).unwrap();
+        let outcome = run(&plan, &mut store, &mut fake, now, false, &mut |_| {}).unwrap();
         assert_eq!(fake.done, ["documents"]);
         let Outcome::Waiting(text) = outcome else {
             panic!("waits for a person: {outcome:?}")
@@ -572,8 +574,7 @@ mod tests {
             fail: Some("issues-new"),
             ..Fake::default()
         };
-        let error =
-            run_with(&migration, &mut store, &mut fake, now, true, &mut |_| {}).unwrap_err();
+        let error = run(&plan, &mut store, &mut fake, now, true, &mut |_| {}).unwrap_err();
         assert!(
             error.message.starts_with("approved, but"),
             "{}",
@@ -583,7 +584,7 @@ mod tests {
 
         // Approved and shown: recorded, then the cluster check, and done (the old issuer stays).
         let mut fake = Fake::default();
-        let outcome = run_with(&migration, &mut store, &mut fake, now, true, &mut |_| {}).unwrap();
+        let outcome = run(&plan, &mut store, &mut fake, now, true, &mut |_| {}).unwrap();
         assert_eq!(outcome, Outcome::Done);
         assert_eq!(fake.done, ["issues-new", "issues-new"]);
         assert!(store.0.clone().unwrap().cluster_verified_at.is_some());
