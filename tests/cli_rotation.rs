@@ -13,19 +13,13 @@ use sha2::{Digest, Sha256};
 /// A plan like the sandbox, with waits of a second or less; `extra` is appended verbatim.
 fn sandbox(extra: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
-        format!(
-            "cluster: test\nflavour: custom\ntestPlan: true\nkey: {{ algorithm: ES256 }}\n\
-             stateDir: state\nprivateKeyDir: keys\n\
-             apiserver:\n  verificationKeyFile: pki/sa.pub\n  signingKeyFile: pki/sa.key\n  restart: none\n\
-             probe: none\nissuer:\n  url: https://issuer.example.com/test\n\
-             targets:\n  - name: www\n    localDirectory: www\n    cacheMaxAge: 1s\n\
-             timings: {{ publishSettle: 1s, retireAfter: 1s, gateTimeout: 10s, retryBackoff: 1s, retryBackoffMax: 2s }}\n{extra}"
-        ),
-    )
-    .unwrap();
+    let plan = common::sandbox_plan(
+        dir.path(),
+        "publishSettle: 1s, retireAfter: 1s, gateTimeout: 10s, retryBackoff: 1s, retryBackoffMax: 2s",
+    );
+    let mut text = std::fs::read_to_string(&plan).unwrap();
+    text.push_str(extra);
+    std::fs::write(&plan, text).unwrap();
     (dir, plan)
 }
 

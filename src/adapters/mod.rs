@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod key_files;
+pub mod migration;
 pub mod probe;
 pub mod publish;
 pub mod publish_remote;
@@ -13,6 +14,7 @@ use std::path::Path;
 
 use crate::decision::Probed;
 use crate::keys::GenerateSpec;
+use crate::plan::Plan;
 
 /// An adapter failed; the message names the file, command or target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +134,52 @@ pub trait Restarter {
 /// Publishes the issuer documents to every target.
 pub trait Publisher {
     fn publish(&mut self, kids: &[String]) -> Result<(), AdapterError>;
+}
+
+/// What the apiserver must serve and issue, checked after an issuer flag change.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectedIssuer<'a> {
+    /// The first `--service-account-issuer`: the discovery document's `issuer` and a new
+    /// token's `iss`.
+    pub issuer: &'a str,
+    /// The discovery document's `jwks_uri`, when keyrot knows it. Without
+    /// `--service-account-jwks-uri` kube-apiserver names its own address, which keyrot does not.
+    pub jwks_uri: Option<&'a str>,
+}
+
+/// The issuer migration's effects: the targets, the flag file and its restart, the apiserver.
+pub trait MigrationEffects {
+    /// Step 1: every target serves the documents of `for_new` (the plan with the new issuer)
+    /// for `kids`; one line per target to `say`.
+    fn publish(
+        &mut self,
+        for_new: &Plan,
+        kids: &[String],
+        say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError>;
+    /// The dry run's step 1: the documents and what each target would get, as text.
+    fn preview_publish(&mut self, for_new: &Plan, kids: &[String]) -> Result<String, AdapterError>;
+    /// Step 2: every target, and the new issuer URL read anonymously, serve them.
+    fn check_documents(
+        &mut self,
+        for_new: &Plan,
+        kids: &[String],
+        public_ca_file: Option<&Path>,
+    ) -> Result<(), AdapterError>;
+    /// An editor makes `step` in the plan's flag file (the old bytes under `backups`), then
+    /// kube-apiserver restarts; `number` names the step in what it says.
+    fn change_flags(
+        &mut self,
+        step: &crate::issuer::MigrationStep,
+        backups: &Path,
+        number: u8,
+        say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError>;
+    /// Restarts kube-apiserver the plan's way, naming the cause `tag`.
+    fn restart(&mut self, tag: &str) -> Result<(), AdapterError>;
+    /// Asks until `timings.gateTimeout` (the apiserver may be restarting) for the discovery
+    /// document and a new token naming what is expected.
+    fn check_cluster(&mut self, expected: ExpectedIssuer) -> Result<(), AdapterError>;
 }
 
 /// Asks the apiserver what it serves and signs with.

@@ -4,6 +4,7 @@
 use super::out::{out, outln};
 use std::process::ExitCode;
 
+use keyrot::adapters::migration::ClusterEffects;
 use keyrot::daemon::control::{self, Ask, MigrationAsk};
 use keyrot::migration::record::{Awaiting, ManualStep};
 use keyrot::migration::{self, Outcome, StepError};
@@ -50,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let preview = if args.rollback {
             migration::preview_rollback(&plan)?
         } else {
-            migration::dry_run(&plan)?
+            migration::dry_run(&plan, &mut ClusterEffects::new(&plan))?
         };
         out!("{preview}");
         return Ok(ExitCode::SUCCESS);
@@ -69,11 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!(why);
     }
     let say = &mut |line: String| outln!("{line}");
-    let outcome = if args.rollback {
-        migration::rollback(&plan, &mut session, chrono::Utc::now, false, say)
-    } else {
-        migration::run(&plan, &mut session, chrono::Utc::now, false, say)
-    };
+    let effects = &mut ClusterEffects::new(&plan);
+    let outcome = migration::carry_out(&plan, &mut session, effects, args.rollback, false, say);
     Ok(report(outcome, args.rollback))
 }
 
@@ -88,11 +86,8 @@ pub fn approve(plan: Plan, awaiting: Awaiting, foreground: bool) -> anyhow::Resu
         == Awaiting::ManualChange {
             step: ManualStep::Rollback,
         };
-    let outcome = if rolling_back {
-        migration::rollback(&plan, &mut session, chrono::Utc::now, true, say)
-    } else {
-        migration::run(&plan, &mut session, chrono::Utc::now, true, say)
-    };
+    let effects = &mut ClusterEffects::new(&plan);
+    let outcome = migration::carry_out(&plan, &mut session, effects, rolling_back, true, say);
     Ok(report(outcome, rolling_back))
 }
 

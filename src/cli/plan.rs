@@ -75,7 +75,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // file; text only, and not offline.
     if plan.issuer_migration.is_some() && args.output == Output::Text && !args.offline {
         outln!("\nissuer migration (keyrot migrate-issuer):");
-        match keyrot::migration::dry_run(&plan) {
+        match keyrot::migration::dry_run(
+            &plan,
+            &mut keyrot::adapters::migration::ClusterEffects::new(&plan),
+        ) {
             Ok(preview) => out!("{preview}"),
             Err(e) => outln!("cannot preview: {e}"),
         }

@@ -24,6 +24,7 @@ use super::refused_state::{self, AfterRefusal};
 use super::signals::{self, Signal};
 use super::status_line::{acting_line, halted_line, status_line};
 use crate::adapters::FailureKind;
+use crate::adapters::migration::ClusterEffects;
 use crate::decision::{Action, Phase, action_name, backoff, retry_time};
 use crate::describe::{describe_action, shorten_kids};
 use crate::executor::{ExecError, Pause, StepReport};
@@ -392,20 +393,14 @@ impl Daemon {
         let outcome = std::thread::scope(|scope| {
             let worker = scope.spawn(|| {
                 let store: &mut dyn RecordStore = session;
+                let mut effects = ClusterEffects::new(&plan);
+                let effects = &mut effects;
                 let mut say = |line: String| {
                     info!("{line}");
                     lines.lock().expect("no panics holding it").push(line);
                 };
-                match ask {
-                    MigrationAsk::Run => migration::run(&plan, store, Utc::now, false, &mut say),
-                    MigrationAsk::Rollback => {
-                        migration::rollback(&plan, store, Utc::now, false, &mut say)
-                    }
-                    MigrationAsk::Approve if rollback => {
-                        migration::rollback(&plan, store, Utc::now, true, &mut say)
-                    }
-                    MigrationAsk::Approve => migration::run(&plan, store, Utc::now, true, &mut say),
-                }
+                let approved = ask == MigrationAsk::Approve;
+                migration::carry_out(&plan, store, effects, rollback, approved, &mut say)
             });
             while !worker.is_finished() {
                 notifier.ping_if_due();

@@ -1,12 +1,8 @@
-//! A migration's flag changes: an editor's edit, applied with its backup, then the restart; or,
-//! with `flags: manual`, the change a person makes.
-
-use chrono::Utc;
+//! A migration's flag changes that need no effect: where the editors keep their backups, the
+//! check of the file's current issuer, and with `flags: manual` the change a person makes.
 
 use super::{StepError, failed};
-use crate::adapters::Restarter;
-use crate::adapters::restart::ProcessRestarter;
-use crate::issuer::{self, Applied, FlagFile, IssuerFlags, ManualChange, MigrationStep};
+use crate::issuer::{self, FlagFile, IssuerFlags, ManualChange, MigrationStep};
 use crate::plan::Plan;
 
 /// Where the editors keep the bytes a flag file had before each step of this migration: a
@@ -21,41 +17,6 @@ pub fn backup_dir(plan: &Plan) -> std::path::PathBuf {
     let digest = sha2::Sha256::digest(format!("{}\n{new}", plan.issuer.url));
     let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     plan.state_dir.join("issuer-backups").join(id)
-}
-
-/// The edit (shown as a diff), applied with its backup in the state directory, then the
-/// restart. An edit that changes nothing (a run that stopped after writing) still restarts, so
-/// the apiserver surely runs with the file's flags.
-pub fn change_flags(
-    plan: &Plan,
-    path: &std::path::Path,
-    file: &FlagFile,
-    step: &MigrationStep,
-    number: u8,
-    say: &mut dyn FnMut(String),
-) -> Result<(), StepError> {
-    let edit = issuer::compute_edit(file, path, step).map_err(|e| failed(number, e.to_string()))?;
-    match issuer::apply(&edit, &backup_dir(plan)).map_err(|e| failed(number, e.to_string()))? {
-        Applied::Unchanged => say(format!(
-            "step {number}: {} already holds the {} flags",
-            path.display(),
-            step.tag()
-        )),
-        Applied::Written { backup } => say(format!(
-            "step {number}: {} edited (the previous bytes are in {}):\n{}",
-            path.display(),
-            backup.display(),
-            edit.diff()
-        )),
-    }
-    if *file == FlagFile::KubeadmManifest {
-        say(issuer::kubeadm::cluster_configuration_hint(
-            &edit.flags_after,
-        ));
-    }
-    restart(plan, step.tag(), number)?;
-    say(format!("step {number}: kube-apiserver restarted"));
-    Ok(())
 }
 
 /// Before the flags change: the file must run the plan's issuer, first (or, after the add step,
@@ -87,23 +48,6 @@ pub fn check_current_issuer(
             flags.issuers
         ),
     ))
-}
-
-/// Restarts kube-apiserver the plan's way, naming the cause `tag`. The issuer flags are the
-/// apiserver's alone: kube-controller-manager is not restarted.
-pub fn restart(plan: &Plan, tag: &str, number: u8) -> Result<(), StepError> {
-    let tag = format!("{tag}-{}", Utc::now().timestamp());
-    ProcessRestarter::new(plan)
-        .restart(&tag, false)
-        .map_err(|e| {
-            failed(
-                number,
-                format!(
-                    "the flag file is written but restarting kube-apiserver failed: {e}; run the \
-                 command again to restart"
-                ),
-            )
-        })
 }
 
 /// The flags a person is asked to change with `flags: manual`, and to what.

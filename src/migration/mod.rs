@@ -11,7 +11,6 @@
 //! step is idempotent. A step that needs a person (a manual flag change) waits for `keyrot
 //! approve`; `rollback` puts the flags back.
 
-mod checks;
 mod edit;
 pub mod grace;
 mod interlock;
@@ -23,14 +22,13 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::adapters::publish::{Documents, publish_target, render_documents};
+use crate::adapters::{ExpectedIssuer, MigrationEffects};
 use crate::decision::migration::{
     self as steps, FlagChange, Issues, MigrationAction, MigrationDecision, MigrationWait,
 };
 use crate::issuer::{IssuerFlags, MigrationStep};
 use crate::keys::load_verification_keys;
 use crate::plan::{FlagSource, Issuer, IssuerMigration, Plan};
-use checks::Expected;
 use record::{ManualStep, MigrationRecord, RecordStore};
 
 pub use interlock::{awaiting, due};
@@ -146,10 +144,6 @@ impl<'a> Migration<'a> {
         }
     }
 
-    fn documents(&self) -> Result<Documents, StepError> {
-        render_documents(&self.for_new, &self.kids).map_err(|e| failed(1, e.to_string()))
-    }
-
     /// The flags as the manual editor assumes them: only the plan's issuer, nothing else set.
     fn assumed_flags(&self) -> IssuerFlags {
         IssuerFlags {
@@ -159,17 +153,25 @@ impl<'a> Migration<'a> {
         }
     }
 
+    /// What the apiserver serves when it issues as `issues`.
+    fn expect(&self, issues: Issues) -> ExpectedIssuer<'_> {
+        match issues {
+            Issues::Old => self.expect_old(),
+            Issues::New => self.expect_new(),
+        }
+    }
+
     /// What the apiserver serves while it issues with the old issuer.
-    fn expect_old(&self) -> Expected<'_> {
-        Expected {
+    fn expect_old(&self) -> ExpectedIssuer<'_> {
+        ExpectedIssuer {
             issuer: self.old_issuer(),
             jwks_uri: None,
         }
     }
 
     /// What the apiserver serves once it issues with the new issuer.
-    fn expect_new(&self) -> Expected<'_> {
-        Expected {
+    fn expect_new(&self) -> ExpectedIssuer<'_> {
+        ExpectedIssuer {
             issuer: &self.new_issuer().url,
             jwks_uri: Some(&self.new_issuer().jwks_uri),
         }
@@ -227,26 +229,12 @@ impl<'a> Migration<'a> {
 pub fn run(
     plan: &Plan,
     store: &mut dyn RecordStore,
-    now: impl Fn() -> DateTime<Utc>,
-    approved: bool,
-    say: &mut dyn FnMut(String),
-) -> Result<Outcome, StepError> {
-    let migration = Migration::new(plan)?;
-    let mut effects = ClusterEffects {
-        migration: &migration,
-    };
-    run_with(&migration, store, &mut effects, now, approved, say)
-}
-
-/// [`run`] through `effects`: what the steps do to the world.
-fn run_with(
-    migration: &Migration,
-    store: &mut dyn RecordStore,
     effects: &mut dyn MigrationEffects,
     now: impl Fn() -> DateTime<Utc>,
     approved: bool,
     say: &mut dyn FnMut(String),
 ) -> Result<Outcome, StepError> {
+    let migration = &Migration::new(plan)?;
     let mut record = migration.record_of(store.recorded())?;
     if let Some(why) = steps::refuse_migration_request(&record, approved) {
         return Err(failed(0, why));
@@ -326,65 +314,6 @@ fn run_with(
     }
 }
 
-/// What the steps do to the world: the real targets, flag files, restarts and apiserver, or a
-/// test's stand-ins.
-trait MigrationEffects {
-    fn publish(&mut self, say: &mut dyn FnMut(String)) -> Result<(), StepError>;
-    fn check_documents(&mut self) -> Result<(), String>;
-    fn change_flags(
-        &mut self,
-        step: &MigrationStep,
-        number: u8,
-        say: &mut dyn FnMut(String),
-    ) -> Result<(), StepError>;
-    /// The apiserver issues as `issues` (asked until gateTimeout: it may be restarting).
-    fn check_cluster(&mut self, issues: Issues, number: u8) -> Result<(), StepError>;
-}
-
-struct ClusterEffects<'a> {
-    migration: &'a Migration<'a>,
-}
-
-impl MigrationEffects for ClusterEffects<'_> {
-    fn publish(&mut self, say: &mut dyn FnMut(String)) -> Result<(), StepError> {
-        let documents = self.migration.documents()?;
-        let new_url = &self.migration.new_issuer().url;
-        for target in &self.migration.plan.targets {
-            publish_target(target, &documents)
-                .map_err(|e| failed(1, format!("target {}: {e}", target.name)))?;
-            say(format!(
-                "step 1: target {}: published for {new_url}",
-                target.name
-            ));
-        }
-        Ok(())
-    }
-
-    fn check_documents(&mut self) -> Result<(), String> {
-        checks::documents(self.migration)
-    }
-
-    fn change_flags(
-        &mut self,
-        step: &MigrationStep,
-        number: u8,
-        say: &mut dyn FnMut(String),
-    ) -> Result<(), StepError> {
-        let FlagSource::File { path, file } = &self.migration.section.flags else {
-            unreachable!("the core changes flags only where an editor can");
-        };
-        edit::change_flags(self.migration.plan, path, file, step, number, say)
-    }
-
-    fn check_cluster(&mut self, issues: Issues, number: u8) -> Result<(), StepError> {
-        let expected = match issues {
-            Issues::Old => self.migration.expect_old(),
-            Issues::New => self.migration.expect_new(),
-        };
-        checks::cluster(self.migration.plan, expected, number)
-    }
-}
-
 /// Carries out one step; `Some(text)`: it asked a person for something, and the run stops.
 fn perform(
     migration: &Migration,
@@ -395,9 +324,14 @@ fn perform(
     let new_url = &migration.new_issuer().url;
     let old_url = migration.old_issuer();
     match action {
-        MigrationAction::Publish => effects.publish(say)?,
+        MigrationAction::Publish => effects
+            .publish(&migration.for_new, &migration.kids, say)
+            .map_err(|e| failed(1, e.message))?,
         MigrationAction::CheckDocuments => {
-            effects.check_documents().map_err(|e| failed(2, e))?;
+            let ca_file = migration.section.public_ca_file.as_deref();
+            effects
+                .check_documents(&migration.for_new, &migration.kids, ca_file)
+                .map_err(|e| failed(2, e.message))?;
             say(format!(
                 "step 2: {new_url} serves the discovery document and the JWKS [{}] anonymously",
                 migration.kids.join(", ")
@@ -409,9 +343,14 @@ fn perform(
                 FlagChange::Add => (migration.add_step(), 3),
                 FlagChange::Drop => (migration.drop_step(), 5),
             };
-            effects.change_flags(&step, number, say)?;
+            let backups = edit::backup_dir(migration.plan);
+            effects
+                .change_flags(&step, &backups, number, say)
+                .map_err(|e| failed(number, e.message))?;
             if let Some(issues) = then_check {
-                effects.check_cluster(issues, number)?;
+                effects
+                    .check_cluster(migration.expect(issues))
+                    .map_err(|e| failed(number, e.message))?;
             }
             match change {
                 FlagChange::Accept => say(format!(
@@ -428,7 +367,9 @@ fn perform(
         }
         MigrationAction::CheckApproved { step, issues } => {
             let number = steps::step_number(action);
-            effects.check_cluster(issues, number).map_err(not_made)?;
+            effects
+                .check_cluster(migration.expect(issues))
+                .map_err(|e| not_made(failed(number, e.message)))?;
             say(match step {
                 ManualStep::Accept => format!(
                     "step 3: approved: every apiserver accepts {new_url}, this one still issues \
@@ -441,7 +382,9 @@ fn perform(
             });
         }
         MigrationAction::CheckCluster => {
-            effects.check_cluster(Issues::New, 4)?;
+            effects
+                .check_cluster(migration.expect_new())
+                .map_err(|e| failed(4, e.message))?;
             say(format!(
                 "step 4: the apiserver's discovery document and a new token name {new_url}"
             ));
@@ -471,6 +414,22 @@ fn perform(
     Ok(None)
 }
 
+/// [`run`], or with `rollback` [`rollback`]: what `keyrot migrate-issuer [--rollback]` and
+/// `keyrot approve` carry out.
+pub fn carry_out(
+    plan: &Plan,
+    store: &mut dyn RecordStore,
+    effects: &mut dyn MigrationEffects,
+    rollback: bool,
+    approved: bool,
+    say: &mut dyn FnMut(String),
+) -> Result<Outcome, StepError> {
+    match rollback {
+        true => self::rollback(plan, store, effects, Utc::now, approved, say),
+        false => run(plan, store, effects, Utc::now, approved, say),
+    }
+}
+
 /// The approval of a manual change the apiserver does not show.
 fn not_made(error: StepError) -> StepError {
     failed(
@@ -486,6 +445,7 @@ fn not_made(error: StepError) -> StepError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::AdapterError;
     use crate::keys::{GenerateSpec, SigningKey};
 
     /// Stand-ins for the world that count what was done and fail where told to.
@@ -496,9 +456,9 @@ mod tests {
     }
 
     impl Fake {
-        fn did(&mut self, what: &'static str, step: u8) -> Result<(), StepError> {
+        fn did(&mut self, what: &'static str) -> Result<(), AdapterError> {
             if self.fail == Some(what) {
-                return Err(failed(step, format!("{what} failed")));
+                return Err(AdapterError::transient(format!("{what} failed")));
             }
             self.done.push(what.to_string());
             Ok(())
@@ -506,28 +466,42 @@ mod tests {
     }
 
     impl MigrationEffects for Fake {
-        fn publish(&mut self, _: &mut dyn FnMut(String)) -> Result<(), StepError> {
-            self.did("publish", 1)
+        fn publish(
+            &mut self,
+            _: &Plan,
+            _: &[String],
+            _: &mut dyn FnMut(String),
+        ) -> Result<(), AdapterError> {
+            self.did("publish")
         }
-        fn check_documents(&mut self) -> Result<(), String> {
-            self.did("documents", 2).map_err(|e| e.message)
+        fn preview_publish(&mut self, _: &Plan, _: &[String]) -> Result<String, AdapterError> {
+            Ok(String::new())
+        }
+        fn check_documents(
+            &mut self,
+            _: &Plan,
+            _: &[String],
+            _: Option<&std::path::Path>,
+        ) -> Result<(), AdapterError> {
+            self.did("documents")
         }
         fn change_flags(
             &mut self,
             step: &MigrationStep,
-            number: u8,
+            _: &std::path::Path,
+            _: u8,
             _: &mut dyn FnMut(String),
-        ) -> Result<(), StepError> {
-            self.did(step.tag(), number)
+        ) -> Result<(), AdapterError> {
+            self.did(step.tag())
         }
-        fn check_cluster(&mut self, issues: Issues, number: u8) -> Result<(), StepError> {
-            self.did(
-                match issues {
-                    Issues::Old => "issues-old",
-                    Issues::New => "issues-new",
-                },
-                number,
-            )
+        fn restart(&mut self, _: &str) -> Result<(), AdapterError> {
+            self.did("restart")
+        }
+        fn check_cluster(&mut self, expected: ExpectedIssuer) -> Result<(), AdapterError> {
+            self.did(match expected.jwks_uri {
+                None => "issues-old",
+                Some(_) => "issues-new",
+            })
         }
     }
 
@@ -569,15 +543,13 @@ mod tests {
     fn a_failed_step_stops_the_run_and_the_next_run_starts_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let plan = plan(dir.path());
-        let migration = Migration::new(&plan).unwrap();
         let mut store = Memory::default();
         let now = || DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let mut fake = Fake {
             fail: Some("documents"),
             ..Fake::default()
         };
-        let error =
-            run_with(&migration, &mut store, &mut fake, now, false, &mut |_| {}).unwrap_err();
+        let error = run(&plan, &mut store, &mut fake, now, false, &mut |_| {}).unwrap_err();
         assert_eq!(
             (error.step, error.message.as_str()),
             (2, "documents failed")
@@ -589,7 +561,7 @@ mod tests {
         // Again, with the documents served: publishing is not repeated, and the manual add
         // change is asked for.
         let mut fake = Fake::default();
-        let outcome = run_with(&migration, &mut store, &mut fake, now, false, &mut |_| {}).unwrap();
+        let outcome = run(&plan, &mut store, &mut fake, now, false, &mut |_| {}).unwrap();
         assert_eq!(fake.done, ["documents"]);
         let Outcome::Waiting(text) = outcome else {
             panic!("waits for a person: {outcome:?}")
@@ -602,8 +574,7 @@ mod tests {
             fail: Some("issues-new"),
             ..Fake::default()
         };
-        let error =
-            run_with(&migration, &mut store, &mut fake, now, true, &mut |_| {}).unwrap_err();
+        let error = run(&plan, &mut store, &mut fake, now, true, &mut |_| {}).unwrap_err();
         assert!(
             error.message.starts_with("approved, but"),
             "{}",
@@ -613,7 +584,7 @@ mod tests {
 
         // Approved and shown: recorded, then the cluster check, and done (the old issuer stays).
         let mut fake = Fake::default();
-        let outcome = run_with(&migration, &mut store, &mut fake, now, true, &mut |_| {}).unwrap();
+        let outcome = run(&plan, &mut store, &mut fake, now, true, &mut |_| {}).unwrap();
         assert_eq!(outcome, Outcome::Done);
         assert_eq!(fake.done, ["issues-new", "issues-new"]);
         assert!(store.0.clone().unwrap().cluster_verified_at.is_some());

@@ -2,12 +2,13 @@
 //! target would get, the flag changes as diffs. Writes nothing.
 
 use super::{APPROVE, Migration, StepError, edit, failed, grace};
+use crate::adapters::MigrationEffects;
 use crate::issuer::{FlagEdit, FlagFile, MigrationStep, compute_edit};
 use crate::plan::{FlagSource, Plan};
 use crate::targets::public;
 
 /// What `--dry-run` prints: the documents, what each target would get, the flag changes.
-pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
+pub fn dry_run(plan: &Plan, effects: &mut dyn MigrationEffects) -> Result<String, StepError> {
     let migration = Migration::new(plan)?;
     let recorded = migration.record_read()?;
     if recorded.old_issuer_dropped_at.is_some() {
@@ -17,7 +18,6 @@ pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
             recorded.new_issuer
         ));
     }
-    let documents = migration.documents()?;
     let mut out = String::new();
     if recorded.published_at.is_some() {
         out.push_str(&format!(
@@ -25,27 +25,10 @@ pub fn dry_run(plan: &Plan) -> Result<String, StepError> {
             recorded.summary()
         ));
     }
-    out.push_str(&format!(
-        "step 1: publish for {} the discovery document\n{}\nand the JWKS (kids [{}])\n{}\n",
-        migration.new_issuer().url,
-        documents.discovery,
-        migration.kids.join(", "),
-        documents.jwks
-    ));
-    for target in &plan.targets {
-        let outcome = crate::adapters::publish::preview_target(target, &documents);
-        match outcome {
-            Ok(objects) => {
-                for object in objects {
-                    out.push_str(&format!(
-                        "  target {}: {}: {:?}\n",
-                        target.name, object.url, object.written
-                    ));
-                }
-            }
-            Err(e) => out.push_str(&format!("  target {}: cannot tell: {e}\n", target.name)),
-        }
-    }
+    let step_1 = effects
+        .preview_publish(&migration.for_new, &migration.kids)
+        .map_err(|e| failed(1, e.message))?;
+    out.push_str(&step_1);
     out.push_str(&format!(
         "step 2: read {} anonymously and compare\n",
         public::join(

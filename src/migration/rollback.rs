@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::checks::{self, Expected};
 use super::record::{self, Awaiting, ManualStep, MigrationRecord, RecordStore};
 use super::{APPROVE, Migration, Outcome, ROLLBACK, StepError, edit, failed};
+use crate::adapters::{ExpectedIssuer, MigrationEffects};
 use crate::issuer::{self, IssuerFlags, MigrationStep, RolledBack, diff};
 use crate::plan::{FlagSource, Plan};
 
@@ -50,6 +50,7 @@ pub fn preview_rollback(plan: &Plan) -> Result<String, StepError> {
 pub fn rollback(
     plan: &Plan,
     store: &mut dyn RecordStore,
+    effects: &mut dyn MigrationEffects,
     now: impl Fn() -> DateTime<Utc>,
     approved: bool,
     say: &mut dyn FnMut(String),
@@ -70,7 +71,7 @@ pub fn rollback(
             migration.new_issuer().url
         ));
     }
-    let old = Expected {
+    let old = ExpectedIssuer {
         issuer: migration.old_issuer(),
         jwks_uri: None,
     };
@@ -82,8 +83,12 @@ pub fn rollback(
             migration.save(store, &record, ROLLBACK)?;
             restore_file(&migration, path, say)?;
             if restart {
-                edit::restart(plan, "rollback", ROLLBACK)?;
-                checks::cluster(plan, old, ROLLBACK)?;
+                effects
+                    .restart("rollback")
+                    .map_err(|e| failed(ROLLBACK, e.message))?;
+                effects
+                    .check_cluster(old)
+                    .map_err(|e| failed(ROLLBACK, e.message))?;
                 say(format!(
                     "rollback: kube-apiserver restarted and issues as {} again",
                     migration.old_issuer()
@@ -96,7 +101,9 @@ pub fn rollback(
                     step: ManualStep::Rollback,
                 });
             if approved && waiting {
-                checks::cluster(plan, old, ROLLBACK)?;
+                effects
+                    .check_cluster(old)
+                    .map_err(|e| failed(ROLLBACK, e.message))?;
                 say(format!(
                     "rollback: approved: the apiserver issues as {} again",
                     migration.old_issuer()

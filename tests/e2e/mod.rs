@@ -995,3 +995,14 @@ pub fn keys_with_role(status: &Value, role: &str) -> Vec<String> {
         .map(|k| k["kid"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// The seed of a test's random kill delays: `E2E_SEED` to replay a run, else the clock.
+pub fn seed() -> u64 {
+    match std::env::var("E2E_SEED") {
+        Ok(seed) => seed.parse().expect("E2E_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    }
+}
