@@ -501,3 +501,43 @@ fn key_files_are_read_as_the_file_mode_apiserver_reads_them() {
     assert!(read.keys.iter().all(|k| !k.verify_only));
     assert!(!read.rotating, "no state: no rotation");
 }
+
+#[test]
+fn the_signer_serves_while_keyrots_state_file_is_refused() {
+    // The apiserver cannot mint a token without its signer: a state file keyrot refuses (a
+    // person must repair it) must not take the signer down with it.
+    let sandbox = Sandbox::with_restart(
+        "externalSigner",
+        "signer:\n  socket: signer.sock\n  refreshHint: 2s\n  rotationRefreshHint: 1s\n  \
+         maxTokenExpiration: 10m\n",
+    );
+    let first = sandbox.start(&[]);
+    first.wait_for_log("waiting [schedule]", Duration::from_secs(10));
+    first.stop();
+    let state_path = sandbox.state_dir().join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    let key = state["keys"][0].clone();
+    state["keys"].as_array_mut().unwrap().push(key);
+    std::fs::write(&state_path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+
+    let daemon = sandbox.start(&[]);
+    daemon.wait_for_log(
+        "not acting until the state file is repaired",
+        Duration::from_secs(10),
+    );
+    let socket = sandbox.dir.path().join("signer.sock");
+    let mut plugin = Plugin::start(&socket, Package::V1).unwrap();
+    let token = plugin.mint(&claims()).unwrap();
+    let kid = plugin.verify(&token).unwrap();
+    assert!(
+        plugin
+            .cache
+            .as_ref()
+            .unwrap()
+            .kids()
+            .contains(&kid.as_str()),
+        "the token's key is in the set the signer lists"
+    );
+    daemon.stop();
+}

@@ -13,10 +13,11 @@ use super::control::{self, Ask};
 use super::errors::{ErrorCounts, ErrorKind};
 use super::metrics::Snapshot;
 use super::notify::Notifier;
-use super::service::Event;
+use super::service::{Event, StartError};
 use super::signals::Signal;
 use crate::plan::{self, Plan};
 use crate::session::SessionError;
+use crate::signer::Signer;
 use crate::state::{StateError, StateStore};
 
 /// How the wait ended.
@@ -37,6 +38,9 @@ pub struct Waiting<'a> {
     pub errors: &'a mut ErrorCounts,
     /// The state directory whose control socket is served, if one is.
     pub control_dir: &'a mut Option<PathBuf>,
+    /// The external JWT signer, once started: the apiserver cannot mint tokens without it,
+    /// whatever keyrot's state file holds.
+    pub signer: &'a mut Option<Signer>,
 }
 
 /// Holds the lock and answers everything with `refused` until a signal.
@@ -44,15 +48,16 @@ pub fn wait_for_repair(
     plan: Plan,
     refused: &StateError,
     waiting: Waiting,
-) -> Result<AfterRefusal, SessionError> {
+) -> Result<AfterRefusal, StartError> {
     // Held so that no other keyrot acts on the directory while this one reports it.
-    let _lock = StateStore::new(&plan.state_dir).try_lock()?;
-    serve_control(&plan, waiting.sender, waiting.control_dir).map_err(|e| {
-        SessionError::State(StateError::Io {
-            path: plan.state_dir.clone(),
-            error: e,
-        })
-    })?;
+    let _lock = StateStore::new(&plan.state_dir)
+        .try_lock()
+        .map_err(SessionError::from)?;
+    serve_control(&plan, waiting.sender, waiting.control_dir)?;
+    // The signer reads the key files, not the state: it serves while the state is repaired.
+    if waiting.signer.is_none() {
+        *waiting.signer = Signer::start(&plan)?;
+    }
     waiting.errors.count(ErrorKind::State);
     error!("{refused}");
     warn!(

@@ -91,6 +91,7 @@ impl Daemon {
         }
         let mut errors = ErrorCounts::default();
         let mut control_dir = None;
+        let mut signer = None;
         let mut plan = plan;
         let (session, leftovers) = loop {
             match Session::open(plan.clone()) {
@@ -104,6 +105,7 @@ impl Daemon {
                         snapshot: &snapshot,
                         errors: &mut errors,
                         control_dir: &mut control_dir,
+                        signer: &mut signer,
                     };
                     match refused_state::wait_for_repair(plan, &refused, waiting)? {
                         AfterRefusal::Retry(next) => plan = *next,
@@ -125,7 +127,9 @@ impl Daemon {
         let plan = session.plan();
         refused_state::serve_control(plan, &sender, &mut control_dir)?;
         // Before anything slow: the apiserver waits at most 60 s for its signer.
-        let signer = crate::signer::Signer::start(plan)?;
+        if signer.is_none() {
+            signer = crate::signer::Signer::start(plan)?;
+        }
         info!(
             "keyrot {} running plan {} (cluster {}), state in {}{}",
             env!("CARGO_PKG_VERSION"),
