@@ -16,8 +16,8 @@ pub struct Snapshot {
     pub errors: ErrorCounts,
     /// Each target's canary exchanges, from `canaries.json`.
     pub canaries: Vec<crate::canary::record::TargetRecord>,
-    /// Why the state file is refused, while it is: nothing is acted on until it is repaired.
-    pub state_refused: Option<String>,
+    /// The state file is refused: nothing is acted on until it is repaired (the log says why).
+    pub state_refused: bool,
 }
 
 /// The `Content-Type` of [`render`]'s output.
@@ -77,11 +77,7 @@ pub fn render(snapshot: &Snapshot, now: DateTime<Utc>) -> String {
         "1 while the state file is refused (corrupt, inconsistent, or of a newer keyrot): \
          nothing is acted on until it is repaired (the log and `keyrot status` say why).",
     );
-    let refused = if snapshot.state_refused.is_some() {
-        1.0
-    } else {
-        0.0
-    };
+    let refused = if snapshot.state_refused { 1.0 } else { 0.0 };
     out.sample("keyrot_state_refused", &[], refused);
 
     let Some(status) = &snapshot.status else {
@@ -250,7 +246,7 @@ mod tests {
                 failures: 2,
                 last: None,
             }],
-            state_refused: None,
+            state_refused: false,
         };
         let text = render(&snapshot, at(90));
         let build_info = format!(

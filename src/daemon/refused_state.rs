@@ -70,7 +70,7 @@ pub fn wait_for_repair(
     {
         let mut snapshot = waiting.snapshot.lock().unwrap_or_else(|e| e.into_inner());
         snapshot.errors = waiting.errors.clone();
-        snapshot.state_refused = Some(refused.to_string());
+        snapshot.state_refused = true;
     }
     loop {
         let wait = waiting

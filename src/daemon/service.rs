@@ -517,7 +517,7 @@ impl Daemon {
             status,
             errors: self.errors.clone(),
             canaries: crate::canary::record::read(&self.session.plan().state_dir).targets,
-            state_refused: None,
+            state_refused: false,
         };
     }
 }
