@@ -113,6 +113,19 @@ pub fn describe_action(plan: &Plan, action: &Action) -> Option<String> {
             format!("destroy the old private key {}", path.display())
         }
         Action::CompleteRotation => "rotation complete".into(),
+        Action::StartMigration {
+            old_issuer,
+            new_issuer,
+        } => format!("start the issuer migration from {old_issuer} to {new_issuer}"),
+        Action::Migrate(step) => crate::decision::migration::step_name(*step).into(),
+        Action::StartMigrationRollback { .. } => "start the issuer migration's rollback".into(),
+        Action::RestoreFlags { restart: true } => {
+            "put kube-apiserver's flags back, restart it, check the old issuer".into()
+        }
+        Action::RestoreFlags { restart: false } => "put kube-apiserver's flags back".into(),
+        Action::AskPersonToRestore => "ask a person to put kube-apiserver's flags back".into(),
+        Action::CheckRestored => "check the apiserver issues as the old issuer again".into(),
+        Action::ForgetMigration => "forget the issuer migration (nothing to undo)".into(),
         Action::RecordNewKey { .. } | Action::ConsumeTrigger { .. } | Action::GateFailed { .. } => {
             return None;
         }

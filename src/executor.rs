@@ -6,7 +6,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::adapters::{AdapterError, FailureKind, KeyFiles, Publisher, Restarter, io_failure_kind};
+use crate::adapters::{
+    AdapterError, FailureKind, KeyFiles, MigrationEffects, Publisher, Restarter, io_failure_kind,
+};
 use crate::decision::{
     Action, Decision, Observed, Phase, apply, apply_failure, decide, record_intent,
 };
@@ -19,6 +21,8 @@ pub struct Effects<'a> {
     pub key_files: &'a mut dyn KeyFiles,
     pub restarter: &'a mut dyn Restarter,
     pub publisher: &'a mut dyn Publisher,
+    /// The issuer migration's targets, flag file, restart and checks.
+    pub migration: &'a mut dyn MigrationEffects,
 }
 
 /// What the executor reports as it goes.
@@ -35,6 +39,9 @@ pub enum StepReport {
         action: Action,
         error: String,
     },
+    /// A line an effect had to say: what an issuer migration step did, or the change it asks a
+    /// person to make.
+    Said { at: DateTime<Utc>, line: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +152,10 @@ pub fn run_until_waiting_or_stopped(
             if action.is_effect() {
                 record_intent(state, action, at);
                 (io.save)(state)?;
-                if let Err(error) = perform(effects, action, at) {
+                let report = &mut *io.report;
+                let mut say = |line: String| report(&StepReport::Said { at, line });
+                let result = perform(plan, state, &observed, effects, action, at, &mut say);
+                if let Err(error) = result {
                     (io.report)(&StepReport::Failed {
                         at,
                         phase,
@@ -176,11 +186,26 @@ pub fn run_until_waiting_or_stopped(
 }
 
 fn perform(
+    plan: &Plan,
+    state: &State,
+    observed: &Observed,
     effects: &mut Effects<'_>,
     action: &Action,
     at: DateTime<Utc>,
+    say: &mut dyn FnMut(String),
 ) -> Result<(), AdapterError> {
     match action {
+        Action::Migrate(_)
+        | Action::RestoreFlags { .. }
+        | Action::AskPersonToRestore
+        | Action::CheckRestored => crate::migration::carry_out(
+            plan,
+            state.issuer_migration.as_ref(),
+            &observed.verification_kids(),
+            effects.migration,
+            action,
+            say,
+        ),
         Action::Adopt {
             copy_signing_key_to,
             ..

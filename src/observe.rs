@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::adapters::Prober;
-use crate::decision::{KeyId, Observed, Probed, TargetView};
+use crate::decision::{KeyId, MigrationView, Observed, Probed, TargetView};
 use crate::keys::reader::{KeyFileError, read_file};
 use crate::keys::{SigningKey, SigningKeyError, VerificationKey};
-use crate::plan::{Plan, TargetKind};
+use crate::plan::{FlagSource, Plan, TargetKind};
 use crate::targets;
 
 /// A file keyrot must read is there but unusable; nothing can be decided until it is fixed.
@@ -83,6 +83,29 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
             })
             .collect(),
         canaries: crate::canary::observe(plan),
+        migration: migration_view(plan),
+    })
+}
+
+/// What the plan's issuer migration depends on: the flag file's issuer and token lifetime cap,
+/// and whether the editors still hold its bytes from before the migration.
+fn migration_view(plan: &Plan) -> Option<MigrationView> {
+    let section = plan.issuer_migration.as_ref()?;
+    let issuer_problem = match &section.flags {
+        FlagSource::File { path, file } => crate::migration::check_current_issuer(
+            path,
+            file,
+            &plan.issuer.url,
+            &section.new_issuer.url,
+        )
+        .err()
+        .map(|e| e.message),
+        FlagSource::Manual => None,
+    };
+    Some(MigrationView {
+        issuer_problem,
+        grace: crate::migration::grace::for_section(section),
+        original_backup: crate::migration::original_backup(plan),
     })
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use crate::adapters::key_files::KeyFilesOnDisk;
+use crate::adapters::migration::ClusterEffects;
 use crate::adapters::probe::KubeProber;
 use crate::adapters::publish::TargetsPublisher;
 use crate::adapters::restart::ProcessRestarter;
@@ -14,7 +15,8 @@ use crate::atomic_file;
 use crate::decision::{Action, Blocked, Gate, Observed};
 use crate::documents::{DISCOVERY_PATH, JWKS_PATH};
 use crate::executor::{Effects, ExecError, Io, Pause, StepReport, run_until_waiting_or_stopped};
-use crate::migration::record::{MigrationRecord, RecordStore};
+use crate::migration::record::MigrationRecord;
+use crate::migration::{Outcome, RequestError, ending, is_rollback};
 use crate::observe::{ObserveError, observe};
 use crate::plan::{Plan, Probe, Restart, TargetKind};
 use crate::state::{Rotation, State, StateError, StateStore, StoreLock, Trigger, TriggerKind};
@@ -168,15 +170,17 @@ impl Session {
         report: &mut dyn FnMut(&Plan, &StepReport),
     ) -> Result<Pause, SessionError> {
         let plan = &self.plan;
-        let (mut key_files, mut restarter, mut publisher) = (
+        let (mut key_files, mut restarter, mut publisher, mut migration) = (
             KeyFilesOnDisk::new(plan),
             ProcessRestarter::new(plan),
             TargetsPublisher::new(plan),
+            ClusterEffects::new(plan),
         );
         let mut effects = Effects {
             key_files: &mut key_files,
             restarter: &mut restarter,
             publisher: &mut publisher,
+            migration: &mut migration,
         };
         let lock = &self.lock;
         let prober = &mut self.prober;
@@ -248,26 +252,66 @@ impl Session {
         }
     }
 
+    /// The issuer migration in record.
+    pub fn recorded(&self) -> Option<&MigrationRecord> {
+        self.state.issuer_migration.as_ref()
+    }
+
+    /// Records a request to the issuer migration (`MigrateIssuer`, `RollbackIssuerMigration`,
+    /// or the `Approve` of a step waiting for a person) and acts until the core waits: how it
+    /// ended. A request the core did not act on is taken back: nobody would be there to see it
+    /// acted on later.
+    pub fn migration_request(
+        &mut self,
+        kind: TriggerKind,
+        report: &mut dyn FnMut(&Plan, &StepReport),
+    ) -> Result<Outcome, RequestError> {
+        let failed = |e: SessionError| RequestError::Failed(e.to_string());
+        let rollback = is_rollback(kind, self.recorded());
+        self.trigger(kind, false).map_err(failed)?;
+        let mut consumed = None;
+        let mut on_report = |plan: &Plan, step: &StepReport| {
+            if let Some(outcome) = consumed_outcome(step, kind) {
+                consumed = Some(outcome.to_string());
+            }
+            report(plan, step)
+        };
+        let result = self.run(&mut || false, &mut on_report);
+        if consumed.is_none() {
+            self.withdraw(kind).map_err(failed)?;
+        }
+        match result.map_err(failed)? {
+            Pause::Stopped => unreachable!("never asked to stop"),
+            Pause::Waiting(decision) => ending(
+                &self.plan,
+                consumed.as_deref(),
+                self.recorded(),
+                &decision,
+                rollback,
+            ),
+        }
+    }
+
     /// Takes back the last request of `kind` recorded in this session, if no step consumed it yet.
-    /// Returns whether it was still pending.
-    pub fn withdraw(&mut self, kind: TriggerKind) -> Result<bool, SessionError> {
+    /// Returns where it was among the pending requests, oldest first (`None`: not pending).
+    pub fn withdraw(&mut self, kind: TriggerKind) -> Result<Option<usize>, SessionError> {
         let Some(i) = self.state.triggers.iter().rposition(|t| t.kind == kind) else {
-            return Ok(false);
+            return Ok(None);
         };
         self.state.triggers.remove(i);
         self.lock.save(&self.state)?;
-        Ok(true)
+        Ok(Some(i))
     }
 }
 
-impl RecordStore for Session {
-    fn recorded(&self) -> Option<MigrationRecord> {
-        self.state.issuer_migration.clone()
-    }
-
-    fn keep(&mut self, record: Option<MigrationRecord>) -> Result<(), StateError> {
-        self.state.issuer_migration = record;
-        self.lock.save(&self.state)
+/// The core's answer to a request of `kind`, when `step` consumed one.
+pub fn consumed_outcome(step: &StepReport, kind: TriggerKind) -> Option<&str> {
+    match step {
+        StepReport::Acted {
+            action: Action::ConsumeTrigger { kind: k, outcome },
+            ..
+        } if *k == kind => Some(outcome),
+        _ => None,
     }
 }
 

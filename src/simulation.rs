@@ -2,14 +2,21 @@
 //! the world, and the test bed for the decision core's invariants.
 //!
 //! It models what keyrot depends on: key files, an apiserver that loads them only when restarted,
-//! kube-controller-manager's key file, keyrot's private keys and the publication targets.
+//! kube-controller-manager's key file, keyrot's private keys, the publication targets, and for
+//! an issuer migration the apiserver's issuers and the documents published for the new one.
 
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{AdapterError, KeyFiles, Publisher, Restarter};
-use crate::decision::{Action, CanaryResult, CanaryView, KeyId, Observed, Probed, TargetView};
+use crate::adapters::{
+    AdapterError, ExpectedIssuer, KeyFiles, MigrationEffects, Publisher, Restarter,
+};
+use crate::decision::{
+    Action, CanaryResult, CanaryView, KeyId, MigrationView, Observed, Probed, TargetView,
+};
 use crate::documents::DiscoveryDocument;
+use crate::issuer::MigrationStep;
 use crate::keys::GenerateSpec;
+use crate::migration::grace::{Grace, grace};
 use crate::plan::{Issuer, Plan, Probe};
 
 /// An action the simulated cluster cannot carry out, as the real adapters would refuse it.
@@ -44,6 +51,15 @@ pub struct World {
     pub relying_parties: Vec<RelyingParty>,
     /// What each relying party said to the last canary, as an observation carries it.
     pub canaries: Vec<CanaryView>,
+    /// The apiserver's `--service-account-issuer` values, the first one issuing.
+    pub issuers: Vec<String>,
+    /// The issuers before the migration's first flag edit, while its backup is kept.
+    pub issuers_backup: Option<Vec<String>>,
+    /// The issuer URL and kids of the documents published for a new issuer, read back from
+    /// its public URL.
+    pub new_issuer_documents: Option<(String, Vec<String>)>,
+    /// The plan's migration grace, when the plan has a migration.
+    pub migration_grace: Option<Grace>,
     generated: u32,
 }
 
@@ -103,6 +119,10 @@ impl World {
                 })
                 .collect(),
             canaries: observed.canaries.clone(),
+            issuers: vec![plan.issuer.url.clone()],
+            issuers_backup: None,
+            new_issuer_documents: None,
+            migration_grace: plan.issuer_migration.as_ref().map(|m| grace(m, None)),
             generated: 0,
         })
     }
@@ -169,6 +189,35 @@ impl World {
                 })
                 .collect(),
             canaries: self.canaries.clone(),
+            migration: self.migration_grace.as_ref().map(|grace| MigrationView {
+                issuer_problem: (self.issuers.first() != Some(&self.issuer.url)).then(|| {
+                    format!(
+                        "the flag file issues as {}, not the plan's issuer",
+                        self.issuers.first().map_or("nothing", String::as_str)
+                    )
+                }),
+                grace: Ok(grace.clone()),
+                original_backup: self.issuers_backup.is_some(),
+            }),
+        }
+    }
+
+    /// The apiserver's issuers after `step`.
+    fn edit_issuers(&mut self, step: &MigrationStep) {
+        self.issuers_backup
+            .get_or_insert_with(|| self.issuers.clone());
+        let issuers = &mut self.issuers;
+        match step {
+            MigrationStep::AcceptNewIssuer { new_issuer } => {
+                if !issuers.contains(new_issuer) {
+                    issuers.push(new_issuer.clone());
+                }
+            }
+            MigrationStep::AddNewIssuerFirst { new_issuer, .. } => {
+                issuers.retain(|i| i != new_issuer);
+                issuers.insert(0, new_issuer.clone());
+            }
+            MigrationStep::DropOldIssuer { old_issuer } => issuers.retain(|i| i != old_issuer),
         }
     }
 
@@ -324,5 +373,83 @@ impl Publisher for SharedWorld {
         self.perform(Action::Publish {
             kids: kids.to_vec(),
         })
+    }
+}
+
+impl MigrationEffects for SharedWorld {
+    fn publish(
+        &mut self,
+        for_new: &Plan,
+        kids: &[String],
+        say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError> {
+        let documents = (for_new.issuer.url.clone(), kids.to_vec());
+        self.0.borrow_mut().new_issuer_documents = Some(documents);
+        say(format!("step 1: published for {}", for_new.issuer.url));
+        Ok(())
+    }
+
+    fn preview_publish(&mut self, for_new: &Plan, kids: &[String]) -> Result<String, AdapterError> {
+        Ok(format!(
+            "publish for {}: [{}]\n",
+            for_new.issuer.url,
+            kids.join(", ")
+        ))
+    }
+
+    fn check_documents(
+        &mut self,
+        for_new: &Plan,
+        kids: &[String],
+        _public_ca_file: Option<&Path>,
+    ) -> Result<(), AdapterError> {
+        let expected = (for_new.issuer.url.clone(), kids.to_vec());
+        match &self.0.borrow().new_issuer_documents {
+            Some(served) if *served == expected => Ok(()),
+            served => Err(AdapterError::transient(format!(
+                "{} serves {served:?}",
+                for_new.issuer.url
+            ))),
+        }
+    }
+
+    fn change_flags(
+        &mut self,
+        step: &MigrationStep,
+        _backups: &Path,
+        _number: u8,
+        _say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError> {
+        self.0.borrow_mut().edit_issuers(step);
+        Ok(())
+    }
+
+    fn restart(&mut self, _tag: &str) -> Result<(), AdapterError> {
+        Ok(())
+    }
+
+    fn restore_flags(
+        &mut self,
+        _path: &Path,
+        _steps: &[MigrationStep],
+        _backups: &Path,
+        _say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError> {
+        let mut world = self.0.borrow_mut();
+        if let Some(original) = world.issuers_backup.take() {
+            world.issuers = original;
+        }
+        Ok(())
+    }
+
+    fn check_cluster(&mut self, expected: ExpectedIssuer) -> Result<(), AdapterError> {
+        let world = self.0.borrow();
+        match world.issuers.first() {
+            Some(first) if first == expected.issuer => Ok(()),
+            first => Err(AdapterError::transient(format!(
+                "the apiserver issues as {first:?}, not {}",
+                expected.issuer
+            ))),
+        }
     }
 }

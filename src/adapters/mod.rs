@@ -177,6 +177,16 @@ pub trait MigrationEffects {
     ) -> Result<(), AdapterError>;
     /// Restarts kube-apiserver the plan's way, naming the cause `tag`.
     fn restart(&mut self, tag: &str) -> Result<(), AdapterError>;
+    /// The rollback: `path` gets back its bytes from before the first of `steps` that edited
+    /// it (the editors' backups under `backups`); nothing when no backup is left. Says the
+    /// change as a diff.
+    fn restore_flags(
+        &mut self,
+        path: &Path,
+        steps: &[crate::issuer::MigrationStep],
+        backups: &Path,
+        say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError>;
     /// Asks until `timings.gateTimeout` (the apiserver may be restarting) for the discovery
     /// document and a new token naming what is expected.
     fn check_cluster(&mut self, expected: ExpectedIssuer) -> Result<(), AdapterError>;

@@ -101,6 +101,7 @@ fn print_progress(plan: &Plan, progress: &StepReport) {
                 );
             }
         }
+        StepReport::Said { line, .. } => outln!("{line}"),
         StepReport::Failed {
             at,
             phase,

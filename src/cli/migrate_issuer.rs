@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use keyrot::adapters::migration::ClusterEffects;
 use keyrot::daemon::control::{self, Ask, MigrationAsk};
-use keyrot::migration::record::{Awaiting, ManualStep};
-use keyrot::migration::{self, Outcome, StepError};
+use keyrot::executor::StepReport;
+use keyrot::migration::{self, Outcome, RequestError};
 use keyrot::plan::Plan;
+use keyrot::state::TriggerKind;
 
 use super::plan_args::PlanArg;
 
@@ -65,30 +66,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         return Ok(code);
     }
-    let mut session = super::foreground::open(plan.clone())?;
-    if let Some(why) = keyrot::decision::migration::refused_during_rotation(session.rotation()) {
-        anyhow::bail!(why);
+    let kind = match args.rollback {
+        true => TriggerKind::RollbackIssuerMigration,
+        false => TriggerKind::MigrateIssuer,
+    };
+    in_foreground(plan, kind)
+}
+
+/// Carries out the request in this process, printing what each step does.
+fn in_foreground(plan: Plan, kind: TriggerKind) -> anyhow::Result<ExitCode> {
+    let mut session = super::foreground::open(plan)?;
+    let rollback = migration::is_rollback(kind, session.recorded());
+    if let Some(warning) = migration::rollback_warning(session.plan(), kind, session.recorded()) {
+        outln!("{warning}");
     }
-    let say = &mut |line: String| outln!("{line}");
-    let effects = &mut ClusterEffects::new(&plan);
-    let outcome = migration::carry_out(&plan, &mut session, effects, args.rollback, false, say);
-    Ok(report(outcome, args.rollback))
+    // What the steps say is the command's output; how it ended is printed below.
+    let mut print_said = |_: &Plan, step: &StepReport| {
+        if let StepReport::Said { line, .. } = step {
+            outln!("{line}");
+        }
+    };
+    let outcome = session.migration_request(kind, &mut print_said);
+    Ok(report(outcome, rollback))
 }
 
 /// `keyrot approve` when the plan's migration waits for a person: the step goes on.
-pub fn approve(plan: Plan, awaiting: Awaiting, foreground: bool) -> anyhow::Result<ExitCode> {
+pub fn approve(plan: Plan, foreground: bool) -> anyhow::Result<ExitCode> {
     if !foreground && let Some(code) = hand_to_daemon(&plan, MigrationAsk::Approve)? {
         return Ok(code);
     }
-    let mut session = super::foreground::open(plan.clone())?;
-    let say = &mut |line: String| outln!("{line}");
-    let rolling_back = awaiting
-        == Awaiting::ManualChange {
-            step: ManualStep::Rollback,
-        };
-    let effects = &mut ClusterEffects::new(&plan);
-    let outcome = migration::carry_out(&plan, &mut session, effects, rolling_back, true, say);
-    Ok(report(outcome, rolling_back))
+    in_foreground(plan, TriggerKind::Approve)
 }
 
 /// Sends the request to a running `keyrot run` for the plan's state directory and prints its
@@ -120,7 +127,7 @@ fn hand_to_daemon(plan: &Plan, ask: MigrationAsk) -> anyhow::Result<Option<ExitC
     }
 }
 
-fn report(outcome: Result<Outcome, StepError>, rollback: bool) -> ExitCode {
+fn report(outcome: Result<Outcome, RequestError>, rollback: bool) -> ExitCode {
     match outcome {
         Ok(Outcome::Done) => {
             if !rollback {
@@ -133,7 +140,7 @@ fn report(outcome: Result<Outcome, StepError>, rollback: bool) -> ExitCode {
             ExitCode::from(WAITING)
         }
         Err(e) => {
-            eprintln!("error: {e}; nothing after it was changed");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -40,13 +40,16 @@ pub struct ApproveArgs {
 
 pub fn run_approve(args: ApproveArgs) -> anyhow::Result<ExitCode> {
     let plan = args.common.plan.load()?;
-    if let Some(awaiting) = migration::awaiting(&plan).map_err(anyhow::Error::msg)? {
+    if migration::awaiting(&plan)
+        .map_err(anyhow::Error::msg)?
+        .is_some()
+    {
         anyhow::ensure!(
             !args.force,
             "the issuer migration waits for a person, not for a gate: --force does not apply; \
              approve without it once the change is made"
         );
-        return migrate_issuer::approve(plan, awaiting, args.common.foreground);
+        return migrate_issuer::approve(plan, args.common.foreground);
     }
     if args.force {
         eprintln!(
@@ -86,7 +89,7 @@ fn run_trigger(
     if let Rest::Stuck(blocked) = rest {
         // A request left recorded would be acted on by whatever runs next (`keyrot init`, say),
         // long after the person who asked has gone: take it back, and fail so they see it.
-        let withdrawn = session.withdraw(kind)?;
+        let withdrawn = session.withdraw(kind)?.is_some();
         let what = match (withdrawn, session.rotation()) {
             (true, _) => format!("{}: nothing was done", control::request_word(kind)),
             (false, Some(r)) => format!(

@@ -99,6 +99,8 @@ pub fn request_word(kind: TriggerKind) -> &'static str {
         TriggerKind::Approve => "approve",
         TriggerKind::Abort => "abort",
         TriggerKind::Rollback => "rollback",
+        TriggerKind::MigrateIssuer => "migrate-issuer",
+        TriggerKind::RollbackIssuerMigration => "migrate-issuer --rollback",
     }
 }
 
@@ -329,7 +331,7 @@ pub const MIGRATION_WAITING: u8 = 3;
 /// The daemon's answer to a migration request (`rollback`: a rollback's): `exit N` on the
 /// first line, then what the command prints in the foreground.
 pub fn migration_answer(
-    outcome: Result<crate::migration::Outcome, crate::migration::StepError>,
+    outcome: Result<crate::migration::Outcome, crate::migration::RequestError>,
     lines: Vec<String>,
     rollback: bool,
 ) -> String {
@@ -337,7 +339,7 @@ pub fn migration_answer(
         Ok(crate::migration::Outcome::Done) if rollback => (0, None),
         Ok(crate::migration::Outcome::Done) => (0, Some("issuer migration done".to_string())),
         Ok(crate::migration::Outcome::Waiting(what)) => (MIGRATION_WAITING, Some(what)),
-        Err(e) => (1, Some(format!("error: {e}; nothing after it was changed"))),
+        Err(e) => (1, Some(format!("error: {e}"))),
     };
     let mut answer = format!("exit {code}");
     for line in lines.iter().chain(last.as_ref()) {

@@ -6,7 +6,6 @@
 //! server, which reads a snapshot the loop refreshes. Sleeping is a `recv_timeout` on that
 //! channel, so an idle daemon does not wake between events.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -24,14 +23,13 @@ use super::refused_state::{self, AfterRefusal};
 use super::signals::{self, Signal};
 use super::status_line::{acting_line, halted_line, status_line};
 use crate::adapters::FailureKind;
-use crate::adapters::migration::ClusterEffects;
 use crate::decision::{Action, Phase, action_name, backoff, retry_time};
 use crate::describe::{describe_action, shorten_kids};
 use crate::executor::{ExecError, Pause, StepReport};
-use crate::migration::record::{Awaiting, ManualStep, RecordStore};
-use crate::migration::{self, Outcome};
+use crate::migration::{self, RequestError};
 use crate::plan::{self, Plan};
-use crate::session::{Session, SessionError};
+use crate::session::{Session, SessionError, consumed_outcome};
+use crate::state::TriggerKind;
 
 /// Why the daemon did not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +65,9 @@ pub struct Daemon {
     last_wait: String,
     /// The failure that stopped acting until an event, when one needs a person.
     halted: Option<String>,
-    /// Automatic migration steps that failed in a row, and when to try again.
-    migration_failures: u32,
-    migration_retry_at: Option<DateTime<Utc>>,
+    /// The `keyrot migrate-issuer` (or its rollback, or approval) being carried out: answered
+    /// with everything it did once the core waits.
+    migration_request: Option<MigrationRequest>,
     /// The external JWT signer, when the plan has one: serves on its own threads until dropped.
     _signer: Option<crate::signer::Signer>,
 }
@@ -152,8 +150,7 @@ impl Daemon {
             failures: 0,
             halted: None,
             last_wait: String::new(),
-            migration_failures: 0,
-            migration_retry_at: None,
+            migration_request: None,
             _signer: signer,
         };
         if let Err(e) = daemon.session.observe() {
@@ -168,14 +165,7 @@ impl Daemon {
     /// Until SIGTERM or SIGINT.
     pub fn run(mut self) {
         loop {
-            if self.migration_due().is_some_and(|due| due <= Utc::now()) {
-                self.continue_migration();
-            }
             let (wake_at, mut events) = self.act();
-            let wake_at = match (wake_at, self.migration_due()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
             if events.is_empty() {
                 match self.sleep_until(wake_at) {
                     Some(event) => events.push(event),
@@ -194,49 +184,74 @@ impl Daemon {
     /// Runs the executor until the core waits or an event arrives between two steps. Returns when
     /// to act again (`None`: only on an event) and the events that interrupted it.
     fn act(&mut self) -> (Option<DateTime<Utc>>, Vec<Event>) {
-        let mut arrived = Vec::new();
         let Daemon {
             session,
             events,
             notifier,
             errors,
             replies,
+            migration_request,
             ..
         } = self;
-        // Both closures below use these, one at a time.
-        let notifier = RefCell::new(notifier);
+        // Shared by the acting thread and this one, which keeps the watchdog fed while a step
+        // runs: one step (a restart and its checks) can take up to `gateTimeout`.
+        let notifier = Mutex::new(notifier);
         // Outcomes of consumed requests, answered only once the step that consumed them is saved:
         // the executor saves after each step, before asking `should_stop` again.
-        let outcomes = RefCell::new(Vec::new());
-        let mut should_stop = || {
-            answer(&mut outcomes.borrow_mut());
-            notifier.borrow_mut().ping_if_due();
-            arrived.extend(events.try_iter());
-            !arrived.is_empty()
-        };
-        let mut acted = false;
-        let mut report = |plan: &Plan, progress: &StepReport| {
-            acted = true;
-            let (mut notifier, mut outcomes) = (notifier.borrow_mut(), outcomes.borrow_mut());
-            on_progress(
-                plan,
-                progress,
-                &mut notifier,
-                errors,
-                replies,
-                &mut outcomes,
-            )
-        };
-        let result = session.run(&mut should_stop, &mut report);
+        let outcomes = Mutex::new(Vec::new());
+        let (result, arrived, acted) = std::thread::scope(|scope| {
+            let (done, finished) = mpsc::channel::<()>();
+            let (notifier, outcomes) = (&notifier, &outcomes);
+            let worker = scope.spawn(move || {
+                let mut arrived = Vec::new();
+                let mut should_stop = || {
+                    answer(&mut lock(outcomes));
+                    lock(notifier).ping_if_due();
+                    arrived.extend(events.try_iter());
+                    !arrived.is_empty()
+                };
+                let mut acted = false;
+                let mut report = |plan: &Plan, progress: &StepReport| {
+                    acted = true;
+                    if let Some(request) = migration_request.as_mut() {
+                        request.hear(progress);
+                    }
+                    on_progress(
+                        plan,
+                        progress,
+                        &mut lock(notifier),
+                        errors,
+                        replies,
+                        &mut lock(outcomes),
+                    )
+                };
+                let result = session.run(&mut should_stop, &mut report);
+                let _ = done.send(());
+                (result, arrived, acted)
+            });
+            loop {
+                let next_ping = lock(notifier).next_ping();
+                let wait = next_ping.map(|t| t.saturating_duration_since(Instant::now()));
+                let received = match wait {
+                    Some(wait) => finished.recv_timeout(wait),
+                    None => finished.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                match received {
+                    Err(RecvTimeoutError::Timeout) => lock(notifier).ping_if_due(),
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            worker.join().expect("the acting thread does not panic")
+        });
         // The executor saves each step before it returns; only a failed save (logged, and
         // retried with the next pass) can leave an outcome answered before it is on disk.
-        answer(&mut outcomes.borrow_mut());
+        answer(&mut lock(&outcomes));
         let stopped = matches!(result, Ok(Pause::Stopped));
         if acted {
             // After steps, the wait that follows is news even when it reads as before.
             self.last_wait.clear();
         }
-        let wake_at = match result {
+        let wake_at = match &result {
             Ok(Pause::Stopped) => Some(Utc::now()),
             Ok(Pause::Waiting(decision)) => {
                 self.failures = 0;
@@ -254,7 +269,7 @@ impl Daemon {
                 error!("{e}");
                 // The wait that follows a failure is news even when it reads as before it.
                 self.last_wait.clear();
-                let counted = match &e {
+                let counted = match e {
                     SessionError::Exec(ExecError::Observe(_)) | SessionError::Observe(_) => {
                         Some(ErrorKind::Observe)
                     }
@@ -268,14 +283,49 @@ impl Daemon {
                 if let Some(kind) = counted {
                     self.errors.count(kind);
                 }
-                self.retry_after(&e)
+                self.retry_after(e)
             }
         };
         if !stopped {
+            self.answer_migration_request(&result);
             self.answer_unconsumed();
         }
         self.publish_status();
         (wake_at, arrived)
+    }
+
+    /// A migration request, once the core waits (or a step failed): what it did and how it
+    /// ended go to the client. One the core never acted on is taken back, as in the foreground.
+    fn answer_migration_request(&mut self, result: &Result<Pause, SessionError>) {
+        let Some(request) = self.migration_request.take() else {
+            return;
+        };
+        if request.consumed.is_none() {
+            match self.session.withdraw(request.kind) {
+                Ok(Some(i)) => {
+                    self.replies.remove(i);
+                }
+                Ok(None) => {}
+                Err(e) => error!("cannot take back the request: {e}"),
+            }
+        }
+        let ended = match result {
+            Err(e) => Err(RequestError::Failed(e.to_string())),
+            Ok(Pause::Stopped) => unreachable!("answered only once the core waits"),
+            Ok(Pause::Waiting(decision)) => migration::ending(
+                self.session.plan(),
+                request.consumed.as_deref(),
+                self.session.recorded(),
+                decision,
+                request.rollback,
+            ),
+        };
+        if let Err(e) = &ended {
+            error!("issuer migration: {e}");
+            self.errors.count(ErrorKind::IssuerMigration);
+        }
+        let answer = control::migration_answer(ended, request.lines, request.rollback);
+        let _ = request.reply.send(answer);
     }
 
     /// When to act again after a failed run: a transient failure after the plan's backoff, one
@@ -343,11 +393,7 @@ impl Daemon {
             Event::Request(Request {
                 ask: Ask::Migration(ask),
                 reply,
-            }) => {
-                info!("request: {}", Ask::Migration(ask).word());
-                let answer = self.migrate(ask).answer();
-                let _ = reply.send(answer);
-            }
+            }) => self.record_migration_request(ask, reply),
             Event::Request(Request {
                 ask: Ask::Trigger { kind, force },
                 reply,
@@ -372,86 +418,40 @@ impl Daemon {
         Flow::Go
     }
 
-    /// An issuer migration request, carried out here: this process holds the state lock. A
-    /// thread runs the steps (a restart and its checks can take up to `gateTimeout`) while this
-    /// one keeps the watchdog fed.
-    fn migrate(&mut self, ask: MigrationAsk) -> Migrated {
-        let plan = self.session.plan().clone();
-        if let Some(why) =
-            crate::decision::migration::refused_during_rotation(self.session.rotation())
-        {
-            return Migrated::Refused(why);
+    /// A migration request: recorded as a trigger like any other, carried out by the next
+    /// `act`, answered once the core waits.
+    fn record_migration_request(&mut self, ask: MigrationAsk, reply: Sender<String>) {
+        info!("request: {}", Ask::Migration(ask).word());
+        if self.migration_request.is_some() {
+            let busy = "another issuer migration request is being carried out; try again when it \
+                        has ended";
+            let _ = reply.send(format!("exit 1\nerror: {busy}"));
+            return;
         }
-        let rollback = match ask {
-            MigrationAsk::Run => false,
-            MigrationAsk::Rollback => true,
-            MigrationAsk::Approve => matches!(
-                self.session.recorded().and_then(|r| r.awaiting),
-                Some(Awaiting::ManualChange {
-                    step: ManualStep::Rollback
-                })
-            ),
+        let kind = match ask {
+            MigrationAsk::Run => TriggerKind::MigrateIssuer,
+            MigrationAsk::Rollback => TriggerKind::RollbackIssuerMigration,
+            MigrationAsk::Approve => TriggerKind::Approve,
         };
-        let lines = Mutex::new(Vec::new());
-        let (session, notifier) = (&mut self.session, &mut self.notifier);
-        let outcome = std::thread::scope(|scope| {
-            let worker = scope.spawn(|| {
-                let store: &mut dyn RecordStore = session;
-                let mut effects = ClusterEffects::new(&plan);
-                let effects = &mut effects;
-                let mut say = |line: String| {
-                    info!("{line}");
-                    lines.lock().expect("no panics holding it").push(line);
-                };
-                let approved = ask == MigrationAsk::Approve;
-                migration::carry_out(&plan, store, effects, rollback, approved, &mut say)
-            });
-            while !worker.is_finished() {
-                notifier.ping_if_due();
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            worker.join().expect("the migration thread does not panic")
-        });
-        if let Err(e) = &outcome {
-            error!("issuer migration: {e}");
-            self.errors.count(ErrorKind::IssuerMigration);
+        let rollback = migration::is_rollback(kind, self.session.recorded());
+        if let Err(e) = self.session.trigger(kind, false) {
+            error!(
+                "cannot record the request {}: {e:#}",
+                Ask::Migration(ask).word()
+            );
+            self.errors.count(ErrorKind::State);
+            let _ = reply.send(format!("exit 1\nerror: cannot record the request: {e:#}"));
+            return;
         }
-        Migrated::Ran {
-            outcome,
-            lines: lines.into_inner().expect("no panics holding it"),
+        // Its place among the pending requests: answered below, not with the core's outcome.
+        self.replies.push_back(None);
+        self.migration_request = Some(MigrationRequest {
+            reply,
+            kind,
             rollback,
-        }
-    }
-
-    /// Step 5 of the plan's migration once its grace period is over (`migration::due`), as a
-    /// `keyrot migrate-issuer` would; a failure is retried after the plan's backoff.
-    fn continue_migration(&mut self) {
-        info!("issuer migration: the grace period is over, continuing");
-        let done = matches!(
-            self.migrate(MigrationAsk::Run),
-            Migrated::Ran {
-                outcome: Ok(Outcome::Done),
-                ..
-            }
-        );
-        // Anything but done waits before the next try, so a step that cannot finish is never
-        // retried in a tight loop.
-        if done {
-            self.migration_failures = 0;
-            self.migration_retry_at = None;
-        } else {
-            let delay = backoff(self.session.plan(), self.migration_failures);
-            let plan = self.session.plan();
-            self.migration_retry_at = Some(retry_time(plan, self.migration_failures, Utc::now()));
-            self.migration_failures = self.migration_failures.saturating_add(1);
-            info!("issuer migration: trying again in {}s", delay.num_seconds());
-        }
-    }
-
-    /// When the migration continues on its own, retries spaced out.
-    fn migration_due(&self) -> Option<DateTime<Utc>> {
-        let due = migration::due(self.session.plan(), self.session.recorded())?;
-        Some(self.migration_retry_at.map_or(due, |retry| retry.max(due)))
+            lines: Vec::new(),
+            consumed: None,
+        });
     }
 
     /// SIGHUP: the plan file again. An invalid plan is reported, problem by problem, and the
@@ -522,29 +522,33 @@ impl Daemon {
     }
 }
 
-/// How a migration request ended.
-enum Migrated {
-    /// Not started: a rotation is in progress.
-    Refused(String),
-    Ran {
-        outcome: Result<Outcome, migration::StepError>,
-        lines: Vec<String>,
-        rollback: bool,
-    },
+/// A migration request being carried out.
+struct MigrationRequest {
+    reply: Sender<String>,
+    kind: TriggerKind,
+    rollback: bool,
+    /// What the steps said, as `keyrot migrate-issuer` prints it in the foreground.
+    lines: Vec<String>,
+    /// The core's answer to the request, once it consumed it.
+    consumed: Option<String>,
 }
 
-impl Migrated {
-    /// What `keyrot migrate-issuer` prints, as the control socket carries it.
-    fn answer(self) -> String {
-        match self {
-            Migrated::Refused(why) => format!("exit 1\nerror: {why}"),
-            Migrated::Ran {
-                outcome,
-                lines,
-                rollback,
-            } => control::migration_answer(outcome, lines, rollback),
+impl MigrationRequest {
+    fn hear(&mut self, progress: &StepReport) {
+        if let StepReport::Said { line, .. } = progress {
+            self.lines.push(line.clone());
+        }
+        if self.consumed.is_none()
+            && let Some(outcome) = consumed_outcome(progress, self.kind)
+        {
+            self.consumed = Some(outcome.to_string());
         }
     }
+}
+
+/// What `shared` guards, whichever thread last held it.
+fn lock<'a, T>(shared: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(PartialEq, Eq)]
@@ -598,6 +602,7 @@ fn on_progress(
                 _ => {}
             }
         }
+        StepReport::Said { line, .. } => info!("{line}"),
         StepReport::Failed {
             phase,
             action,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 use super::Phase;
+use super::migration::MigrationAction;
 use crate::keys::{Alg, GenerateSpec};
 use crate::state::{Cause, Role, TriggerKind};
 
@@ -74,6 +75,27 @@ pub enum Action {
     DestroyPrivateKey { kid: String, path: PathBuf },
     /// The old key is gone everywhere: the rotation is complete.
     CompleteRotation,
+    /// A person asked for the plan's issuer migration and none is recorded: record one.
+    StartMigration {
+        old_issuer: String,
+        new_issuer: String,
+    },
+    /// Effect: one step of the issuer migration ([`super::migration`]), recorded once done.
+    Migrate(MigrationAction),
+    /// A person asked to roll the issuer migration back: from now on only the rollback goes
+    /// on. With `restart`, the flags may have changed, so kube-apiserver restarts once they are
+    /// back.
+    StartMigrationRollback { restart: bool },
+    /// Effect: the flag file gets its bytes from before the migration back; with `restart`
+    /// kube-apiserver restarts and must issue as the old issuer again. The record then goes.
+    RestoreFlags { restart: bool },
+    /// Effect (`flags: manual`): tell a person how to put the flags back.
+    AskPersonToRestore,
+    /// Effect (`flags: manual`): a person put the flags back; the apiserver must issue as the
+    /// old issuer again. The record then goes.
+    CheckRestored,
+    /// Nothing the migration changed needs undoing: the record goes.
+    ForgetMigration,
 }
 
 impl Action {
@@ -89,6 +111,10 @@ impl Action {
                 | Action::Restart { .. }
                 | Action::Publish { .. }
                 | Action::DestroyPrivateKey { .. }
+                | Action::Migrate(_)
+                | Action::RestoreFlags { .. }
+                | Action::AskPersonToRestore
+                | Action::CheckRestored
         )
     }
 }
@@ -129,10 +155,14 @@ pub enum Gate {
     Schedule,
     /// An issuer migration is recorded for the plan's issuer: no rotation starts.
     IssuerMigration,
+    /// The migration's flag file runs the plan's issuer (checked before the flags change).
+    MigrationFlags,
+    /// The old issuer is dropped only once tokens issued under it can have expired.
+    OldIssuerGrace,
 }
 
 impl Gate {
-    pub const ALL: [Gate; 11] = [
+    pub const ALL: [Gate; 13] = [
         Gate::ClusterKeys,
         Gate::Approval,
         Gate::Backoff,
@@ -144,6 +174,8 @@ impl Gate {
         Gate::RetireAfter,
         Gate::Schedule,
         Gate::IssuerMigration,
+        Gate::MigrationFlags,
+        Gate::OldIssuerGrace,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -159,6 +191,8 @@ impl Gate {
             Gate::RetireAfter => "retire-after",
             Gate::Schedule => "schedule",
             Gate::IssuerMigration => "issuer-migration",
+            Gate::MigrationFlags => "migration-flags",
+            Gate::OldIssuerGrace => "old-issuer-grace",
         }
     }
 }

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use super::Phase;
 use super::action::{Action, Gate};
 use super::decide::retry_time;
+use super::migration::record_migration_step;
+use crate::migration::record::{Awaiting, ManualStep, MigrationRecord};
 use crate::plan::Plan;
 use crate::state::{GateRecord, KeyRecord, Loaded, Published, Role, RoleChange, Rotation, State};
 
@@ -164,6 +166,33 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
             }
         }
         Action::CompleteRotation => complete(state, plan, now),
+        Action::StartMigration {
+            old_issuer,
+            new_issuer,
+        } => {
+            state.issuer_migration = Some(MigrationRecord::new(old_issuer, new_issuer));
+        }
+        Action::Migrate(step) => {
+            if let Some(record) = state.issuer_migration.as_mut() {
+                record_migration_step(record, *step, now);
+            }
+        }
+        Action::StartMigrationRollback { restart } => {
+            if let Some(record) = state.issuer_migration.as_mut() {
+                record.rollback_started_at.get_or_insert(now);
+                record.rollback_restarts = Some(*restart);
+            }
+        }
+        Action::AskPersonToRestore => {
+            if let Some(record) = state.issuer_migration.as_mut() {
+                record.awaiting = Some(Awaiting::ManualChange {
+                    step: ManualStep::Rollback,
+                });
+            }
+        }
+        Action::RestoreFlags { .. } | Action::CheckRestored | Action::ForgetMigration => {
+            state.issuer_migration = None;
+        }
     }
 }
 
@@ -237,6 +266,13 @@ pub fn action_name(action: &Action) -> &'static str {
         Action::GateFailed { .. } => "gate-failed",
         Action::DestroyPrivateKey { .. } => "destroy-private-key",
         Action::CompleteRotation => "complete-rotation",
+        Action::StartMigration { .. } => "start-issuer-migration",
+        Action::Migrate(step) => super::migration::step_name(*step),
+        Action::StartMigrationRollback { .. } => "start-issuer-migration-rollback",
+        Action::RestoreFlags { .. } | Action::AskPersonToRestore | Action::CheckRestored => {
+            "step 9 (roll back)"
+        }
+        Action::ForgetMigration => "forget-issuer-migration",
     }
 }
 

@@ -38,7 +38,8 @@ pub fn decide(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc
             now,
         }
         .next(),
-        None => idle(plan, state, observed, now),
+        None => super::migration::next(plan, state, observed, false, now)
+            .unwrap_or_else(|| idle(plan, state, observed, now)),
     }
 }
 
@@ -136,7 +137,45 @@ fn on_trigger(
         ..Decision::default()
     };
     let rotation = state.rotation.as_ref();
+    // Accepted with `actions` (possibly none: the change goes on by itself), or refused.
+    let answer = |answer: Result<(Vec<Action>, String), String>| match answer {
+        Ok((mut actions, outcome)) => {
+            actions.push(Action::ConsumeTrigger { kind, outcome });
+            Decision {
+                actions,
+                ..Decision::default()
+            }
+        }
+        Err(why) => refuse(why),
+    };
     match kind {
+        TriggerKind::MigrateIssuer => {
+            answer(super::migration::on_migrate_request(plan, state, observed))
+        }
+        TriggerKind::RollbackIssuerMigration => {
+            answer(super::migration::on_rollback_request(plan, state, observed))
+        }
+        TriggerKind::Approve if super::migration::awaits_person(plan, state) => {
+            if trigger.force {
+                return refuse(
+                    "the issuer migration waits for a person, not for a gate: --force does not \
+                     apply"
+                        .into(),
+                );
+            }
+            // The approval is consumed first: the step it releases is decided with it, and a
+            // check that fails asks for another approval rather than retrying this one.
+            let step = super::migration::next(plan, state, observed, true, now);
+            let mut actions = vec![Action::ConsumeTrigger {
+                kind,
+                outcome: "approved: the issuer migration goes on".into(),
+            }];
+            actions.extend(step.into_iter().flat_map(|d| d.actions));
+            Decision {
+                actions,
+                ..Decision::default()
+            }
+        }
         // A second rotate continues the rotation in progress: how a person resumes one in the
         // foreground after keyrot was stopped. It starts nothing new, and is not an error.
         TriggerKind::Rotate => match rotation {

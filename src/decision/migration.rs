@@ -1,5 +1,6 @@
-//! The issuer migration's next step: record + plan section + approval + time -> one step, a
-//! wait, or done. Pure: the runner (`crate::migration::run`) observes, acts and records.
+//! The issuer migration as a kind of change of the decision core: record + plan section +
+//! observation + approval + time -> one step, a wait, or done; the rollback likewise. Pure:
+//! `decide` calls it, the executor carries the steps out, `apply` records them.
 //!
 //! Steps, each recorded once done, so a run stopped anywhere continues where it stopped:
 //! 1 publish for the new issuer; 2 read the documents back anonymously; 3 (acceptFirst) every
@@ -8,9 +9,239 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::action::{Action, Decision, Gate};
+use super::observed::Observed;
 use crate::migration::record::{self, Awaiting, ManualStep, MigrationRecord};
 use crate::plan::{FlagSource, IssuerMigration, Plan};
-use crate::state::Rotation;
+use crate::state::{Rotation, State};
+
+/// The migration the plan asks for and the state records, when they are the same one.
+fn in_record<'a>(
+    plan: &'a Plan,
+    state: &'a State,
+) -> Option<(&'a IssuerMigration, &'a MigrationRecord)> {
+    let section = plan.issuer_migration.as_ref()?;
+    let record = state.issuer_migration.as_ref()?;
+    let same = record.old_issuer == plan.issuer.url && record.new_issuer == section.new_issuer.url;
+    same.then_some((section, record))
+}
+
+/// What the core does next about the plan's issuer migration; `None` when none is under way
+/// (none recorded, another one recorded, or every planned step done). `approved`: a person's
+/// `keyrot approve` is being acted on.
+pub(super) fn next(
+    plan: &Plan,
+    state: &State,
+    observed: &Observed,
+    approved: bool,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
+    let (section, record) = in_record(plan, state)?;
+    let view = observed.migration.as_ref()?;
+    if record.rollback_started_at.is_some() {
+        return Some(next_rollback_step(section, record, approved));
+    }
+    if let (FlagSource::File { .. }, None, Some(problem)) = (
+        &section.flags,
+        record.flags_changed_at,
+        &view.issuer_problem,
+    ) {
+        return Some(Decision::wait(Gate::MigrationFlags, problem.clone(), None));
+    }
+    let grace = view.grace.as_ref().map_or(TimeDelta::MAX, |g| g.period);
+    let new = &section.new_issuer.url;
+    Some(
+        match next_migration_step(section, record, approved, grace, now) {
+            MigrationDecision::Act(MigrationAction::AskPerson(step))
+                if record.awaiting == Some(manual_change(step)) =>
+            {
+                Decision::wait(
+                    Gate::Approval,
+                    format!(
+                        "step {} waits for the flag change keyrot printed: make it, restart                      kube-apiserver, then run `keyrot approve`",
+                        step_number(MigrationAction::AskPerson(step))
+                    ),
+                    None,
+                )
+            }
+            MigrationDecision::Act(action) => Decision::act(Action::Migrate(action)),
+            MigrationDecision::Wait {
+                why: MigrationWait::EveryApiserverAccepts,
+                ..
+            } => Decision::wait(
+                Gate::Approval,
+                format!(
+                    "step 3 waits until every apiserver accepts {new} (acceptFirst): run `keyrot \
+                 migrate-issuer` on every other control-plane node until it stops here too, \
+                 then `keyrot approve` on each node in turn: it makes that node's apiserver \
+                 issue as {new}"
+                ),
+                None,
+            ),
+            MigrationDecision::Wait {
+                why: MigrationWait::Grace,
+                until,
+                ..
+            } => match &view.grace {
+                Err(e) => Decision::wait(
+                    Gate::MigrationFlags,
+                    format!("step 5 cannot tell how long tokens of the old issuer live: {e}"),
+                    None,
+                ),
+                Ok(grace) => {
+                    let when = match until {
+                        Some(due) => format!("after {}", crate::describe::time(due)),
+                        None => "once the grace period is shorter".to_string(),
+                    };
+                    Decision::wait(
+                        Gate::OldIssuerGrace,
+                        format!(
+                            "step 5 waits for the grace period ({}): {} is dropped {when}",
+                            grace.why, plan.issuer.url
+                        ),
+                        until,
+                    )
+                }
+            },
+            MigrationDecision::Done { .. } => return None,
+            MigrationDecision::Refused { why, .. } => {
+                Decision::wait(Gate::IssuerMigration, why, None)
+            }
+        },
+    )
+}
+
+/// The rollback's next step, once it started: put the flags back (and restart), or with
+/// `flags: manual` ask a person and check what they did; then the record goes.
+fn next_rollback_step(
+    section: &IssuerMigration,
+    record: &MigrationRecord,
+    approved: bool,
+) -> Decision {
+    if let FlagSource::File { .. } = section.flags {
+        return Decision::act(Action::RestoreFlags {
+            restart: record.rollback_restarts.unwrap_or(true),
+        });
+    }
+    let waiting = record.awaiting == Some(manual_change(ManualStep::Rollback));
+    match (waiting, approved) {
+        (true, true) => Decision::act(Action::CheckRestored),
+        (true, false) => Decision::wait(
+            Gate::Approval,
+            "the rollback waits for the flag change keyrot printed: make it, restart \
+             kube-apiserver, then run `keyrot approve`",
+            None,
+        ),
+        (false, _) if flags_asked(record) => Decision::act(Action::AskPersonToRestore),
+        (false, _) => Decision::act(Action::ForgetMigration),
+    }
+}
+
+/// Whether keyrot asked a person for any flag change (`flags: manual`).
+fn flags_asked(record: &MigrationRecord) -> bool {
+    record.old_issuer_dropped_at.is_some()
+        || record.flags_changed_at.is_some()
+        || record.accepted_at.is_some()
+        || matches!(record.awaiting, Some(Awaiting::ManualChange { .. }))
+}
+
+/// Whether the flags may differ from the original: a step changed them, or a rollback started.
+pub fn flags_touched(record: &MigrationRecord) -> bool {
+    record.flags_changed_at.is_some()
+        || record.accepted_at.is_some()
+        || record.awaiting == Some(Awaiting::AcceptEverywhere)
+        || record.rollback_started_at.is_some()
+}
+
+/// How the core answers `keyrot migrate-issuer`: the actions with which it accepts it, and the
+/// outcome; or why not.
+pub(super) fn on_migrate_request(
+    plan: &Plan,
+    state: &State,
+    observed: &Observed,
+) -> Result<(Vec<Action>, String), String> {
+    let Some(section) = plan.issuer_migration.as_ref() else {
+        return Err("the plan has no issuerMigration section: nothing to migrate".into());
+    };
+    if let Some(why) = refused_during_rotation(state.rotation.as_ref()) {
+        return Err(why);
+    }
+    // A plan naming another issuer than the flags would migrate from the wrong one: refused
+    // before anything is recorded.
+    let issuer_problem = observed
+        .migration
+        .as_ref()
+        .and_then(|v| v.issuer_problem.clone());
+    match &state.issuer_migration {
+        None if issuer_problem.is_some() => Err(issuer_problem.unwrap_or_default()),
+        None => Ok((
+            vec![Action::StartMigration {
+                old_issuer: plan.issuer.url.clone(),
+                new_issuer: section.new_issuer.url.clone(),
+            }],
+            "issuer migration started".into(),
+        )),
+        Some(found) if in_record(plan, state).is_none() => Err(other_migration(plan, found)),
+        Some(found) if found.rollback_started_at.is_some() => Err(
+            "this migration is being rolled back: finish with `keyrot migrate-issuer --rollback`"
+                .into(),
+        ),
+        Some(_) => Ok((Vec::new(), "continuing the issuer migration".into())),
+    }
+}
+
+/// How the core answers `keyrot migrate-issuer --rollback`.
+pub(super) fn on_rollback_request(
+    plan: &Plan,
+    state: &State,
+    observed: &Observed,
+) -> Result<(Vec<Action>, String), String> {
+    let nothing = || {
+        format!(
+            "no issuer migration is recorded in {}: nothing to roll back",
+            record::path(&plan.state_dir).display()
+        )
+    };
+    if plan.issuer_migration.is_none() {
+        return Err("the plan has no issuerMigration section: nothing to roll back".into());
+    }
+    let Some(found) = &state.issuer_migration else {
+        return Err(nothing());
+    };
+    if in_record(plan, state).is_none() {
+        return Err(other_migration(plan, found));
+    }
+    if found.rollback_started_at.is_some() {
+        return Ok((
+            Vec::new(),
+            "continuing the issuer migration's rollback".into(),
+        ));
+    }
+    let backup = observed
+        .migration
+        .as_ref()
+        .is_some_and(|v| v.original_backup);
+    // A backup means the file was edited, even when a crash kept the step unrecorded.
+    let restart = flags_touched(found) || backup;
+    Ok((
+        vec![Action::StartMigrationRollback { restart }],
+        "issuer migration rollback started".into(),
+    ))
+}
+
+/// Whether `keyrot approve` is for the issuer migration: it waits for a person.
+pub(super) fn awaits_person(plan: &Plan, state: &State) -> bool {
+    in_record(plan, state).is_some_and(|(_, r)| r.awaiting.is_some())
+}
+
+fn other_migration(plan: &Plan, found: &MigrationRecord) -> String {
+    format!(
+        "{} records a migration from {} to {}, not this plan's; finish or remove it first",
+        record::path(&plan.state_dir).display(),
+        found.old_issuer,
+        found.new_issuer
+    )
+}
 
 /// A flag change of the migration, in the order the steps make them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +540,18 @@ pub fn step_number(action: MigrationAction) -> u8 {
         }
         | A::AskPerson(ManualStep::Rollback) => 9,
         _ => 3,
+    }
+}
+
+/// The step as errors name it: "step 2 (verify the new issuer's documents)".
+pub fn step_name(action: MigrationAction) -> &'static str {
+    match step_number(action) {
+        1 => "step 1 (publish for the new issuer)",
+        2 => "step 2 (verify the new issuer's documents)",
+        3 => "step 3 (change the flags and restart)",
+        4 => "step 4 (verify the cluster)",
+        5 => "step 5 (drop the old issuer)",
+        _ => "step 9 (roll back)",
     }
 }
 

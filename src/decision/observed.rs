@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::keys::Alg;
+use crate::migration::grace::Grace;
 
 /// A key by kid and algorithm: all the decision core needs to know of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,6 +77,20 @@ pub struct Observed {
     pub targets: Vec<TargetView>,
     /// The last canary exchange with each target's relying party, in the plan's target order.
     pub canaries: Vec<CanaryView>,
+    /// What the plan's issuer migration depends on; `None` when the plan has none.
+    pub migration: Option<MigrationView>,
+}
+
+/// What keyrot read for the plan's issuer migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationView {
+    /// Why the flag file does not run the plan's issuer, if it does not (`flags: manual`:
+    /// never). Before the flags change the migration must not start from another issuer.
+    pub issuer_problem: Option<String>,
+    /// How long the old issuer stays accepted, or why the flags that bound it cannot be read.
+    pub grace: Result<Grace, String>,
+    /// The editors still hold the flag file's bytes from before the migration: a step edited it.
+    pub original_backup: bool,
 }
 
 impl Observed {
@@ -93,6 +108,17 @@ impl Observed {
 
     pub fn private_key(&self, kid: &str) -> Option<&(KeyId, PathBuf)> {
         self.private_keys.iter().find(|(k, _)| k.kid == kid)
+    }
+
+    /// The keys the cluster verifies with as its files list them, bundle first: what the
+    /// issuer documents list, as kube-apiserver's JWKS does.
+    pub fn verification_kids(&self) -> Vec<String> {
+        self.bundle
+            .iter()
+            .flatten()
+            .chain(&self.extra)
+            .map(|k| k.kid.clone())
+            .collect()
     }
 
     pub fn private_key_at(&self, path: &std::path::Path) -> Option<&KeyId> {

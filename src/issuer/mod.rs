@@ -33,7 +33,10 @@ use std::path::{Path, PathBuf};
 pub use flags::{FlagError, next_flags};
 pub use k3s::K3sDefaults;
 pub use manual::ManualChange;
-pub use write::{Applied, RolledBack, apply, backup_path, rollback};
+pub use write::{
+    Applied, RolledBack, apply, backup_path, original_backup, restore_diff, restore_original,
+    rollback,
+};
 
 /// The values of kube-apiserver's three issuer flags, as the apiserver sees them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -76,6 +76,60 @@ pub fn rollback(
     Ok(RolledBack::Restored { backup })
 }
 
+/// The earliest of `steps` whose backup of `target` is under `backup_dir`, and that backup: the
+/// bytes from before the first edit.
+pub fn original_backup(
+    target: &Path,
+    steps: &[MigrationStep],
+    backup_dir: &Path,
+) -> Option<(usize, PathBuf)> {
+    steps
+        .iter()
+        .map(|step| backup_path(backup_dir, target, step))
+        .enumerate()
+        .find(|(_, backup)| backup.exists())
+}
+
+/// What putting `backup` back changes in `target`, as a unified diff. An error names the file.
+pub fn restore_diff(target: &Path, backup: &Path) -> io::Result<String> {
+    let read = |p: &Path| {
+        crate::fs_read::read_to_string(p)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+    };
+    let label = target.display();
+    Ok(super::diff::unified(
+        &format!("{label} (now)"),
+        &format!("{label} (after rollback)"),
+        &read(target)?,
+        &read(backup)?,
+        3,
+    ))
+}
+
+/// Puts back the bytes `target` had before the earliest of `steps` that has a backup: the
+/// backups of the later steps go first, so a restore stopped anywhere finds the same original
+/// again. The backup directory goes too once empty; anything else in it stays.
+pub fn restore_original(
+    target: &Path,
+    steps: &[MigrationStep],
+    backup_dir: &Path,
+) -> Result<RolledBack, EditError> {
+    let Some((earliest, _)) = original_backup(target, steps, backup_dir) else {
+        return Ok(RolledBack::NoBackup);
+    };
+    for later in &steps[earliest + 1..] {
+        let later = backup_path(backup_dir, target, later);
+        match fs::remove_file(&later) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&later, e)),
+        }
+    }
+    let restored = rollback(target, &steps[earliest], backup_dir)?;
+    let _ = fs::remove_dir(backup_dir);
+    Ok(restored)
+}
+
 /// Refuses a backup directory in or under the target's directory, then creates it (0700).
 /// The check comes first so that a refused directory is never created there.
 fn prepare_backup_dir(backup_dir: &Path, target: &Path) -> Result<(), EditError> {

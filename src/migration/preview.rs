@@ -1,7 +1,7 @@
 //! What `keyrot migrate-issuer --dry-run` and `keyrot plan` show: the documents, what each
 //! target would get, the flag changes as diffs. Writes nothing.
 
-use super::{APPROVE, Migration, StepError, edit, failed, grace};
+use super::{APPROVE, Migration, StepError, edit, failed, grace, record};
 use crate::adapters::MigrationEffects;
 use crate::issuer::{FlagEdit, FlagFile, MigrationStep, compute_edit};
 use crate::plan::{FlagSource, Plan};
@@ -10,7 +10,21 @@ use crate::targets::public;
 /// What `--dry-run` prints: the documents, what each target would get, the flag changes.
 pub fn dry_run(plan: &Plan, effects: &mut dyn MigrationEffects) -> Result<String, StepError> {
     let migration = Migration::new(plan)?;
-    let recorded = migration.record_read()?;
+    let recorded = super::record::read(&plan.state_dir)
+        .map_err(|e| failed(0, e.to_string()))?
+        .unwrap_or_else(|| {
+            record::MigrationRecord::new(migration.old_issuer(), &migration.new_issuer().url)
+        });
+    let paths: Vec<_> = std::iter::once(&plan.apiserver.verification_bundle)
+        .chain(&plan.apiserver.extra_verification_files)
+        .cloned()
+        .collect();
+    let kids: Vec<String> = crate::keys::load_verification_keys(&paths)
+        .map_err(|e| failed(0, e.to_string()))?
+        .keys
+        .iter()
+        .map(|k| k.kid().to_string())
+        .collect();
     if recorded.old_issuer_dropped_at.is_some() {
         return Ok(format!(
             "the migration is done ({}): set issuer.url to {} and remove issuerMigration\n",
@@ -26,7 +40,7 @@ pub fn dry_run(plan: &Plan, effects: &mut dyn MigrationEffects) -> Result<String
         ));
     }
     let step_1 = effects
-        .preview_publish(&migration.for_new, &migration.kids)
+        .preview_publish(&migration.for_new, &kids)
         .map_err(|e| failed(1, e.message))?;
     out.push_str(&step_1);
     out.push_str(&format!(

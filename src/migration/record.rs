@@ -33,6 +33,11 @@ pub struct MigrationRecord {
     /// The rollback started: the flags go back to their bytes from before the migration.
     #[serde(default)]
     pub rollback_started_at: Option<DateTime<Utc>>,
+    /// Whether the rollback restarts kube-apiserver once the flags are back: decided when it
+    /// starts, while the editors' backups still show whether the flags changed. Unset in
+    /// records of earlier releases: then it restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_restarts: Option<bool>,
     /// What a person was asked to do before the migration goes on; `keyrot approve` says it is
     /// done. Cleared when the step it belongs to is recorded.
     #[serde(default)]
@@ -72,6 +77,7 @@ impl MigrationRecord {
             old_issuer_dropped_at: None,
             accepted_at: None,
             rollback_started_at: None,
+            rollback_restarts: None,
             awaiting: None,
         }
     }

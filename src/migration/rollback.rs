@@ -1,5 +1,6 @@
-//! `keyrot migrate-issuer --rollback`: kube-apiserver's flags back to what they were before the
-//! migration, the apiserver restarted and checked, the record removed.
+//! The issuer migration's rollback: kube-apiserver's flags back to what they were before the
+//! migration, the apiserver restarted and checked, the record removed (the steps are the
+//! decision core's; this carries them out and previews them).
 //!
 //! The editors' backups hold the flag file's bytes from before each step; the earliest one is
 //! the original. The later ones are removed first, so a rollback stopped at any point (a
@@ -9,29 +10,29 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
-
-use super::record::{self, Awaiting, ManualStep, MigrationRecord, RecordStore};
-use super::{APPROVE, Migration, Outcome, ROLLBACK, StepError, edit, failed};
-use crate::adapters::{ExpectedIssuer, MigrationEffects};
-use crate::issuer::{self, IssuerFlags, MigrationStep, RolledBack, diff};
+use super::record::{self, Awaiting, ManualStep, MigrationRecord};
+use super::{APPROVE, Migration, ROLLBACK, StepError, edit, failed};
+use crate::adapters::{AdapterError, ExpectedIssuer, MigrationEffects};
+use crate::decision::migration::flags_touched;
+use crate::issuer::{self, IssuerFlags, MigrationStep, diff};
 use crate::plan::{FlagSource, Plan};
+use crate::state::TriggerKind;
 
 /// What a rollback would do, for `--rollback --dry-run`. Writes nothing.
 pub fn preview_rollback(plan: &Plan) -> Result<String, StepError> {
     let migration = Migration::new(plan)?;
     let found = record::read(&plan.state_dir).map_err(|e| failed(ROLLBACK, e.to_string()))?;
-    let Some(record) = recorded(&migration, found)? else {
+    let Some(record) = found else {
         return Ok(nothing_recorded(plan));
     };
     match &migration.section.flags {
         FlagSource::File { path, .. } => Ok(match original(&migration, path) {
             Some((_, backup)) => format!(
                 "{}then restart kube-apiserver and check that it issues as {} again\n",
-                restore_diff(path, &backup)?,
+                issuer::restore_diff(path, &backup).map_err(|e| failed(ROLLBACK, e.to_string()))?,
                 migration.old_issuer()
             ),
-            None if touched(&record) => format!(
+            None if flags_touched(&record) => format!(
                 "{} has no backup left: restart kube-apiserver and check that it issues as {}\n",
                 path.display(),
                 migration.old_issuer()
@@ -45,95 +46,84 @@ pub fn preview_rollback(plan: &Plan) -> Result<String, StepError> {
     }
 }
 
-/// Puts the flags back. The caller holds the state lock. With `approved` (`keyrot approve`), a
-/// manual rollback the person made is checked and finished.
-pub fn rollback(
-    plan: &Plan,
-    store: &mut dyn RecordStore,
+/// Puts the flag file's original bytes back (when a backup holds them) and, with `restart`,
+/// restarts kube-apiserver and checks it issues as the old issuer again. Idempotent: a rollback
+/// stopped anywhere finds the same original, or none left and the file already restored.
+pub(super) fn restore(
+    migration: &Migration,
     effects: &mut dyn MigrationEffects,
-    now: impl Fn() -> DateTime<Utc>,
-    approved: bool,
+    restart: bool,
     say: &mut dyn FnMut(String),
-) -> Result<Outcome, StepError> {
-    let migration = Migration::new(plan)?;
-    let Some(mut record) = recorded(&migration, store.recorded())? else {
-        return Err(failed(ROLLBACK, nothing_recorded(plan).trim_end()));
+) -> Result<(), AdapterError> {
+    let FlagSource::File { path, .. } = &migration.section.flags else {
+        return Err(AdapterError::permanent(
+            "flags: manual: keyrot edits no flag file to restore",
+        ));
     };
-    if record.rollback_started_at.is_none() && record.flags_changed_at.is_some() {
+    let backups = edit::backup_dir(migration.plan);
+    effects.restore_flags(path, &flag_steps(migration), &backups, say)?;
+    if restart {
+        effects.restart("rollback")?;
+        effects.check_cluster(ExpectedIssuer {
+            issuer: migration.old_issuer(),
+            jwks_uri: None,
+        })?;
         say(format!(
-            "warning: tokens issued since {} name {}; once the flags are back the apiserver \
-             rejects them until the kubelet replaces them (within about an hour for pods' \
-             projected tokens; copies taken out of pods stop working)",
-            record
-                .flags_changed_at
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                .unwrap_or_default(),
-            migration.new_issuer().url
+            "rollback: kube-apiserver restarted and issues as {} again",
+            migration.old_issuer()
         ));
     }
-    let old = ExpectedIssuer {
-        issuer: migration.old_issuer(),
-        jwks_uri: None,
-    };
-    match &migration.section.flags {
-        FlagSource::File { path, .. } => {
-            // A backup means the file was edited, even when a crash kept the step unrecorded.
-            let restart = touched(&record) || original(&migration, path).is_some();
-            record.rollback_started_at.get_or_insert_with(&now);
-            migration.save(store, &record, ROLLBACK)?;
-            restore_file(&migration, path, say)?;
-            if restart {
-                effects
-                    .restart("rollback")
-                    .map_err(|e| failed(ROLLBACK, e.message))?;
-                effects
-                    .check_cluster(old)
-                    .map_err(|e| failed(ROLLBACK, e.message))?;
-                say(format!(
-                    "rollback: kube-apiserver restarted and issues as {} again",
-                    migration.old_issuer()
-                ));
-            }
-        }
-        FlagSource::Manual => {
-            let waiting = record.awaiting
-                == Some(Awaiting::ManualChange {
-                    step: ManualStep::Rollback,
-                });
-            if approved && waiting {
-                effects
-                    .check_cluster(old)
-                    .map_err(|e| failed(ROLLBACK, e.message))?;
-                say(format!(
-                    "rollback: approved: the apiserver issues as {} again",
-                    migration.old_issuer()
-                ));
-            } else if let Some(text) = manual_restore(&migration, &record) {
-                record.rollback_started_at.get_or_insert_with(&now);
-                record.awaiting = Some(Awaiting::ManualChange {
-                    step: ManualStep::Rollback,
-                });
-                migration.save(store, &record, ROLLBACK)?;
-                return Ok(Outcome::Waiting(text));
-            }
-        }
-    }
-    store
-        .keep(None)
-        .map_err(|e| failed(ROLLBACK, e.to_string()))?;
+    say_done(migration, say);
+    Ok(())
+}
+
+/// The last line of a rollback.
+pub(super) fn say_done(migration: &Migration, say: &mut dyn FnMut(String)) {
     say(format!(
         "rollback: done; the record is removed. The documents published for {} stay on the \
          targets: remove them by hand if nothing uses them",
         migration.new_issuer().url
     ));
-    Ok(Outcome::Done)
 }
 
-fn recorded(
-    migration: &Migration,
-    found: Option<MigrationRecord>,
-) -> Result<Option<MigrationRecord>, StepError> {
-    found.map(|f| migration.record_of(Some(f))).transpose()
+/// The warning a request of `kind` starts with when it starts a rollback once tokens name the
+/// new issuer.
+pub fn rollback_warning(
+    plan: &Plan,
+    kind: TriggerKind,
+    record: Option<&MigrationRecord>,
+) -> Option<String> {
+    let record = record.filter(|r| r.rollback_started_at.is_none())?;
+    let changed = record.flags_changed_at?;
+    let new = plan.issuer_migration.as_ref()?;
+    let this_plans =
+        record.new_issuer == new.new_issuer.url && record.old_issuer == plan.issuer.url;
+    (kind == TriggerKind::RollbackIssuerMigration && this_plans).then(|| {
+        format!(
+            "warning: tokens issued since {} name {}; once the flags are back the apiserver \
+             rejects them until the kubelet replaces them (within about an hour for pods' \
+             projected tokens; copies taken out of pods stop working)",
+            changed.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            new.new_issuer.url
+        )
+    })
+}
+
+/// Whether the editors still hold the flag file's bytes from before the migration.
+pub fn original_backup(plan: &Plan) -> bool {
+    let Ok(migration) = Migration::new(plan) else {
+        return false;
+    };
+    match &migration.section.flags {
+        FlagSource::File { path, .. } => original(&migration, path).is_some(),
+        FlagSource::Manual => false,
+    }
+}
+
+/// What a person is asked to change to put the flags back (`flags: manual`).
+pub(super) fn manual_restore_text(migration: &Migration, record: &MigrationRecord) -> String {
+    manual_restore(migration, record)
+        .unwrap_or_else(|| "no flag change was asked for: nothing to put back\n".to_string())
 }
 
 fn nothing_recorded(plan: &Plan) -> String {
@@ -141,14 +131,6 @@ fn nothing_recorded(plan: &Plan) -> String {
         "no issuer migration is recorded in {}: nothing to roll back\n",
         record::path(&plan.state_dir).display()
     )
-}
-
-/// Whether the flags may differ from the original: a step changed them, or a rollback started.
-fn touched(record: &MigrationRecord) -> bool {
-    record.flags_changed_at.is_some()
-        || record.accepted_at.is_some()
-        || record.awaiting == Some(Awaiting::AcceptEverywhere)
-        || record.rollback_started_at.is_some()
 }
 
 /// Every flag step of the plan, in order.
@@ -161,65 +143,7 @@ fn flag_steps(migration: &Migration) -> Vec<MigrationStep> {
 /// The earliest step with a backup, and the backup: the bytes from before the migration.
 fn original(migration: &Migration, path: &Path) -> Option<(usize, PathBuf)> {
     let dir = edit::backup_dir(migration.plan);
-    flag_steps(migration)
-        .iter()
-        .map(|step| issuer::backup_path(&dir, path, step))
-        .enumerate()
-        .find(|(_, backup)| backup.exists())
-}
-
-fn restore_diff(path: &Path, backup: &Path) -> Result<String, StepError> {
-    let read = |p: &Path| {
-        crate::fs_read::read_to_string(p)
-            .map_err(|e| failed(ROLLBACK, format!("{}: {e}", p.display())))
-    };
-    let label = path.display();
-    Ok(diff::unified(
-        &format!("{label} (now)"),
-        &format!("{label} (after rollback)"),
-        &read(path)?,
-        &read(backup)?,
-        3,
-    ))
-}
-
-/// Removes the backups of the steps after the earliest, then puts the earliest back.
-fn restore_file(
-    migration: &Migration,
-    path: &Path,
-    say: &mut dyn FnMut(String),
-) -> Result<(), StepError> {
-    let Some((earliest, backup)) = original(migration, path) else {
-        return Ok(());
-    };
-    say(format!(
-        "rollback: {} gets its bytes from before the migration back:\n{}",
-        path.display(),
-        restore_diff(path, &backup)?
-    ));
-    let steps = flag_steps(migration);
-    let dir = edit::backup_dir(migration.plan);
-    for later in &steps[earliest + 1..] {
-        let later = issuer::backup_path(&dir, path, later);
-        match std::fs::remove_file(&later) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(failed(ROLLBACK, format!("{}: {e}", later.display()))),
-        }
-    }
-    match issuer::rollback(path, &steps[earliest], &dir)
-        .map_err(|e| failed(ROLLBACK, e.to_string()))?
-    {
-        RolledBack::Restored { backup } => say(format!(
-            "rollback: {} restored from {}",
-            path.display(),
-            backup.display()
-        )),
-        RolledBack::NoBackup => {}
-    }
-    // The migration's own backup directory goes too once empty; anything else in it stays.
-    let _ = std::fs::remove_dir(&dir);
-    Ok(())
+    issuer::original_backup(path, &flag_steps(migration), &dir)
 }
 
 /// The change a person makes to put the flags back, when keyrot asked for any.

@@ -223,4 +223,10 @@ pub enum TriggerKind {
     Approve,
     Abort,
     Rollback,
+    /// Start (or continue) the plan's issuer migration.
+    #[serde(rename = "migrate-issuer")]
+    MigrateIssuer,
+    /// Put the issuer migration's flag changes back and forget it.
+    #[serde(rename = "rollback-issuer-migration")]
+    RollbackIssuerMigration,
 }

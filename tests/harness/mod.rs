@@ -118,6 +118,7 @@ pub fn fresh_world(plan: &Plan) -> World {
             })
             .collect(),
         canaries: Vec::new(),
+        migration: None,
     };
     World::from_observed(plan, &observed).unwrap()
 }
