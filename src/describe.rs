@@ -3,6 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::decision::Action;
+use crate::decision::migration::MigrationAction;
 use crate::plan::{Plan, Restart};
 
 /// A time as people read it in keyrot's output: RFC 3339, whole seconds, `Z`.
@@ -117,7 +118,7 @@ pub fn describe_action(plan: &Plan, action: &Action) -> Option<String> {
             old_issuer,
             new_issuer,
         } => format!("start the issuer migration from {old_issuer} to {new_issuer}"),
-        Action::Migrate(step) => crate::decision::migration::step_name(*step).into(),
+        Action::Migrate(step) => describe_migration_step(*step).into(),
         Action::StartMigrationRollback { .. } => "start the issuer migration's rollback".into(),
         Action::RestoreFlags { restart: true } => {
             "put kube-apiserver's flags back, restart it, check the old issuer".into()
@@ -167,4 +168,49 @@ pub fn describe_canary(target: &str, canary: &crate::plan::Canary, kid: &str) ->
         "{target}: a canary token signed by {kid} (sub {}, aud {}) must be accepted by {exchange}",
         canary.subject, canary.audience
     )
+}
+
+/// One step of the issuer migration, for the log and the dry run.
+fn describe_migration_step(step: MigrationAction) -> &'static str {
+    use crate::decision::migration::{FlagChange, Issues};
+    use crate::migration::record::ManualStep;
+    match step {
+        MigrationAction::Publish => "step 1: publish the new issuer's documents to every target",
+        MigrationAction::CheckDocuments => {
+            "step 2: read the documents back anonymously at the new issuer URL"
+        }
+        MigrationAction::ChangeFlags {
+            change: FlagChange::Accept,
+            ..
+        } => "step 3: accept the new issuer (the old one still issues), restart, check",
+        MigrationAction::ChangeFlags {
+            change: FlagChange::Add,
+            ..
+        } => "step 3: issue as the new issuer, the old one still accepted; restart",
+        MigrationAction::ChangeFlags {
+            change: FlagChange::Drop,
+            ..
+        } => "step 5: drop the old issuer, restart, check",
+        MigrationAction::RecordAcceptedEverywhere => {
+            "step 3: every apiserver accepts the new issuer (approved)"
+        }
+        MigrationAction::CheckApproved {
+            issues: Issues::Old,
+            ..
+        } => "step 3: check the change a person made: the new issuer is accepted",
+        MigrationAction::CheckApproved {
+            step: ManualStep::Drop,
+            ..
+        } => "step 5: check the change a person made: the old issuer is dropped",
+        MigrationAction::CheckApproved { .. } => {
+            "step 3: check the change a person made: the new issuer issues"
+        }
+        MigrationAction::CheckCluster => {
+            "step 4: check the apiserver's discovery document and a new token"
+        }
+        MigrationAction::AskPerson(ManualStep::Drop) => {
+            "step 5: ask a person to drop the old issuer from the flags"
+        }
+        MigrationAction::AskPerson(_) => "step 3: ask a person to change the flags",
+    }
 }

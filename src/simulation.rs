@@ -60,6 +60,8 @@ pub struct World {
     pub new_issuer_documents: Option<(String, Vec<String>)>,
     /// The plan's migration grace, when the plan has a migration.
     pub migration_grace: Option<Grace>,
+    /// Why the real flag file does not run the plan's issuer, as observed at the start.
+    pub flags_problem: Option<String>,
     generated: u32,
 }
 
@@ -122,7 +124,17 @@ impl World {
             issuers: vec![plan.issuer.url.clone()],
             issuers_backup: None,
             new_issuer_documents: None,
-            migration_grace: plan.issuer_migration.as_ref().map(|m| grace(m, None)),
+            migration_grace: plan.issuer_migration.as_ref().map(|section| {
+                let observed = observed
+                    .migration
+                    .as_ref()
+                    .and_then(|m| m.grace.clone().ok());
+                observed.unwrap_or_else(|| grace(section, None))
+            }),
+            flags_problem: observed
+                .migration
+                .as_ref()
+                .and_then(|m| m.issuer_problem.clone()),
             generated: 0,
         })
     }
@@ -190,16 +202,29 @@ impl World {
                 .collect(),
             canaries: self.canaries.clone(),
             migration: self.migration_grace.as_ref().map(|grace| MigrationView {
-                issuer_problem: (self.issuers.first() != Some(&self.issuer.url)).then(|| {
-                    format!(
-                        "the flag file issues as {}, not the plan's issuer",
-                        self.issuers.first().map_or("nothing", String::as_str)
-                    )
-                }),
+                issuer_problem: self.flags_problem.clone().or_else(|| self.issuer_problem()),
                 grace: Ok(grace.clone()),
                 original_backup: self.issuers_backup.is_some(),
             }),
         }
+    }
+
+    /// Why the apiserver's issuers are not the plan's issuer first (or, once the new issuer
+    /// issues, right behind it), as `migration::check_current_issuer` judges a flag file.
+    fn issuer_problem(&self) -> Option<String> {
+        let old = &self.issuer.url;
+        let runs_old = match self.issuers.first() {
+            Some(first) if first == old => true,
+            Some(_) => self.issuers.len() > 1 && self.issuers.contains(old),
+            None => false,
+        };
+        (!runs_old).then(|| {
+            format!(
+                "the apiserver runs --service-account-issuer {:?}, but the plan's issuer.url \
+                 is {old:?}",
+                self.issuers
+            )
+        })
     }
 
     /// The apiserver's issuers after `step`.

@@ -167,6 +167,7 @@ fn a_canary_is_shown_as_its_own_step_per_target_before_promotion() {
                 action,
                 description,
                 changes,
+                ..
             } if action == "exchange-canary" => {
                 assert!(!changes, "a canary changes nothing");
                 Some((description.as_str(), s.phase))
@@ -208,4 +209,96 @@ fn a_canary_is_shown_as_its_own_step_per_target_before_promotion() {
     assert!(settled_wait < position("exchange-canary"));
     assert!(position("exchange-canary") < position("enter phase promote"));
     assert!(render_text(&run).contains("web: a canary token signed by"));
+}
+
+/// `plan()` with an issuer migration whose flags a person changes.
+fn migrating_plan() -> keyrot::plan::Plan {
+    let text = "cluster: c\nflavour: kubeadm\nissuer: { url: \"https://issuer.example.com\" }\n\
+                targets: [{ name: web, localDirectory: /srv/oidc }]\n\
+                issuerMigration:\n  newIssuer: \"https://new.example\"\n  flags: manual\n  \
+                gracePeriod: 48h\n  dropOldIssuer: true\n";
+    let parsed = keyrot::plan::parse(std::path::Path::new("/etc/keyrot/plan.yaml"), text).unwrap();
+    keyrot::plan::Plan {
+        issuer_migration: parsed.issuer_migration,
+        ..plan()
+    }
+}
+
+/// The dry run's timeline in a few words: each step's action name or its wait's gate.
+fn steps(run: &keyrot::dry_run::DryRun) -> Vec<String> {
+    run.timeline
+        .iter()
+        .map(|s| match &s.what {
+            StepKind::Action { action, .. } => action.clone(),
+            StepKind::Wait { gate, .. } => format!("wait {gate}"),
+        })
+        .collect()
+}
+
+#[test]
+fn an_issuer_migration_is_previewed_by_the_same_core_step_by_step_with_its_waits() {
+    use keyrot::dry_run::simulate_request;
+    use keyrot::state::TriggerKind;
+    let plan = migrating_plan();
+    let observed = fresh_world(&plan).observe();
+    let run = simulate_request(
+        &plan,
+        None,
+        &observed,
+        t0(),
+        TriggerKind::MigrateIssuer,
+        &mut |_| None,
+    );
+    assert_eq!(run.blocked, None, "{run:?}");
+    assert_eq!(
+        steps(&run),
+        [
+            "adopt",
+            "start-issuer-migration",
+            "step 1 (publish for the new issuer)",
+            "step 2 (verify the new issuer's documents)",
+            "step 3 (change the flags and restart)",
+            "wait approval",
+            "step 3 (change the flags and restart)",
+            "step 4 (verify the cluster)",
+            "wait old-issuer-grace",
+            "step 5 (drop the old issuer)",
+            "wait approval",
+            "step 5 (drop the old issuer)",
+            "wait issuer-migration",
+        ]
+    );
+    // The drop comes once the grace period is over, as the daemon would wake for it.
+    let drop = run
+        .timeline
+        .iter()
+        .find(
+            |s| matches!(&s.what, StepKind::Action { action, .. } if action.starts_with("step 5")),
+        )
+        .unwrap();
+    assert_eq!(drop.at, t0() + chrono::TimeDelta::hours(48));
+    assert_eq!(
+        run.notes,
+        ["assumed the change asked for, then `keyrot approve`"; 2]
+    );
+}
+
+#[test]
+fn an_issuer_migration_refused_by_the_core_shows_why_and_no_step() {
+    use keyrot::dry_run::simulate_request;
+    use keyrot::state::TriggerKind;
+    // Nothing recorded: a rollback has nothing to do.
+    let plan = migrating_plan();
+    let observed = fresh_world(&plan).observe();
+    let run = simulate_request(
+        &plan,
+        None,
+        &observed,
+        t0(),
+        TriggerKind::RollbackIssuerMigration,
+        &mut |_| None,
+    );
+    assert_eq!(steps(&run), ["adopt"], "first use records the keys, nothing more");
+    let blocked = run.blocked.unwrap();
+    assert!(blocked.contains("nothing to roll back"), "{blocked}");
 }

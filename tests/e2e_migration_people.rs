@@ -239,7 +239,7 @@ fn with_several_apiservers_each_accepts_the_new_issuer_before_any_issues_with_it
         accept_line.as_str(),
         "step 3 then waits for `keyrot approve` once every apiserver accepts",
         "(after add-issuer)",
-        "step 4:",
+        "step 4: check",
     ];
     let mut rest = preview.stdout.as_str();
     for expected in order {
@@ -272,14 +272,14 @@ fn with_several_apiservers_each_accepts_the_new_issuer_before_any_issues_with_it
     assert_eq!(world.block_on(here.review(&from_there)).unwrap(), Ok(()));
     assert_eq!(world.block_on(there.review(&from_here)).unwrap(), Ok(()));
 
-    // `keyrot status` tells where the migration stands, and that keys do not rotate meanwhile.
+    // `keyrot status` tells where the migration stands and what it waits for.
     let status = world.status_text();
     assert!(
         status.contains(&format!(
             "issuer   migration {KUBEADM_ISSUER} -> {new_issuer}: "
         )) && status.contains(
             "(step 2); waits for `keyrot approve`: every apiserver to accept the new issuer"
-        ) && status.contains("waiting  [issuer-migration] the issuer migration from"),
+        ) && status.contains("waiting  [approval] step 3 waits until every apiserver accepts"),
         "{status}"
     );
 

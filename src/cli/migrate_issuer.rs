@@ -4,11 +4,15 @@
 use super::out::{out, outln};
 use std::process::ExitCode;
 
+use chrono::Utc;
 use keyrot::adapters::migration::ClusterEffects;
 use keyrot::daemon::control::{self, Ask, MigrationAsk};
+use keyrot::dry_run::{render_migration_text, simulate_migration};
 use keyrot::executor::StepReport;
 use keyrot::migration::{self, Outcome, RequestError};
+use keyrot::observe::observe_files;
 use keyrot::plan::Plan;
+use keyrot::state::StateStore;
 use keyrot::state::TriggerKind;
 
 use super::plan_args::PlanArg;
@@ -48,14 +52,12 @@ const WAITING: u8 = control::MIGRATION_WAITING;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
+    let kind = match args.rollback {
+        true => TriggerKind::RollbackIssuerMigration,
+        false => TriggerKind::MigrateIssuer,
+    };
     if args.dry_run {
-        let preview = if args.rollback {
-            migration::preview_rollback(&plan)?
-        } else {
-            migration::dry_run(&plan, &mut ClusterEffects::new(&plan))?
-        };
-        out!("{preview}");
-        return Ok(ExitCode::SUCCESS);
+        return dry_run(&plan, kind);
     }
     let ask = match args.rollback {
         true => MigrationAsk::Rollback,
@@ -66,11 +68,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         return Ok(code);
     }
-    let kind = match args.rollback {
-        true => TriggerKind::RollbackIssuerMigration,
-        false => TriggerKind::MigrateIssuer,
-    };
     in_foreground(plan, kind)
+}
+
+/// The steps the request would set going, as the decision core takes them, each with what it
+/// would write. Reads the state, the key files and the targets; writes nothing.
+fn dry_run(plan: &Plan, kind: TriggerKind) -> anyhow::Result<ExitCode> {
+    let state = StateStore::new(&plan.state_dir).read()?;
+    let observed = observe_files(plan)?;
+    let effects = &mut ClusterEffects::new(plan);
+    let run = simulate_migration(plan, state.as_ref(), &observed, Utc::now(), kind, effects);
+    match (&run.blocked, run.timeline.is_empty()) {
+        (Some(why), true) => anyhow::bail!("{why}"),
+        (Some(_), false) => {
+            out!("{}", render_migration_text(&run));
+            Ok(ExitCode::FAILURE)
+        }
+        (None, _) => {
+            out!("{}", render_migration_text(&run));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Carries out the request in this process, printing what each step does.

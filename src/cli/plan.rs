@@ -8,10 +8,10 @@ use keyrot::adapters::AdapterError;
 use keyrot::adapters::Prober;
 use keyrot::adapters::probe::KubeProber;
 use keyrot::decision::{Observed, Probed};
-use keyrot::dry_run::{render_text, simulate};
+use keyrot::dry_run::{render_migration_text, render_text, simulate, simulate_migration};
 use keyrot::observe::{observe_files, observe_offline};
 use keyrot::plan::Probe;
-use keyrot::state::StateStore;
+use keyrot::state::{StateStore, TriggerKind};
 
 use super::plan_args::{Output, PlanArg};
 
@@ -71,16 +71,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Output::Text => out!("{}", render_text(&run)),
         Output::Json => outln!("{}", serde_json::to_string_pretty(&run)?),
     }
-    // The migration's preview reads the targets (object stores over the network) and the flag
+    // The migration's dry run reads the targets (object stores over the network) and the flag
     // file; text only, and not offline.
     if plan.issuer_migration.is_some() && args.output == Output::Text && !args.offline {
         outln!("\nissuer migration (keyrot migrate-issuer):");
-        match keyrot::migration::dry_run(
+        let migration = simulate_migration(
             &plan,
+            state.as_ref(),
+            &observed,
+            args.at.unwrap_or_else(Utc::now),
+            TriggerKind::MigrateIssuer,
             &mut keyrot::adapters::migration::ClusterEffects::new(&plan),
-        ) {
-            Ok(preview) => out!("{preview}"),
-            Err(e) => outln!("cannot preview: {e}"),
+        );
+        match (&migration.blocked, migration.timeline.is_empty()) {
+            (Some(why), true) => outln!("cannot migrate: {why}"),
+            _ => out!("{}", render_migration_text(&migration)),
         }
     }
     Ok(if run.blocked.is_some() {

@@ -58,7 +58,8 @@ pub(super) fn next(
                 Decision::wait(
                     Gate::Approval,
                     format!(
-                        "step {} waits for the flag change keyrot printed: make it, restart                      kube-apiserver, then run `keyrot approve`",
+                        "step {} waits for the flag change keyrot printed: make it, restart \
+                         kube-apiserver, then run `keyrot approve`",
                         step_number(MigrationAction::AskPerson(step))
                     ),
                     None,
@@ -407,13 +408,6 @@ pub fn next_migration_step(
             then_check: Some(Issues::New),
         },
     })
-}
-
-/// Why a request cannot start, judged once when it arrives: an approval when nothing waits for
-/// one. (Steps later in the same run consume the approval; that is not a refusal.)
-pub fn refuse_migration_request(record: &MigrationRecord, approved: bool) -> Option<&'static str> {
-    (approved && record.awaiting.is_none() && record.rollback_started_at.is_none())
-        .then_some("nothing in the issuer migration waits for approval")
 }
 
 // One change at a time: a rotation and an issuer migration never run together.

@@ -12,7 +12,7 @@ use crate::plan::Plan;
 use crate::simulation::World;
 use crate::state::{State, Trigger, TriggerKind};
 
-pub use text::render_text;
+pub use text::{render_migration_text, render_text};
 
 /// The coming rotation as a timeline, with the keys before and after.
 #[derive(Debug, Clone, Serialize)]
@@ -56,11 +56,14 @@ pub struct Step {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum StepKind {
-    /// `changes` is true for steps that change files, processes or targets.
+    /// `changes` is true for steps that change files, processes or targets; `detail` is what
+    /// the step would write, where the caller can render it (documents, flag diffs).
     Action {
         action: String,
         description: String,
         changes: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     Wait {
         gate: Gate,
@@ -78,6 +81,55 @@ pub fn simulate(
     state: Option<&State>,
     observed: &Observed,
     at: DateTime<Utc>,
+) -> DryRun {
+    simulate_change(plan, state, observed, at, None, &mut |_| None)
+}
+
+/// Simulates what a request of `kind` to the issuer migration (`MigrateIssuer`,
+/// `RollbackIssuerMigration`) sets going, through the same core, until the migration is done or
+/// rolled back. `detail` renders what an action would write, if anything.
+pub fn simulate_request(
+    plan: &Plan,
+    state: Option<&State>,
+    observed: &Observed,
+    at: DateTime<Utc>,
+    kind: TriggerKind,
+    detail: &mut dyn FnMut(&Action) -> Option<String>,
+) -> DryRun {
+    simulate_change(plan, state, observed, at, Some(kind), detail)
+}
+
+/// What a request of `kind` to the plan's issuer migration would do, each step with what it
+/// would write (`effects` renders what each target would get).
+pub fn simulate_migration(
+    plan: &Plan,
+    state: Option<&State>,
+    observed: &Observed,
+    at: DateTime<Utc>,
+    kind: TriggerKind,
+    effects: &mut dyn crate::adapters::MigrationEffects,
+) -> DryRun {
+    let kids = observed.verification_kids();
+    let mut details = crate::migration::Details::new(plan, effects, kids);
+    let mut detail = |action: &Action| match &mut details {
+        Ok(details) => details
+            .of(action)
+            .unwrap_or_else(|e| Some(format!("cannot show what it writes: {e}\n"))),
+        // No migration in the plan: the core refuses the request, and nothing is shown.
+        Err(_) => None,
+    };
+    simulate_request(plan, state, observed, at, kind, &mut detail)
+}
+
+/// The core driven against the in-memory cluster: the coming rotation (`request`: `None`), or
+/// what a request to the issuer migration sets going.
+fn simulate_change(
+    plan: &Plan,
+    state: Option<&State>,
+    observed: &Observed,
+    at: DateTime<Utc>,
+    request: Option<TriggerKind>,
+    detail: &mut dyn FnMut(&Action) -> Option<String>,
 ) -> DryRun {
     let mut run = DryRun {
         plan: plan.path.display().to_string(),
@@ -100,6 +152,16 @@ pub fn simulate(
     let mut state = state.cloned().unwrap_or_default();
     let mut now = at;
     let mut triggered = false;
+    // A request to the issuer migration, and whether the core answered it yet.
+    let mut answered = false;
+    if let Some(kind) = request {
+        state.triggers.push(Trigger {
+            kind,
+            requested_at: now,
+            force: false,
+        });
+        triggered = true;
+    }
     let mut shown_canaries: Option<String> = None;
     for _ in 0..MAX_STEPS {
         if let Some(kid) = crate::decision::canary_due(plan, &state, now) {
@@ -117,6 +179,7 @@ pub fn simulate(
                                 kid,
                             ),
                             changes: false,
+                            detail: None,
                         };
                         run.push(now, phase, step);
                     }
@@ -133,6 +196,7 @@ pub fn simulate(
                     run.blocked = Some(why.to_string());
                     return run.finish(&world);
                 }
+                let detail = detail(action);
                 apply(&mut state, plan, action, now);
                 if let Some(description) = describe_action(plan, action) {
                     run.push(
@@ -142,12 +206,33 @@ pub fn simulate(
                             action: crate::decision::action_name(action).to_string(),
                             description,
                             changes: action.is_effect(),
+                            detail,
                         },
                     );
                 }
-                if *action == Action::CompleteRotation {
-                    return run.finish(&world);
+                match (request, action) {
+                    (None, Action::CompleteRotation) => return run.finish(&world),
+                    (Some(kind), Action::ConsumeTrigger { kind: k, outcome }) if *k == kind => {
+                        if let Some(why) = outcome.strip_prefix("refused: ") {
+                            run.blocked = Some(why.to_string());
+                            return run.finish(&world);
+                        }
+                        answered = true;
+                    }
+                    _ => {}
                 }
+            }
+            if let Some(kind) = request
+                && answered
+                && migration_settled(plan, &state, kind)
+            {
+                // What holds the next change, if anything (a finished migration holds rotations
+                // until the plan names the new issuer).
+                let next = decide(plan, &state, &world.observe(), now);
+                if let Some(b) = next.blocked_by.first().filter(|b| b.gate != Gate::Schedule) {
+                    run.push(now, None, wait(b.gate, &b.reason, next.wake_at));
+                }
+                return run.finish(&world);
             }
             continue;
         }
@@ -161,10 +246,10 @@ pub fn simulate(
             }
             Gate::Approval => {
                 run.push(now, phase, wait(blocked.gate, &blocked.reason, None));
-                run.notes.push(format!(
-                    "assumed `keyrot approve` for phase {}",
-                    phase.map_or("-", |p| p.as_str())
-                ));
+                run.notes.push(match phase {
+                    Some(phase) => format!("assumed `keyrot approve` for phase {phase}"),
+                    None => "assumed the change asked for, then `keyrot approve`".to_string(),
+                });
                 state.triggers.push(Trigger {
                     kind: TriggerKind::Approve,
                     requested_at: now,
@@ -188,9 +273,23 @@ pub fn simulate(
             }
         }
     }
-    run.blocked =
-        Some("the rotation does not complete in the simulation; please report this plan".into());
+    let change = match request {
+        None => "rotation",
+        Some(_) => "issuer migration",
+    };
+    run.blocked = Some(format!(
+        "the {change} does not complete in the simulation; please report this plan"
+    ));
     run.finish(&world)
+}
+
+/// Whether what a request of `kind` set going is over: the migration done, or rolled back.
+fn migration_settled(plan: &Plan, state: &State, kind: TriggerKind) -> bool {
+    match (kind, &state.issuer_migration) {
+        (TriggerKind::RollbackIssuerMigration, record) => record.is_none(),
+        (_, Some(record)) => crate::migration::ending::finished(plan, record),
+        (_, None) => false,
+    }
 }
 
 fn wait(gate: Gate, reason: &str, until: Option<DateTime<Utc>>) -> StepKind {

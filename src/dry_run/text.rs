@@ -32,38 +32,7 @@ pub fn render_text(run: &DryRun) -> String {
         return out;
     }
     section(&mut out, "Keys now", &run.before);
-    let _ = writeln!(out, "\nTimeline");
-    let _ = writeln!(out, "  {:<20}  {:<8}  STEP", "EARLIEST (UTC)", "PHASE");
-    for step in &run.timeline {
-        let phase = step.phase.map_or("-", |p| p.as_str());
-        let line = match &step.what {
-            StepKind::Action {
-                description,
-                changes,
-                ..
-            } => {
-                format!(
-                    "{}{}",
-                    if *changes { "" } else { "· " },
-                    shorten_kids(description)
-                )
-            }
-            StepKind::Wait { gate, reason, .. } => {
-                format!("wait [{gate}] {}", shorten_kids(reason))
-            }
-        };
-        let mut lines = wrap(&line, STEP_WIDTH).into_iter();
-        let first = lines.next().unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {:<20}  {:<8}  {first}",
-            step.at.format("%Y-%m-%d %H:%M:%S"),
-            phase
-        );
-        for more in lines {
-            let _ = writeln!(out, "{:34}{more}", "");
-        }
-    }
+    timeline(&mut out, run);
     section(&mut out, "Keys after", &run.after);
     if let Some(blocked) = &run.blocked {
         let _ = writeln!(out, "\nBlocked: {blocked}");
@@ -110,4 +79,77 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         }
     }
     lines
+}
+
+/// `keyrot migrate-issuer --dry-run`: the steps of the issuer migration (or its rollback) the
+/// request sets going, each with what it would write.
+pub fn render_migration_text(run: &DryRun) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Dry run of the issuer migration of {} (cluster {:?}) from {}",
+        run.plan,
+        run.cluster,
+        crate::describe::time(run.starts_at)
+    );
+    let _ = writeln!(
+        out,
+        "Nothing is written. Times assume every check passes as soon as it can;"
+    );
+    let _ = writeln!(out, "steps marked · change only keyrot's own record.");
+    for note in &run.notes {
+        let _ = writeln!(out, "Note: {note}");
+    }
+    timeline(&mut out, run);
+    if let Some(blocked) = &run.blocked {
+        let _ = writeln!(out, "\nBlocked: {blocked}");
+    }
+    out
+}
+
+/// The timeline, one step per line, with what a step writes below it.
+fn timeline(out: &mut String, run: &DryRun) {
+    let _ = writeln!(out, "\nTimeline");
+    let _ = writeln!(out, "  {:<20}  {:<8}  STEP", "EARLIEST (UTC)", "PHASE");
+    for step in &run.timeline {
+        let phase = step.phase.map_or("-", |p| p.as_str());
+        let line = match &step.what {
+            StepKind::Action {
+                description,
+                changes,
+                ..
+            } => {
+                format!(
+                    "{}{}",
+                    if *changes { "" } else { "· " },
+                    shorten_kids(description)
+                )
+            }
+            StepKind::Wait { gate, reason, .. } => {
+                format!("wait [{gate}] {}", shorten_kids(reason))
+            }
+        };
+        let mut lines = wrap(&line, STEP_WIDTH).into_iter();
+        let first = lines.next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<20}  {:<8}  {first}",
+            step.at.format("%Y-%m-%d %H:%M:%S"),
+            phase
+        );
+        for more in lines {
+            let _ = writeln!(out, "{:34}{more}", "");
+        }
+        if let StepKind::Action {
+            detail: Some(detail),
+            ..
+        } = &step.what
+        {
+            // As it will be written, unindented: a diff stays a diff to copy.
+            out.push_str(detail);
+            if !detail.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ mod preview;
 pub mod record;
 mod rollback;
 
-mod ending;
+pub mod ending;
 
 use crate::adapters::{AdapterError, ExpectedIssuer, MigrationEffects};
 use crate::decision::Action;
@@ -29,8 +29,8 @@ use record::{ManualStep, MigrationRecord};
 
 pub use edit::check_current_issuer;
 pub use ending::{Outcome, RequestError, ending, is_rollback};
-pub use interlock::{awaiting, due};
-pub use preview::dry_run;
+pub use interlock::awaiting;
+pub use preview::Details;
 pub use rollback::{original_backup, preview_rollback, rollback_warning};
 
 /// A step that failed; the steps after it were not started.

@@ -1,124 +1,131 @@
-//! What `keyrot migrate-issuer --dry-run` and `keyrot plan` show: the documents, what each
-//! target would get, the flag changes as diffs. Writes nothing.
+//! What each step of `keyrot migrate-issuer --dry-run` and `keyrot plan` would write: the
+//! documents, what each target would get, the flag changes as diffs. Writes nothing.
 
-use super::{APPROVE, Migration, StepError, edit, failed, grace, record};
+use super::record::ManualStep;
+use super::{APPROVE, Migration, StepError, edit, failed, grace};
 use crate::adapters::MigrationEffects;
+use crate::decision::Action;
+use crate::decision::migration::{FlagChange, MigrationAction};
 use crate::issuer::{FlagEdit, FlagFile, MigrationStep, compute_edit};
 use crate::plan::{FlagSource, Plan};
 use crate::targets::public;
 
-/// What `--dry-run` prints: the documents, what each target would get, the flag changes.
-pub fn dry_run(plan: &Plan, effects: &mut dyn MigrationEffects) -> Result<String, StepError> {
-    let migration = Migration::new(plan)?;
-    let recorded = super::record::read(&plan.state_dir)
-        .map_err(|e| failed(0, e.to_string()))?
-        .unwrap_or_else(|| {
-            record::MigrationRecord::new(migration.old_issuer(), &migration.new_issuer().url)
-        });
-    let paths: Vec<_> = std::iter::once(&plan.apiserver.verification_bundle)
-        .chain(&plan.apiserver.extra_verification_files)
-        .cloned()
-        .collect();
-    let kids: Vec<String> = crate::keys::load_verification_keys(&paths)
-        .map_err(|e| failed(0, e.to_string()))?
-        .keys
-        .iter()
-        .map(|k| k.kid().to_string())
-        .collect();
-    if recorded.old_issuer_dropped_at.is_some() {
-        return Ok(format!(
-            "the migration is done ({}): set issuer.url to {} and remove issuerMigration\n",
-            recorded.summary(),
-            recorded.new_issuer
-        ));
+/// What each step of the migration would write, for the dry run's timeline (the steps and their
+/// order are the decision core's, simulated by `dry_run::simulate_request`).
+pub struct Details<'a> {
+    migration: Migration<'a>,
+    effects: &'a mut dyn MigrationEffects,
+    /// The kids the cluster verifies with: what the documents for the new issuer list.
+    kids: Vec<String>,
+}
+
+impl<'a> Details<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        effects: &'a mut dyn MigrationEffects,
+        kids: Vec<String>,
+    ) -> Result<Self, StepError> {
+        Ok(Details {
+            migration: Migration::new(plan)?,
+            effects,
+            kids,
+        })
     }
-    let mut out = String::new();
-    if recorded.published_at.is_some() {
-        out.push_str(&format!(
-            "recorded so far: {}; the steps below that are done are skipped\n",
-            recorded.summary()
-        ));
+
+    /// What `action` would write, if anything; or why it cannot be shown.
+    pub fn of(&mut self, action: &Action) -> Result<Option<String>, StepError> {
+        let migration = &self.migration;
+        let text = match action {
+            Action::Migrate(MigrationAction::Publish) => self
+                .effects
+                .preview_publish(&migration.for_new, &self.kids)
+                .map_err(|e| failed(1, e.message))?,
+            Action::Migrate(MigrationAction::CheckDocuments) => format!(
+                "read {} anonymously and compare\n",
+                public::join(
+                    &migration.new_issuer().url,
+                    crate::documents::DISCOVERY_PATH
+                )
+            ),
+            Action::Migrate(MigrationAction::ChangeFlags { change, .. }) => {
+                self.flag_change(*change)?
+            }
+            Action::Migrate(MigrationAction::AskPerson(step)) => self.manual_change(*step)?,
+            Action::RestoreFlags { .. } | Action::AskPersonToRestore => {
+                super::preview_rollback(migration.plan)?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(text))
     }
-    let step_1 = effects
-        .preview_publish(&migration.for_new, &kids)
-        .map_err(|e| failed(1, e.message))?;
-    out.push_str(&step_1);
-    out.push_str(&format!(
-        "step 2: read {} anonymously and compare\n",
-        public::join(
-            &migration.new_issuer().url,
-            crate::documents::DISCOVERY_PATH
-        )
-    ));
-    out.push_str("step 3: change kube-apiserver's flags, then restart it\n");
-    match &migration.section.flags {
-        FlagSource::File { path, file } => {
-            edit::check_current_issuer(
-                path,
-                file,
-                migration.old_issuer(),
-                &migration.new_issuer().url,
-            )?;
-            let steps = migration.steps_to_add();
-            let first =
-                compute_edit(file, path, &steps[0]).map_err(|e| failed(3, e.to_string()))?;
-            let mut edits = vec![first];
-            for step in &steps[1..] {
-                let next = then(file, edits.last().expect("one edit at least"), step, 3)?;
-                edits.push(next);
-            }
-            for edit in &edits {
-                out.push_str(&edit.diff());
-                if *file == FlagFile::KubeadmManifest {
-                    out.push_str(&crate::issuer::kubeadm::cluster_configuration_hint(
-                        &edit.flags_after,
-                    ));
-                }
-                if matches!(edit.step, MigrationStep::AcceptNewIssuer { .. }) {
-                    out.push_str(
-                        "step 3 then waits for `keyrot approve` once every apiserver accepts the \
-                         new issuer (acceptFirst)\n",
-                    );
-                }
-            }
-            out.push_str("step 4: check the apiserver's discovery document and a new token\n");
-            if migration.section.drop_old_issuer {
-                let last = edits.last().expect("one edit at least");
-                let drop_edit = then(file, last, &migration.drop_step(), 5)?;
-                out.push_str(&format!(
-                    "step 5: after {}, drop the old issuer\n{}",
-                    grace_text(&migration)?,
-                    drop_edit.diff()
-                ));
-                if *file == FlagFile::KubeadmManifest {
-                    out.push_str(&crate::issuer::kubeadm::cluster_configuration_hint(
-                        &drop_edit.flags_after,
-                    ));
-                }
-            }
+
+    /// The diff of `change` to the flag file as it is now (the editors leave a change already
+    /// made as it is), with kubeadm's hint.
+    fn flag_change(&self, change: FlagChange) -> Result<String, StepError> {
+        let migration = &self.migration;
+        let FlagSource::File { path, file } = &migration.section.flags else {
+            return Ok(String::new());
+        };
+        let number = if change == FlagChange::Drop { 5 } else { 3 };
+        let mut steps = migration.steps_to_add();
+        match change {
+            FlagChange::Accept => steps.truncate(1),
+            FlagChange::Add => {}
+            FlagChange::Drop => steps.push(migration.drop_step()),
         }
-        FlagSource::Manual => {
-            let assumed = migration.assumed_flags();
-            let steps = migration.steps_to_add();
-            for (i, step) in steps.iter().enumerate() {
-                let change = edit::manual_change(&assumed, &steps[..i], step, 3)?;
-                out.push_str(&change.render_then(APPROVE));
-            }
-            out.push_str("step 4: check the apiserver's discovery document and a new token\n");
-            if migration.section.drop_old_issuer {
-                let change = edit::manual_change(&assumed, &steps, &migration.drop_step(), 5)?;
-                out.push_str(&format!(
-                    "step 5: after {}, drop the old issuer\n{}",
-                    grace_text(&migration)?,
-                    change.render_then(APPROVE)
-                ));
-            }
+        let mut edit =
+            compute_edit(file, path, &steps[0]).map_err(|e| failed(number, e.to_string()))?;
+        for step in &steps[1..] {
+            edit = then(file, &edit, step, number)?;
         }
+        let mut out = String::new();
+        if change == FlagChange::Drop {
+            out.push_str(&format!(
+                "step 5: after {}, drop the old issuer\n",
+                grace_text(migration)?
+            ));
+        }
+        out.push_str(&edit.diff());
+        if *file == FlagFile::KubeadmManifest {
+            out.push_str(&crate::issuer::kubeadm::cluster_configuration_hint(
+                &edit.flags_after,
+            ));
+        }
+        if change == FlagChange::Accept {
+            out.push_str(
+                "step 3 then waits for `keyrot approve` once every apiserver accepts the new \
+                 issuer (acceptFirst)\n",
+            );
+        }
+        Ok(out)
     }
-    if !migration.section.drop_old_issuer {
-        out.push_str("step 5: none: the old issuer stays accepted (dropOldIssuer: false)\n");
+
+    /// The change a person is asked to make (`flags: manual`).
+    fn manual_change(&self, step: ManualStep) -> Result<String, StepError> {
+        let migration = &self.migration;
+        let assumed = migration.assumed_flags();
+        let mut steps = migration.steps_to_add();
+        let (this, number) = match step {
+            ManualStep::Drop => (migration.drop_step(), 5),
+            ManualStep::Accept => (steps[0].clone(), 3),
+            ManualStep::Add => (steps.last().expect("one step at least").clone(), 3),
+            ManualStep::Rollback => return super::preview_rollback(migration.plan),
+        };
+        steps.retain(|s| s.tag() != this.tag());
+        if step == ManualStep::Accept {
+            steps.clear();
+        }
+        let change = edit::manual_change(&assumed, &steps, &this, number)?;
+        let mut out = String::new();
+        if step == ManualStep::Drop {
+            out.push_str(&format!(
+                "step 5: after {}, drop the old issuer\n",
+                grace_text(migration)?
+            ));
+        }
+        out.push_str(&change.render_then(APPROVE));
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// The grace period and what decided it, for the preview.

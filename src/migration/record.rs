@@ -140,13 +140,6 @@ pub fn path(state_dir: &Path) -> PathBuf {
     StateStore::new(state_dir).state_path()
 }
 
-/// Where the record lives for a run that changes it: the state, under the lock.
-pub trait RecordStore {
-    fn recorded(&self) -> Option<MigrationRecord>;
-    /// Saves `record` (`None`: the migration is over, as after a rollback).
-    fn keep(&mut self, record: Option<MigrationRecord>) -> Result<(), StateError>;
-}
-
 /// The record as it stands, read without the lock (the dry run, `status`, `keyrot approve`
 /// choosing what it approves).
 pub fn read(state_dir: &Path) -> Result<Option<MigrationRecord>, StateError> {
