@@ -298,7 +298,11 @@ fn an_issuer_migration_refused_by_the_core_shows_why_and_no_step() {
         TriggerKind::RollbackIssuerMigration,
         &mut |_| None,
     );
-    assert_eq!(steps(&run), ["adopt"], "first use records the keys, nothing more");
+    assert_eq!(
+        steps(&run),
+        ["adopt"],
+        "first use records the keys, nothing more"
+    );
     let blocked = run.blocked.unwrap();
     assert!(blocked.contains("nothing to roll back"), "{blocked}");
 }

@@ -320,9 +320,9 @@ impl Daemon {
                 request.rollback,
             ),
         };
+        // A failed step was counted as it was reported; a refusal is the client's to read.
         if let Err(e) = &ended {
             error!("issuer migration: {e}");
-            self.errors.count(ErrorKind::IssuerMigration);
         }
         let answer = control::migration_answer(ended, request.lines, request.rollback);
         let _ = request.reply.send(answer);
@@ -609,7 +609,10 @@ fn on_progress(
             error: message,
             ..
         } => {
-            errors.count(ErrorKind::Effect);
+            errors.count(match action.is_issuer_migration() {
+                true => ErrorKind::IssuerMigration,
+                false => ErrorKind::Effect,
+            });
             error!(
                 phase = phase.map_or("-", |p| p.as_str()),
                 "{} failed: {message}",

@@ -117,6 +117,20 @@ impl Action {
                 | Action::CheckRestored
         )
     }
+
+    /// True for the issuer migration's actions (and its rollback's).
+    pub fn is_issuer_migration(&self) -> bool {
+        matches!(
+            self,
+            Action::StartMigration { .. }
+                | Action::Migrate(_)
+                | Action::StartMigrationRollback { .. }
+                | Action::RestoreFlags { .. }
+                | Action::AskPersonToRestore
+                | Action::CheckRestored
+                | Action::ForgetMigration
+        )
+    }
 }
 
 /// A key found at adoption, with the role keyrot gives it.
