@@ -9,6 +9,8 @@
 #
 # Usage: scripts/bench-idle.sh [SECONDS] [METRICS_PORT]    (defaults: 60 and 19464)
 #        KEYROT=/usr/local/bin/keyrot scripts/bench-idle.sh   (measure that binary, build nothing)
+#        SIGNER=1 scripts/bench-idle.sh   (the daemon in signer mode: it also serves the external
+#                                          JWT signer on a unix socket)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +36,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+restart=none
+signer=
+if [ -n "${SIGNER:-}" ]; then
+    restart=externalSigner
+    signer='signer: { socket: signer.sock }'
+fi
+
 # Daily at the hour six hours from now (UTC): nothing is due during the measurement.
 hour=$(date -u -d '+6 hours' +%-H)
 cat > "$work/plan.yaml" <<PLAN
@@ -46,13 +55,14 @@ privateKeyDir: keys
 apiserver:
   verificationKeyFile: pki/sa.pub
   signingKeyFile: pki/sa.key
-  restart: none
+  restart: $restart
 probe: none
 issuer: { url: "https://issuer.example.com/bench" }
 targets: [{ name: www, localDirectory: www, cacheMaxAge: 1s }]
 schedule: { cron: "0 0 $hour * * *" }
 timings: { publishSettle: 1s, retireAfter: 1s }
 metrics: { listen: "127.0.0.1:$port" }
+$signer
 PLAN
 
 "$keyrot" init -c "$work/plan.yaml" > /dev/null
@@ -88,7 +98,8 @@ rss_file=$(rss_kib RssFile)
 threads=$(ls /proc/"$pid"/task | wc -l)
 
 cpu_ms=$(( (cpu_after - cpu_before) * 1000 / ticks ))
-printf '%s run, idle for %s s (next event hours away)\n' "$keyrot" "$seconds"
+printf '%s run%s, idle for %s s (next event hours away)\n' "$keyrot" \
+    "${SIGNER:+ in signer mode}" "$seconds"
 printf '  threads            %s\n' "$threads"
 printf '  resident memory    %s KiB (%s KiB anonymous, %s KiB file pages of the binary)\n' \
     "$rss" "$rss_anon" "$rss_file"
