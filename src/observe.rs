@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::adapters::Prober;
-use crate::decision::{KeyId, MigrationView, Observed, Probed, TargetView};
+use crate::decision::{
+    KeyId, KeySetStamps, MigrationView, Observed, Probed, TargetView, stamp_millis,
+};
 use crate::keys::reader::{KeyFileError, read_file};
 use crate::keys::{SigningKey, SigningKeyError, VerificationKey};
-use crate::plan::{FlagSource, Plan, TargetKind};
+use crate::plan::{FlagSource, Plan, Restart, TargetKind};
 use crate::targets;
 
 /// A file keyrot must read is there but unusable; nothing can be decided until it is fixed.
@@ -29,9 +31,28 @@ pub enum ObserveError {
 /// The files, and the apiserver through `prober` when the plan has a probe.
 pub fn observe(plan: &Plan, prober: Option<&mut dyn Prober>) -> Result<Observed, ObserveError> {
     let mut observed = observe_files(plan)?;
+    let signer_mode = matches!(plan.apiserver.restart, Restart::ExternalSigner);
+    let mut apiserver_key_set = Probed::NotConfigured;
     if let Some(prober) = prober {
         observed.apiserver = prober.apiserver_kids();
         observed.token_kid = prober.token_kid();
+        if signer_mode {
+            apiserver_key_set = match prober.apiserver_key_set_at() {
+                Probed::Seen(seconds) => Probed::Seen(stamp_millis(seconds)),
+                Probed::Failed(why) => Probed::Failed(why),
+                Probed::NotConfigured => Probed::NotConfigured,
+            };
+        }
+    }
+    if let (true, Some(signer)) = (signer_mode, &plan.signer) {
+        let served = crate::signer::client::served_data_timestamp(&signer.socket);
+        observed.key_sets = Some(KeySetStamps {
+            signer: match served {
+                Ok(seconds) => Probed::Seen(stamp_millis(seconds)),
+                Err(e) => Probed::Failed(e.to_string()),
+            },
+            apiserver: apiserver_key_set,
+        });
     }
     Ok(observed)
 }
@@ -83,6 +104,7 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
             })
             .collect(),
         canaries: crate::canary::observe(plan),
+        key_sets: None,
         migration: migration_view(plan),
     })
 }

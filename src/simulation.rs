@@ -201,6 +201,7 @@ impl World {
                 })
                 .collect(),
             canaries: self.canaries.clone(),
+            key_sets: None,
             migration: self.migration_grace.as_ref().map(|grace| MigrationView {
                 issuer_problem: self.flags_problem.clone().or_else(|| self.issuer_problem()),
                 grace: Ok(grace.clone()),

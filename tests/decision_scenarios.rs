@@ -728,3 +728,48 @@ fn a_target_without_a_canary_is_not_waited_for() {
     assert_eq!(gates(&waiting), [Gate::RetireAfter]);
     assert_eq!(h.world.canaries.len(), 1, "{:?}", h.world.canaries);
 }
+
+#[test]
+fn in_signer_mode_staging_waits_until_the_apiserver_fetched_the_signers_set() {
+    use keyrot::decision::{KeySetStamps, Probed, decide};
+    let mut h = Harness::new(probed_plan());
+    h.settle();
+    h.trigger(TriggerKind::Rotate);
+    // Up to the stage gate: the new key is in the bundle and the apiserver's JWKS.
+    for _ in 0..20 {
+        let in_stage = h
+            .state
+            .rotation
+            .as_ref()
+            .is_some_and(|r| r.phase == Phase::Stage)
+            && h.world.apiserver_bundle.len() == 2;
+        if in_stage {
+            break;
+        }
+        h.step();
+    }
+    assert_eq!(h.state.rotation.as_ref().unwrap().phase, Phase::Stage);
+    let with_stamps = |signer: i64, apiserver: Probed<i64>| {
+        let mut observed = h.world.observe();
+        observed.key_sets = Some(KeySetStamps {
+            signer: Probed::Seen(signer),
+            apiserver,
+        });
+        decide(&h.plan, &h.state, &observed, h.now)
+    };
+    // The JWKS lists the new key, but the apiserver still holds an older set of the signer's.
+    let lagging = with_stamps(2_000, Probed::Seen(1_000));
+    assert_eq!(gates(&lagging), [Gate::ApiserverServesBundle]);
+    let reason = &lagging.blocked_by[0].reason;
+    assert!(reason.contains("not fetched yet"), "{reason}");
+    // Metrics the probe cannot read keep it closed too: observed, never assumed.
+    let unreadable = with_stamps(2_000, Probed::Failed("403 Forbidden".into()));
+    assert_eq!(gates(&unreadable), [Gate::ApiserverServesBundle]);
+    assert!(unreadable.blocked_by[0].reason.contains("403 Forbidden"));
+    // Fetched: the rotation goes on to publishing.
+    let fetched = with_stamps(2_000, Probed::Seen(2_000));
+    assert!(
+        !gates(&fetched).contains(&Gate::ApiserverServesBundle),
+        "{fetched:?}"
+    );
+}

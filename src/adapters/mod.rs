@@ -196,6 +196,9 @@ pub trait MigrationEffects {
 pub trait Prober {
     fn apiserver_kids(&mut self) -> Probed<Vec<String>>;
     fn token_kid(&mut self) -> Probed<String>;
+    /// With an external signer: the data_timestamp of the key set the apiserver holds, in
+    /// seconds since the epoch (its `apiserver_externaljwt_fetch_keys_data_timestamp`).
+    fn apiserver_key_set_at(&mut self) -> Probed<f64>;
 }
 
 #[cfg(test)]

@@ -37,6 +37,13 @@ pub enum ProbeError {
     NoToken,
     #[error("the cluster rejects its own new token: {reason}")]
     Rejected { reason: String },
+    #[error(
+        "/metrics has no {name}: is --service-account-signing-endpoint set, and may the probe \
+         read /metrics (docs/probe-rbac.yaml)?"
+    )]
+    NoMetric { name: String },
+    #[error("/metrics gives {name} the value {value:?}, not a number")]
+    BadMetric { name: String, value: String },
     #[error(transparent)]
     Token(#[from] TokenError),
 }
@@ -184,6 +191,34 @@ impl Prober for KubeProber {
     fn token_kid(&mut self) -> Probed<String> {
         probed(self.runtime.block_on(self.signing_kid()))
     }
+
+    fn apiserver_key_set_at(&mut self) -> Probed<f64> {
+        let metrics = self.runtime.block_on(self.get_text("/metrics"));
+        probed(metrics.and_then(|text| gauge(&text, KEY_SET_GAUGE)))
+    }
+}
+
+/// kube-apiserver's gauge of the external signer's key set it holds (KEP-740's monitoring).
+const KEY_SET_GAUGE: &str = "apiserver_externaljwt_fetch_keys_data_timestamp";
+
+/// The value of the gauge `name` in Prometheus' text format (the first sample, labels or not).
+fn gauge(text: &str, name: &str) -> Result<f64, ProbeError> {
+    let missing = || ProbeError::NoMetric {
+        name: name.to_string(),
+    };
+    let sample = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .ok_or_else(missing)?;
+    let value = sample.rsplit(' ').next().unwrap_or_default();
+    value.parse::<f64>().map_err(|_| ProbeError::BadMetric {
+        name: name.to_string(),
+        value: value.to_string(),
+    })
 }
 
 fn probed<T>(result: Result<T, ProbeError>) -> Probed<T> {
@@ -241,6 +276,29 @@ pub fn token_issuer(token: &str) -> Result<String, TokenError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_the_key_set_gauge_as_kube_apiserver_exposes_it() {
+        let text = "# HELP apiserver_externaljwt_fetch_keys_data_timestamp Unix Timestamp\n\
+                    # TYPE apiserver_externaljwt_fetch_keys_data_timestamp gauge\n\
+                    apiserver_externaljwt_fetch_keys_data_timestamp_other 1\n\
+                    apiserver_externaljwt_fetch_keys_data_timestamp 1.7654321234567e+09\n";
+        let value = gauge(text, KEY_SET_GAUGE).unwrap();
+        assert_eq!(value, 1_765_432_123.456_7);
+        let labelled = "apiserver_externaljwt_fetch_keys_data_timestamp{a=\"b\"} 12.5\n";
+        assert_eq!(gauge(labelled, KEY_SET_GAUGE).unwrap(), 12.5);
+        assert!(matches!(
+            gauge("process_cpu_seconds_total 3\n", KEY_SET_GAUGE),
+            Err(ProbeError::NoMetric { .. })
+        ));
+        assert!(matches!(
+            gauge(
+                "apiserver_externaljwt_fetch_keys_data_timestamp NaNo\n",
+                KEY_SET_GAUGE
+            ),
+            Err(ProbeError::BadMetric { .. })
+        ));
+    }
+
     use super::*;
 
     #[test]

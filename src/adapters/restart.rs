@@ -57,9 +57,9 @@ fn signer_reload(plan: &Plan) -> Result<(), AdapterError> {
     crate::signer::client::wait_until_serving(&signer.socket, &sources, SIGNER_RELOAD_WAIT).map_err(
         |e| match e {
             ServingError::Keys(_) => AdapterError::permanent(e.to_string()),
-            ServingError::NotYet { .. } | ServingError::Runtime(_) => {
-                AdapterError::transient(e.to_string())
-            }
+            ServingError::NotYet { .. }
+            | ServingError::Runtime(_)
+            | ServingError::NotAnswering { .. } => AdapterError::transient(e.to_string()),
         },
     )
 }

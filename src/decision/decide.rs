@@ -637,16 +637,35 @@ impl InRotation<'_> {
                 let mut served_sorted = served.clone();
                 expected.sort();
                 served_sorted.sort();
-                if served_sorted == expected {
-                    Ok(())
-                } else {
-                    Err(format!(
+                if served_sorted != expected {
+                    return Err(format!(
                         "apiserver serves [{}], expected [{}]",
                         served.join(", "),
                         expected.join(", ")
-                    ))
+                    ));
                 }
+                self.apiserver_holds_signer_set()
             }
+        }
+    }
+
+    /// With an external signer: the apiserver fetched the set the signer serves now (its
+    /// `apiserver_externaljwt_fetch_keys_data_timestamp` reached the set's data_timestamp), so
+    /// verify-only keys, which its JWKS leaves out, are loaded too.
+    fn apiserver_holds_signer_set(&self) -> Result<(), String> {
+        let Some(stamps) = &self.observed.key_sets else {
+            return Ok(());
+        };
+        match (&stamps.signer, &stamps.apiserver) {
+            (Probed::Failed(why), _) => Err(format!("keyrot's signer did not answer: {why}")),
+            (_, Probed::Failed(why)) => Err(format!("apiserver's key set: {why}")),
+            (Probed::Seen(signer), Probed::Seen(apiserver)) if apiserver < signer => Err(format!(
+                "the apiserver holds the signer's key set of {}, the signer serves one of {}: \
+                 not fetched yet",
+                stamp(*apiserver),
+                stamp(*signer)
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -732,4 +751,11 @@ pub fn backoff(plan: &Plan, attempts: u32) -> TimeDelta {
         .checked_mul(factor)
         .unwrap_or(t.retry_backoff_max)
         .min(t.retry_backoff_max)
+}
+
+/// A data_timestamp (milliseconds since the epoch) as people read it.
+fn stamp(millis: i64) -> String {
+    DateTime::from_timestamp_millis(millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{millis} ms"))
 }

@@ -18,7 +18,10 @@ pub use apply::{action_name, apply, apply_failure, record_intent};
 pub use canary::canary_due;
 pub use decide::{backoff, decide, retry_time};
 pub use due::{Due, RecordedMigration, next_due, next_rotation_due, old_issuer_drop_due};
-pub use observed::{CanaryResult, CanaryView, KeyId, MigrationView, Observed, Probed, TargetView};
+pub use observed::{
+    CanaryResult, CanaryView, KeyId, KeySetStamps, MigrationView, Observed, Probed, TargetView,
+    stamp_millis,
+};
 // Phases live outside the core: the plan names them (approvals) and the state records them, and
 // neither may depend on the core that reads both.
 pub use crate::phase::Phase;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::keys::Alg;
-use crate::migration::grace::Grace;
+use crate::migration::grace::{Grace, GraceError};
 
 /// A key by kid and algorithm: all the decision core needs to know of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -79,6 +79,25 @@ pub struct Observed {
     pub canaries: Vec<CanaryView>,
     /// What the plan's issuer migration depends on; `None` when the plan has none.
     pub migration: Option<MigrationView>,
+    /// In signer mode (`restart: externalSigner`): when the key set keyrot's signer serves was
+    /// made, and when the one the apiserver last fetched was; `None` in file mode.
+    pub key_sets: Option<KeySetStamps>,
+}
+
+/// Two data_timestamps of the external signer's key set, in milliseconds since the epoch (the
+/// gauge is a float of seconds; whole milliseconds compare exactly): the apiserver holds the
+/// signer's current set once its stamp is at least the signer's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySetStamps {
+    /// FetchKeys' `data_timestamp` from keyrot's signer.
+    pub signer: Probed<i64>,
+    /// The apiserver's `apiserver_externaljwt_fetch_keys_data_timestamp`.
+    pub apiserver: Probed<i64>,
+}
+
+/// Seconds since the epoch, as the gauge and FetchKeys give them, in whole milliseconds.
+pub fn stamp_millis(seconds: f64) -> i64 {
+    (seconds * 1000.0).round() as i64
 }
 
 /// What keyrot read for the plan's issuer migration.
@@ -88,7 +107,7 @@ pub struct MigrationView {
     /// never). Before the flags change the migration must not start from another issuer.
     pub issuer_problem: Option<String>,
     /// How long the old issuer stays accepted, or why the flags that bound it cannot be read.
-    pub grace: Result<Grace, String>,
+    pub grace: Result<Grace, GraceError>,
     /// The editors still hold the flag file's bytes from before the migration: a step edited it.
     pub original_backup: bool,
 }

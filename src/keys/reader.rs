@@ -276,6 +276,14 @@ fn rsa_private_parts(pkcs1_der: &[u8]) -> Result<VerificationKey, Skip> {
         .map_err(|e| Skip::InvalidKey(e.to_string()))
 }
 
+/// A verification key from DER SubjectPublicKeyInfo bytes (what an external signer's FetchKeys
+/// lists), with Go's `ParsePKIXPublicKey` rules.
+pub fn verification_key_from_spki_der(der: &[u8]) -> Result<VerificationKey, Skip> {
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(der)
+        .map_err(|e| Skip::InvalidKey(e.to_string()))?;
+    public_from_spki(&spki)
+}
+
 /// A verification key from a SubjectPublicKeyInfo, with Go's `ParsePKIXPublicKey` rules.
 pub(super) fn public_from_spki(
     spki: &spki::SubjectPublicKeyInfoRef<'_>,

@@ -59,31 +59,45 @@ pub fn grace(section: &IssuerMigration, max_token_expiration: Option<(TimeDelta,
     grace
 }
 
+/// Why the flag file cannot tell how long the old issuer's tokens live; the message names the
+/// file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraceError {
+    #[error("{path}: {error}")]
+    Unreadable { path: String, error: String },
+    #[error(
+        "{path}: --{MAX_TOKEN_EXPIRATION}={value} is not a duration (kube-apiserver reads Go \
+         durations, such as 720h or 1h30m); nothing was changed"
+    )]
+    NotADuration { path: String, value: String },
+}
+
 /// The grace period of the plan's migration, with `--service-account-max-token-expiration` read
 /// from the flag file when keyrot edits one (the last value counts, as on a command line).
-pub fn for_section(section: &IssuerMigration) -> Result<Grace, String> {
+pub fn for_section(section: &IssuerMigration) -> Result<Grace, GraceError> {
     let FlagSource::File { path, file } = &section.flags else {
         return Ok(grace(section, None));
     };
-    let text =
-        crate::fs_read::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let shown = path.display().to_string();
+    let unreadable = |error: String| GraceError::Unreadable {
+        path: shown.clone(),
+        error,
+    };
+    let text = crate::fs_read::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
     let values = file
         .values_of(&text, MAX_TOKEN_EXPIRATION)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| unreadable(e.to_string()))?;
     let Some(value) = values.last() else {
         return Ok(grace(section, None));
     };
     let cap = humantime::parse_duration(value)
         .ok()
         .and_then(|d| TimeDelta::from_std(d).ok())
-        .ok_or_else(|| {
-            format!(
-                "{}: --{MAX_TOKEN_EXPIRATION}={value} is not a duration (kube-apiserver reads \
-                 Go durations, such as 720h or 1h30m); nothing was changed",
-                path.display()
-            )
+        .ok_or_else(|| GraceError::NotADuration {
+            path: shown.clone(),
+            value: value.clone(),
         })?;
-    Ok(grace(section, Some((cap, &path.display().to_string()))))
+    Ok(grace(section, Some((cap, &shown))))
 }
 
 #[cfg(test)]
@@ -172,8 +186,11 @@ mod tests {
             "    - --service-account-max-token-expiration=forever\n",
         );
         let error = for_section(&odd).unwrap_err();
+        assert!(matches!(&error, GraceError::NotADuration { value, .. } if value == "forever"));
         assert!(
-            error.contains("--service-account-max-token-expiration=forever is not a duration"),
+            error
+                .to_string()
+                .contains("--service-account-max-token-expiration=forever is not a duration"),
             "{error}"
         );
     }

@@ -130,7 +130,7 @@ impl<'a> Details<'a> {
 
 /// The grace period and what decided it, for the preview.
 fn grace_text(migration: &Migration) -> Result<String, StepError> {
-    let grace = grace::for_section(migration.section).map_err(|e| failed(5, e))?;
+    let grace = grace::for_section(migration.section).map_err(|e| failed(5, e.to_string()))?;
     Ok(format!(
         "{} ({})",
         crate::plan::format_duration(grace.period),

@@ -30,6 +30,47 @@ pub enum ServingError {
     },
     #[error("signer: cannot start a client runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("signer on {socket}: {why}")]
+    NotAnswering { socket: PathBuf, why: String },
+}
+
+/// How long the observation waits for the signer's answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// The data_timestamp of the key set the signer on `socket` serves now, in seconds since the
+/// epoch: what an apiserver's `apiserver_externaljwt_fetch_keys_data_timestamp` reaches once it
+/// fetched that set.
+pub fn served_data_timestamp(socket: &Path) -> Result<f64, ServingError> {
+    let failed = |why: String| ServingError::NotAnswering {
+        socket: socket.to_path_buf(),
+        why,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServingError::Runtime)?;
+    let listed = runtime.block_on(async {
+        let mut client =
+            v1::external_jwt_signer_client::ExternalJwtSignerClient::new(channel(socket));
+        let call = client.fetch_keys(v1::FetchKeysRequest {});
+        match tokio::time::timeout(ANSWER_WAIT, call).await {
+            Ok(Ok(answer)) => Ok(answer.into_inner()),
+            Ok(Err(status)) => Err(failed(format!("FetchKeys: {}", status.message()))),
+            Err(_) => Err(failed(format!(
+                "no answer to FetchKeys within {ANSWER_WAIT:?}"
+            ))),
+        }
+    })?;
+    let stamp = listed
+        .data_timestamp
+        .ok_or_else(|| failed("FetchKeys answered without a data_timestamp".into()))?;
+    let stamp = std::time::SystemTime::try_from(stamp)
+        .map_err(|e| failed(format!("FetchKeys' data_timestamp: {e}")))?;
+    let since_epoch = stamp
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| failed(format!("FetchKeys' data_timestamp is before 1970: {e}")))?;
+    // As kube-apiserver's gauge computes it: float64(UnixNano) / 1e9.
+    Ok(since_epoch.as_nanos() as f64 / 1e9)
 }
 
 /// A channel to the signer on `socket` (connected lazily, on the first call).

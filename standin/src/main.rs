@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use standin::apiserver::{Apiserver, Config, ServiceAccounts};
+use standin::apiserver::{Apiserver, Config, KeyFlags, ServiceAccounts};
 use standin::https;
 use standin::tls::TestPki;
 use tokio::net::TcpListener;
@@ -29,11 +29,22 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Verification key file (repeatable; keys are taken in flag order, then file order).
-    #[arg(long = "service-account-key-file", required = true)]
+    #[arg(
+        long = "service-account-key-file",
+        required_unless_present = "signing_endpoint",
+        conflicts_with = "signing_endpoint"
+    )]
     key_files: Vec<PathBuf>,
     /// The key new tokens are signed with.
-    #[arg(long = "service-account-signing-key-file")]
-    signing_key_file: PathBuf,
+    #[arg(
+        long = "service-account-signing-key-file",
+        required_unless_present = "signing_endpoint",
+        conflicts_with = "signing_endpoint"
+    )]
+    signing_key_file: Option<PathBuf>,
+    /// The external JWT signer's unix socket: keys and signatures come from it (KEP-740).
+    #[arg(long = "service-account-signing-endpoint")]
+    signing_endpoint: Option<PathBuf>,
     /// Issuer (repeatable): the first issues tokens, all are accepted.
     #[arg(
         long = "service-account-issuer",
@@ -112,9 +123,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .context("restart failed; staying down")?;
         listener = Some(rebind(address).await?);
         eprintln!(
-            "restarted: {} verification keys, signing with kid {}, issuing as {}",
-            apiserver.keys().len(),
-            apiserver.signing_key().public().kid(),
+            "restarted: {}, issuing as {}",
+            apiserver.describe_keys(),
             apiserver.issuer()
         );
     }
@@ -122,9 +132,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// The flags for this (re)start: from the command line, or the issuer flags from the manifest.
 fn config_now(args: &Args) -> anyhow::Result<Config> {
+    let keys = match (&args.signing_endpoint, &args.signing_key_file) {
+        (Some(socket), _) => KeyFlags::SigningEndpoint(socket.clone()),
+        (None, Some(signing_key_file)) => KeyFlags::Files {
+            key_files: args.key_files.clone(),
+            signing_key_file: signing_key_file.clone(),
+        },
+        (None, None) => unreachable!("clap requires one of them"),
+    };
     let mut config = Config {
-        key_files: args.key_files.clone(),
-        signing_key_file: args.signing_key_file.clone(),
+        keys,
         issuers: args.issuers.clone(),
         jwks_uri: args.jwks_uri.clone(),
         api_audiences: args.api_audiences.clone(),

@@ -119,6 +119,7 @@ pub fn fresh_world(plan: &Plan) -> World {
             .collect(),
         canaries: Vec::new(),
         migration: None,
+        key_sets: None,
     };
     World::from_observed(plan, &observed).unwrap()
 }

@@ -36,6 +36,7 @@ impl Apiserver {
         let body = request.body();
         match (request.method(), segments.as_slice()) {
             (&Method::GET, ["readyz"]) => plain(StatusCode::OK, "ok"),
+            (&Method::GET, ["metrics"]) => self.metrics(),
             (&Method::GET, ["openid", "v1", "jwks"]) => self.jwks(),
             (&Method::GET, [".well-known", "openid-configuration"]) => self.discovery(),
             (
@@ -70,10 +71,9 @@ impl Apiserver {
     }
 
     fn jwks(&self) -> Response<Full<Bytes>> {
-        match &self.documents {
+        match self.documents_now() {
             Some(documents) => {
-                let mut response =
-                    respond(StatusCode::OK, JWKS_CONTENT_TYPE, documents.jwks.clone());
+                let mut response = respond(StatusCode::OK, JWKS_CONTENT_TYPE, documents.jwks);
                 // pkg/routes/openidmetadata.go: caches may keep the JWKS for an hour.
                 response.headers_mut().insert(
                     http::header::CACHE_CONTROL,
@@ -86,13 +86,10 @@ impl Apiserver {
     }
 
     fn discovery(&self) -> Response<Full<Bytes>> {
-        match &self.documents {
+        match self.documents_now() {
             Some(documents) => {
-                let mut response = respond(
-                    StatusCode::OK,
-                    DISCOVERY_CONTENT_TYPE,
-                    documents.discovery.clone(),
-                );
+                let mut response =
+                    respond(StatusCode::OK, DISCOVERY_CONTENT_TYPE, documents.discovery);
                 response.headers_mut().insert(
                     http::header::CACHE_CONTROL,
                     http::HeaderValue::from_static("public, max-age=3600"),
@@ -101,6 +98,21 @@ impl Apiserver {
             }
             None => not_found("the server could not find the requested resource"),
         }
+    }
+
+    /// `GET /metrics`: the external signer's gauge, in Prometheus' text format, when there is
+    /// one (kube registers the externaljwt metrics only with a signing endpoint).
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let body = match self.signer_data_timestamp() {
+            Some(seconds) => format!(
+                "# HELP apiserver_externaljwt_fetch_keys_data_timestamp Unix Timestamp in seconds \
+                 of the last successful FetchKeys data_timestamp value returned by the external \
+                 signer\n# TYPE apiserver_externaljwt_fetch_keys_data_timestamp gauge\n\
+                 apiserver_externaljwt_fetch_keys_data_timestamp {seconds}\n"
+            ),
+            None => String::new(),
+        };
+        respond(StatusCode::OK, "text/plain; version=0.0.4", body)
     }
 
     fn create_service_account(

@@ -13,10 +13,14 @@ use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::Apiserver;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keyrot::keys::VerificationKey;
+
 use super::objects::{
     bad_request, internal, invalid, not_found, object, parse_body, timestamp, uuid,
 };
+use super::{Apiserver, Keys};
 use crate::jws;
 
 pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
@@ -138,9 +142,16 @@ impl Apiserver {
             nbf: now,
             sub: format!("system:serviceaccount:{namespace}:{name}"),
         };
-        let token = match jws::sign(&claims, &self.signing) {
+        let token = match &self.keys {
+            Keys::Files { signing, .. } => jws::sign(&claims, signing).map_err(|e| e.to_string()),
+            // kube hands the claims to the signer and assembles the token from its answer.
+            Keys::Signer(signer) => serde_json::to_vec(&claims)
+                .map_err(|e| e.to_string())
+                .and_then(|json| signer.sign(&URL_SAFE_NO_PAD.encode(json))),
+        };
+        let token = match token {
             Ok(token) => token,
-            Err(e) => return internal(e.to_string()),
+            Err(e) => return internal(e),
         };
         let body = json!({
             "apiVersion": "authentication.k8s.io/v1",
@@ -201,15 +212,27 @@ impl Apiserver {
             return Err(format!("token issuer {issuer:?} is not accepted"));
         }
         let kid = parsed.header.kid.as_deref();
-        let mut candidates = self
-            .keys
-            .iter()
-            .filter(|key| kid.is_none_or(|kid| key.kid() == kid))
-            .peekable();
-        if candidates.peek().is_none() {
+        let named = |keys: &[(String, VerificationKey)]| -> Vec<VerificationKey> {
+            keys.iter()
+                .filter(|(listed, _)| kid.is_none_or(|kid| listed == kid))
+                .map(|(_, key)| key.clone())
+                .collect()
+        };
+        let mut candidates = named(&self.keys());
+        // With a signer, an unknown kid makes one FetchKeys first, as kube's key cache does.
+        if candidates.is_empty()
+            && let Keys::Signer(signer) = &self.keys
+            && signer.fetch_now().is_ok()
+        {
+            candidates = named(&self.keys());
+        }
+        if candidates.is_empty() {
             return Err(format!("no verification key with kid {kid:?}"));
         }
-        if !candidates.any(|key| parsed.verifies_with(key.alg(), key.params())) {
+        if !candidates
+            .iter()
+            .any(|key| parsed.verifies_with(key.alg(), key.params()))
+        {
             return Err("token signature is invalid".into());
         }
         check_lifetime(&parsed, now)?;
