@@ -56,6 +56,10 @@ pub struct Settings {
     /// kubeadm fixture): its issuer is the manifest's, not the public URL, nothing is published
     /// for it, and the stand-in takes its issuer flags from the manifest at every restart.
     pub kubeadm_manifest: bool,
+    /// The cluster signs through keyrot's external signer: `keyrot run` serves it on
+    /// `signer.sock` (`restart: externalSigner`) and the stand-in runs with
+    /// `--service-account-signing-endpoint` instead of the key files.
+    pub signer: bool,
 }
 
 /// The issuer of the kubeadm manifest fixture, as kubeadm sets it.
@@ -77,6 +81,7 @@ impl Default for Settings {
             restart: RESTART_BY_HANGUP,
             extra_targets: String::new(),
             kubeadm_manifest: false,
+            signer: false,
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct World {
     pub settings: Settings,
     pub issuer: String,
     standin: Option<Standin>,
+    /// `keyrot run`, in signer mode: the signer the stand-in signs through.
+    daemon: Option<Running>,
     static_server: Option<StaticServer>,
     runtime: tokio::runtime::Runtime,
     dir: tempfile::TempDir,
@@ -115,6 +122,7 @@ impl World {
             settings,
             issuer,
             standin: None,
+            daemon: None,
             static_server: Some(static_server),
             runtime,
             dir,
@@ -136,6 +144,23 @@ impl World {
         assert!(init.success, "keyrot init failed: {init:?}");
         if !world.settings.kubeadm_manifest {
             world.publish_current_documents();
+        }
+        let mut listen = listen;
+        if world.settings.signer {
+            // The apiserver waits for its signer at start: keyrot run comes first, and reads
+            // the kubeconfig when it starts, so the stand-in's port is chosen before.
+            listen = free_address();
+            world.write_kubeconfig(&format!("https://{listen}"));
+            world.daemon = Some(world.spawn_keyrot(&["run"]));
+            let socket = world.path("signer.sock");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !socket.exists() {
+                assert!(
+                    Instant::now() < deadline,
+                    "keyrot run serves no signer socket"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         world.start_standin(listen);
         let url = world.standin_url();
@@ -165,6 +190,14 @@ impl World {
         let pid_file = self.path("standin.pid").display().to_string();
         let restart = s.restart.replace("{pid}", &pid_file);
         let argv = serde_json::to_string(&["sh", "-c", &restart]).unwrap();
+        let (restart, signer) = match s.signer {
+            true => (
+                "externalSigner".to_string(),
+                "signer:\n  socket: signer.sock\n  refreshHint: 2s\n  rotationRefreshHint: 1s\n  \
+                 maxTokenExpiration: 1h\n",
+            ),
+            false => (format!("{{ command: {argv} }}"), ""),
+        };
         format!(
             "cluster: e2e
 flavour: custom
@@ -175,7 +208,7 @@ privateKeyDir: keys
 apiserver:
   verificationKeyFile: pki/sa.pub
   signingKeyFile: pki/sa.key
-  restart: {{ command: {argv} }}
+  restart: {restart}
 probe:
   kubeconfig: kubeconfig.yaml
   serviceAccount: {{ namespace: keyrot-system, name: keyrot-probe }}
@@ -193,7 +226,7 @@ targets:
   retryBackoff: {backoff}
   retryBackoffMax: {backoff_max}
 approvals: {approvals}
-",
+{signer}",
             key = s.key,
             issuer = self.cluster_issuer(),
             settle = s.publish_settle,
@@ -274,9 +307,20 @@ current-context: standin
             ],
             false => ["--service-account-issuer".to_string(), self.issuer.clone()],
         };
+        let key_flags = match self.settings.signer {
+            true => vec![
+                "--service-account-signing-endpoint".to_string(),
+                arg("signer.sock"),
+            ],
+            false => vec![
+                "--service-account-key-file".to_string(),
+                arg("pki/sa.pub"),
+                "--service-account-signing-key-file".to_string(),
+                arg("pki/sa.key"),
+            ],
+        };
         let mut child = Command::new(standin_binary())
-            .args(["--service-account-key-file", &arg("pki/sa.pub")])
-            .args(["--service-account-signing-key-file", &arg("pki/sa.key")])
+            .args(key_flags)
             .args(issuer_flags)
             .args(["--tls-dir", &arg("tls")])
             .args(["--pid-file", &arg("standin.pid")])
@@ -322,6 +366,17 @@ current-context: standin
     pub fn standin_url(&self) -> String {
         let standin = self.standin.as_ref().expect("a running stand-in");
         format!("https://{}", standin.address)
+    }
+
+    /// What `keyrot run` logged so far, in signer mode.
+    pub fn daemon_log(&self) -> String {
+        let daemon = self.daemon.as_ref().expect("keyrot run serves the signer");
+        let lines = daemon.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn standin_log(&self) -> String {
@@ -475,8 +530,17 @@ impl Drop for World {
         // The stand-in is killed by its own drop; the static server's task stops with its
         // handle, before the runtime that drives it goes away.
         self.standin.take();
+        self.daemon.take();
         self.static_server.take();
     }
+}
+
+/// An address on 127.0.0.1 whose port was free a moment ago.
+fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// The stand-in process; killed (by its PID) and reaped on drop.
