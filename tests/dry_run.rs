@@ -224,6 +224,13 @@ fn migrating_plan() -> keyrot::plan::Plan {
     }
 }
 
+/// The dry run of a request of `kind` to the migrating plan's issuer migration, on first use.
+fn simulated(kind: keyrot::state::TriggerKind) -> keyrot::dry_run::DryRun {
+    let plan = migrating_plan();
+    let observed = fresh_world(&plan).observe();
+    keyrot::dry_run::simulate_request(&plan, None, &observed, t0(), kind, &mut |_| None)
+}
+
 /// The dry run's timeline in a few words: each step's action name or its wait's gate.
 fn steps(run: &keyrot::dry_run::DryRun) -> Vec<String> {
     run.timeline
@@ -237,18 +244,7 @@ fn steps(run: &keyrot::dry_run::DryRun) -> Vec<String> {
 
 #[test]
 fn an_issuer_migration_is_previewed_by_the_same_core_step_by_step_with_its_waits() {
-    use keyrot::dry_run::simulate_request;
-    use keyrot::state::TriggerKind;
-    let plan = migrating_plan();
-    let observed = fresh_world(&plan).observe();
-    let run = simulate_request(
-        &plan,
-        None,
-        &observed,
-        t0(),
-        TriggerKind::MigrateIssuer,
-        &mut |_| None,
-    );
+    let run = simulated(keyrot::state::TriggerKind::MigrateIssuer);
     assert_eq!(run.blocked, None, "{run:?}");
     assert_eq!(
         steps(&run),
@@ -285,19 +281,8 @@ fn an_issuer_migration_is_previewed_by_the_same_core_step_by_step_with_its_waits
 
 #[test]
 fn an_issuer_migration_refused_by_the_core_shows_why_and_no_step() {
-    use keyrot::dry_run::simulate_request;
-    use keyrot::state::TriggerKind;
     // Nothing recorded: a rollback has nothing to do.
-    let plan = migrating_plan();
-    let observed = fresh_world(&plan).observe();
-    let run = simulate_request(
-        &plan,
-        None,
-        &observed,
-        t0(),
-        TriggerKind::RollbackIssuerMigration,
-        &mut |_| None,
-    );
+    let run = simulated(keyrot::state::TriggerKind::RollbackIssuerMigration);
     assert_eq!(
         steps(&run),
         ["adopt"],

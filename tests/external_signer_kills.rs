@@ -8,6 +8,7 @@
 //! The delays come from a seeded RNG; `E2E_SEED=N` replays them.
 
 mod common;
+mod e2e;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,16 +21,6 @@ use rand::{RngExt, SeedableRng};
 
 /// Kills during the rotation, at most.
 const KILLS: usize = 8;
-
-fn seed() -> u64 {
-    match std::env::var("E2E_SEED") {
-        Ok(seed) => seed.parse().expect("E2E_SEED is a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    }
-}
 
 fn claims() -> serde_json::Value {
     serde_json::json!({
@@ -118,7 +109,7 @@ fn churn(socket: &std::path::Path, stop: &AtomicBool) -> Seen {
 
 #[test]
 fn a_signer_killed_at_random_points_restarts_and_no_token_it_minted_is_rejected() {
-    let seed = seed();
+    let seed = e2e::seed();
     println!("seed {seed} (E2E_SEED={seed} replays these kill delays)");
     let mut rng = StdRng::seed_from_u64(seed);
     let sandbox = Sandbox::with_restart(

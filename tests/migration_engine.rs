@@ -17,18 +17,13 @@ use keyrot::plan::Plan;
 use keyrot::simulation::SharedWorld;
 use keyrot::state::{State, StateError, Trigger, TriggerKind};
 
-const OLD: &str = "https://old.example";
-const NEW: &str = "https://new.example";
+const OLD: &str = harness::MIGRATION_OLD;
+const NEW: &str = harness::MIGRATION_NEW;
 const GRACE: TimeDelta = TimeDelta::hours(48);
 const MANIFEST: &str = "{ kubeadmManifest: /etc/kubernetes/manifests/kube-apiserver.yaml }";
 
 fn plan(flags: &str, extra: &str) -> Plan {
-    let text = format!(
-        "cluster: c\nflavour: kubeadm\nissuer: {{ url: \"{OLD}\" }}\n\
-         targets: [{{ name: web, localDirectory: /var/www/oidc }}]\n\
-         issuerMigration:\n  newIssuer: \"{NEW}\"\n  flags: {flags}\n  gracePeriod: 48h\n{extra}"
-    );
-    keyrot::plan::parse(std::path::Path::new("/etc/keyrot/plan.yaml"), &text).unwrap()
+    harness::migration_plan(flags, extra)
 }
 
 /// Runs the executor against the in-memory cluster, with a clock the test moves.

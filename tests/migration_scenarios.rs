@@ -1,6 +1,8 @@
 //! Issuer migration scenarios for the decision core, without I/O: a record, the plan's section,
 //! an approval and a time give the next step; a whole migration is walked by recording each.
 
+mod harness;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use keyrot::decision::migration::{
     FlagChange, Issues, MigrationAction as A, MigrationDecision, MigrationWait,
@@ -9,16 +11,11 @@ use keyrot::decision::migration::{
 use keyrot::migration::record::{Awaiting, ManualStep, MigrationRecord};
 use keyrot::plan::{IssuerMigration, Plan};
 
-const OLD: &str = "https://old.example";
-const NEW: &str = "https://new.example";
+const OLD: &str = harness::MIGRATION_OLD;
+const NEW: &str = harness::MIGRATION_NEW;
 
 fn plan(flags: &str, extra: &str) -> Plan {
-    let text = format!(
-        "cluster: c\nflavour: kubeadm\nissuer: {{ url: \"{OLD}\" }}\n\
-         targets: [{{ name: web, localDirectory: /var/www/oidc }}]\n\
-         issuerMigration:\n  newIssuer: \"{NEW}\"\n  flags: {flags}\n  gracePeriod: 48h\n{extra}"
-    );
-    keyrot::plan::parse(std::path::Path::new("/etc/keyrot/plan.yaml"), &text).unwrap()
+    harness::migration_plan(flags, extra)
 }
 
 const FILE: &str = "{ kubeadmManifest: /etc/kubernetes/manifests/kube-apiserver.yaml }";

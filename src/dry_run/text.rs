@@ -10,21 +10,7 @@ const STEP_WIDTH: usize = 100 - 34;
 
 pub fn render_text(run: &DryRun) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Dry run of {} (cluster {:?}) from {}",
-        run.plan,
-        run.cluster,
-        crate::describe::time(run.starts_at)
-    );
-    let _ = writeln!(
-        out,
-        "Nothing is written. Times assume every gate passes as soon as it can;"
-    );
-    let _ = writeln!(out, "steps marked · change only keyrot's own record.");
-    for note in &run.notes {
-        let _ = writeln!(out, "Note: {note}");
-    }
+    header(&mut out, run, "", "gate");
     if run.timeline.is_empty() {
         if let Some(blocked) = &run.blocked {
             let _ = writeln!(out, "\nNothing can happen: {blocked}");
@@ -38,6 +24,25 @@ pub fn render_text(run: &DryRun) -> String {
         let _ = writeln!(out, "\nBlocked: {blocked}");
     }
     out
+}
+
+/// What is simulated (`what` names it before the plan), that nothing is written, the notes.
+fn header(out: &mut String, run: &DryRun, what: &str, waits_for: &str) {
+    let _ = writeln!(
+        out,
+        "Dry run of {what}{} (cluster {:?}) from {}",
+        run.plan,
+        run.cluster,
+        crate::describe::time(run.starts_at)
+    );
+    let _ = writeln!(
+        out,
+        "Nothing is written. Times assume every {waits_for} passes as soon as it can;"
+    );
+    let _ = writeln!(out, "steps marked · change only keyrot's own record.");
+    for note in &run.notes {
+        let _ = writeln!(out, "Note: {note}");
+    }
 }
 
 fn section(out: &mut String, title: &str, keys: &Keys) {
@@ -85,21 +90,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 /// request sets going, each with what it would write.
 pub fn render_migration_text(run: &DryRun) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Dry run of the issuer migration of {} (cluster {:?}) from {}",
-        run.plan,
-        run.cluster,
-        crate::describe::time(run.starts_at)
-    );
-    let _ = writeln!(
-        out,
-        "Nothing is written. Times assume every check passes as soon as it can;"
-    );
-    let _ = writeln!(out, "steps marked · change only keyrot's own record.");
-    for note in &run.notes {
-        let _ = writeln!(out, "Note: {note}");
-    }
+    header(&mut out, run, "the issuer migration of ", "check");
     timeline(&mut out, run);
     if let Some(blocked) = &run.blocked {
         let _ = writeln!(out, "\nBlocked: {blocked}");

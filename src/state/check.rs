@@ -43,6 +43,36 @@ pub fn check(state: &State) -> Result<(), Inconsistency> {
             ),
         );
     }
+    if let Some(m) = &state.issuer_migration {
+        // Each step is recorded only once the one before it is: the core decides the next step
+        // from the first one missing, so a gap would skip a check.
+        let steps = [
+            ("published_at", m.published_at.is_some()),
+            ("verified_at", m.verified_at.is_some()),
+            ("flags_changed_at", m.flags_changed_at.is_some()),
+            ("cluster_verified_at", m.cluster_verified_at.is_some()),
+            ("old_issuer_dropped_at", m.old_issuer_dropped_at.is_some()),
+        ];
+        for pair in steps.windows(2) {
+            let [(before, done_before), (after, done_after)] = pair else {
+                continue;
+            };
+            if *done_after && !done_before {
+                return broken(
+                    format!("issuer_migration.{after}"),
+                    format!(
+                        "is set, but issuer_migration.{before} is not: steps are recorded in order"
+                    ),
+                );
+            }
+        }
+        if m.rollback_restarts.is_some() && m.rollback_started_at.is_none() {
+            return broken(
+                "issuer_migration.rollback_restarts".into(),
+                "is set, but issuer_migration.rollback_started_at is not".into(),
+            );
+        }
+    }
     let Some(r) = &state.rotation else {
         return Ok(());
     };
@@ -162,6 +192,24 @@ mod tests {
         let mut state = rotating(Phase::Stage, Some("new"));
         state.rotation.as_mut().unwrap().promoted_at = Some(Utc::now());
         assert_eq!(field_of(&state), "rotation.promoted_at");
+    }
+
+    #[test]
+    fn an_issuer_migration_step_recorded_before_the_one_it_follows_is_named() {
+        use crate::migration::record::MigrationRecord;
+        let mut state = rotating(Phase::Publish, Some("new"));
+        state.rotation = None;
+        let mut record = MigrationRecord::new("https://old.example", "https://new.example");
+        record.published_at = Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+        state.issuer_migration = Some(record.clone());
+        assert_eq!(check(&state), Ok(()));
+        record.flags_changed_at = record.published_at;
+        state.issuer_migration = Some(record.clone());
+        assert_eq!(field_of(&state), "issuer_migration.flags_changed_at");
+        record.flags_changed_at = None;
+        record.rollback_restarts = Some(true);
+        state.issuer_migration = Some(record);
+        assert_eq!(field_of(&state), "issuer_migration.rollback_restarts");
     }
 
     #[test]

@@ -124,6 +124,22 @@ pub fn fresh_world(plan: &Plan) -> World {
     World::from_observed(plan, &observed).unwrap()
 }
 
+/// The issuer the migration plans move from, and the one they move to.
+pub const MIGRATION_OLD: &str = "https://old.example";
+pub const MIGRATION_NEW: &str = "https://new.example";
+
+/// A kubeadm plan migrating from [`MIGRATION_OLD`] to [`MIGRATION_NEW`] with a 48 h grace
+/// period; `flags` is the section's `flags:` value, `extra` more lines of the section.
+pub fn migration_plan(flags: &str, extra: &str) -> Plan {
+    let text = format!(
+        "cluster: c\nflavour: kubeadm\nissuer: {{ url: \"{MIGRATION_OLD}\" }}\n\
+         targets: [{{ name: web, localDirectory: /var/www/oidc }}]\n\
+         issuerMigration:\n  newIssuer: \"{MIGRATION_NEW}\"\n  flags: {flags}\n  gracePeriod: 48h\n\
+         {extra}"
+    );
+    keyrot::plan::parse(std::path::Path::new("/etc/keyrot/plan.yaml"), &text).unwrap()
+}
+
 /// Runs the decision core against a `World` like the executor: decide, carry out, record.
 pub struct Harness {
     pub plan: Plan,
