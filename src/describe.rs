@@ -114,6 +114,9 @@ pub fn describe_action(plan: &Plan, action: &Action) -> Option<String> {
             format!("destroy the old private key {}", path.display())
         }
         Action::CompleteRotation => "rotation complete".into(),
+        Action::ReleaseNextKey => {
+            "the next key signs as soon as it is ready (keyrot rotate)".into()
+        }
         Action::StartMigration {
             old_issuer,
             new_issuer,

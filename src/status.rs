@@ -128,9 +128,10 @@ fn recorded(plan: &Plan, state: &State, now: DateTime<Utc>) -> Status {
             retire_at: (k.role == Role::Retiring).then_some(retire_at).flatten(),
         })
         .collect();
+    // A next key kept ready (`keepNextKey`) signs when the schedule next fires.
     let next_rotation = match rotation {
-        Some(_) => None,
-        None => crate::decision::next_rotation_due(plan, state, now),
+        Some(r) if r.cause != crate::state::Cause::NextKey => None,
+        _ => crate::decision::next_rotation_due(plan, state, now),
     };
     Status {
         cluster: plan.cluster.clone(),

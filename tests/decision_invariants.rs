@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use harness::{Harness, plan, probed_plan};
 use keyrot::decision::{Action, Gate, Phase, apply, apply_failure, decide, record_intent};
 use keyrot::plan::Plan;
-use keyrot::state::TriggerKind;
+use keyrot::state::{Cause, TriggerKind};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -229,7 +229,14 @@ impl Run {
                 &self.h.world.observe(),
                 self.h.now,
             );
-            if self.h.state.rotation.is_none() && self.h.state.triggers.is_empty() {
+            // With keepNextKey a rotation is always recorded: at rest it keeps the next key
+            // ready, waiting for the schedule or `keyrot rotate`.
+            let next_key_ready = self.h.state.rotation.as_ref().is_some_and(|r| {
+                r.cause == Cause::NextKey
+                    && decision.blocked_by.iter().any(|b| b.gate == Gate::Schedule)
+            });
+            let at_rest = self.h.state.rotation.is_none() || next_key_ready;
+            if at_rest && self.h.state.triggers.is_empty() {
                 return;
             }
             if decision.blocked_by.iter().any(|b| b.gate == Gate::Approval) {
@@ -310,6 +317,11 @@ proptest! {
     #[test]
     fn invariants_hold_with_a_probe_and_a_lagging_apiserver(events in prop::collection::vec(event(), 1..250)) {
         run(probed_plan(), &events);
+    }
+
+    #[test]
+    fn invariants_hold_keeping_the_next_key_ready(events in prop::collection::vec(event(), 1..250)) {
+        run(Plan { keep_next_key: true, ..probed_plan() }, &events);
     }
 }
 

@@ -773,3 +773,77 @@ fn in_signer_mode_staging_waits_until_the_apiserver_fetched_the_signers_set() {
         "{fetched:?}"
     );
 }
+
+#[test]
+fn keeping_the_next_key_stages_and_publishes_it_at_once_and_promotes_it_on_schedule() {
+    use keyrot::plan::Schedule;
+    use keyrot::state::Cause;
+    // Daily at 03:00; the harness starts at 12:00, so the first promotion is tomorrow 03:00.
+    let schedule = Schedule::parse("0 3 * * *", chrono_tz::UTC).unwrap();
+    let plan = keyrot::plan::Plan {
+        keep_next_key: true,
+        schedule: Some(schedule),
+        ..plan()
+    };
+    let mut h = Harness::new(plan);
+    let start = h.now;
+    // First use: the keys are adopted and the next key goes out at once.
+    let waiting = h.settle();
+    assert_eq!(gates(&waiting), [Gate::PublishSettle]);
+    let next = h.new_kid();
+    assert_eq!(h.bundle_kids(), [OLD, next.as_str()]);
+    assert_eq!(h.target_kids(), [OLD, next.as_str()]);
+    assert_eq!(h.state.rotation.as_ref().unwrap().cause, Cause::NextKey);
+
+    // Settled: it waits for the schedule, still not signing.
+    let ready = h.sleep_until_woken();
+    assert_eq!(gates(&ready), [Gate::Schedule]);
+    let reason = &ready.blocked_by[0].reason;
+    assert!(reason.contains("is ready"), "{reason}");
+    let due = ready.wake_at.expect("the schedule's next time");
+    assert_eq!(
+        due,
+        start
+            .date_naive()
+            .succ_opt()
+            .unwrap()
+            .and_hms_opt(3, 0, 0)
+            .unwrap()
+            .and_utc()
+    );
+    assert_eq!(h.world.signing.kid, OLD);
+
+    // At 03:00 it signs at once: no publishSettle wait, its caches settled hours ago.
+    h.now = due;
+    let after = h.settle();
+    assert_eq!(h.world.signing.kid, next, "promoted at the scheduled time");
+    assert_eq!(gates(&after), [Gate::RetireAfter]);
+
+    // Once the old key retired, the key after it is staged and published right away.
+    let again = h.sleep_until_woken();
+    assert_eq!(gates(&again), [Gate::PublishSettle]);
+    assert!(h.state.last_rotation_completed_at.is_some());
+    let following = h.new_kid();
+    assert_ne!(following, next);
+    assert_eq!(h.bundle_kids(), [next.as_str(), following.as_str()]);
+}
+
+#[test]
+fn keyrot_rotate_promotes_the_next_key_kept_ready_without_waiting_for_the_schedule() {
+    let plan = keyrot::plan::Plan {
+        keep_next_key: true,
+        ..plan()
+    };
+    let mut h = Harness::new(plan);
+    h.settle();
+    let next = h.new_kid();
+    let ready = h.sleep_until_woken();
+    assert_eq!(
+        gates(&ready),
+        [Gate::Schedule],
+        "no schedule: it waits for a person"
+    );
+    h.trigger(TriggerKind::Rotate);
+    h.settle();
+    assert_eq!(h.world.signing.kid, next);
+}

@@ -291,3 +291,32 @@ fn an_issuer_migration_refused_by_the_core_shows_why_and_no_step() {
     let blocked = run.blocked.unwrap();
     assert!(blocked.contains("nothing to roll back"), "{blocked}");
 }
+
+#[test]
+fn keeping_the_next_key_is_previewed_up_to_its_promotion() {
+    let plan = keyrot::plan::Plan {
+        keep_next_key: true,
+        ..plan()
+    };
+    let observed = fresh_world(&plan).observe();
+    let run = simulate(&plan, None, &observed, t0());
+    assert_eq!(run.blocked, None, "{run:?}");
+    let shown = steps(&run);
+    let at = |name: &str| {
+        shown
+            .iter()
+            .position(|s| s == name)
+            .unwrap_or_else(|| panic!("no {name} in {shown:?}"))
+    };
+    // Settled first, then released by the assumed `keyrot rotate`, then promoted.
+    assert!(
+        at("wait publish-settle") < at("release-next-key"),
+        "{shown:?}"
+    );
+    assert!(
+        at("release-next-key") < at("write-signing-key"),
+        "{shown:?}"
+    );
+    assert_eq!(run.notes, ["no schedule: assumed `keyrot rotate` now"]);
+    assert_eq!(run.after.signing, "<new key 1>");
+}

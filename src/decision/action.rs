@@ -75,6 +75,9 @@ pub enum Action {
     DestroyPrivateKey { kid: String, path: PathBuf },
     /// The old key is gone everywhere: the rotation is complete.
     CompleteRotation,
+    /// A person asked to rotate while the next key is kept ready (`keepNextKey`): the rotation
+    /// promotes it without waiting for the schedule.
+    ReleaseNextKey,
     /// A person asked for the plan's issuer migration and none is recorded: record one.
     StartMigration {
         old_issuer: String,

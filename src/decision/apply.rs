@@ -11,7 +11,9 @@ use super::decide::retry_time;
 use super::migration::record_migration_step;
 use crate::migration::record::{Awaiting, ManualStep, MigrationRecord};
 use crate::plan::Plan;
-use crate::state::{GateRecord, KeyRecord, Loaded, Published, Role, RoleChange, Rotation, State};
+use crate::state::{
+    Cause, GateRecord, KeyRecord, Loaded, Published, Role, RoleChange, Rotation, State,
+};
 
 /// Records that `action` was carried out at `now`.
 pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>) {
@@ -166,6 +168,11 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
             }
         }
         Action::CompleteRotation => complete(state, plan, now),
+        Action::ReleaseNextKey => {
+            if let Some(r) = state.rotation.as_mut() {
+                r.cause = Cause::Manual;
+            }
+        }
         Action::StartMigration {
             old_issuer,
             new_issuer,
@@ -266,6 +273,7 @@ pub fn action_name(action: &Action) -> &'static str {
         Action::GateFailed { .. } => "gate-failed",
         Action::DestroyPrivateKey { .. } => "destroy-private-key",
         Action::CompleteRotation => "complete-rotation",
+        Action::ReleaseNextKey => "release-next-key",
         Action::StartMigration { .. } => "start-issuer-migration",
         Action::Migrate(step) => super::migration::step_name(*step),
         Action::StartMigrationRollback { .. } => "start-issuer-migration-rollback",

@@ -179,6 +179,14 @@ fn on_trigger(
         // A second rotate continues the rotation in progress: how a person resumes one in the
         // foreground after keyrot was stopped. It starts nothing new, and is not an error.
         TriggerKind::Rotate => match rotation {
+            // A person releases the next key kept ready: it promotes now.
+            Some(r) if r.cause == Cause::NextKey => accept(
+                Action::ReleaseNextKey,
+                &format!(
+                    "rotation {} promotes its next key as soon as it is ready (phase {})",
+                    r.id, r.phase
+                ),
+            ),
             Some(r) => Decision::act(Action::ConsumeTrigger {
                 kind,
                 outcome: format!(
@@ -282,6 +290,19 @@ fn old_private_key_missing(state: &State, observed: &Observed, kid: &str) -> boo
     !recorded || observed.private_key(kid).is_none()
 }
 
+/// A rotation from the key that signs now.
+fn start_rotation(cause: Cause, observed: &Observed, now: DateTime<Utc>) -> Action {
+    Action::StartRotation {
+        id: rotation_id(now),
+        cause,
+        bundle: observed.bundle_kids(),
+        old_kid: observed
+            .signing_kid()
+            .expect("checked by check_cluster_keys")
+            .to_string(),
+    }
+}
+
 /// Why no rotation may start: the issuer migration in record, if it concerns the plan's issuer.
 fn migration_blocks(plan: &Plan, state: &State) -> Option<String> {
     let record = state.issuer_migration.as_ref()?;
@@ -292,6 +313,10 @@ fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> 
     if let Some(why) = migration_blocks(plan, state) {
         return Decision::wait(Gate::IssuerMigration, why, None);
     }
+    if plan.keep_next_key {
+        // The next key is staged and published at once; promotion waits for the schedule.
+        return Decision::act(start_rotation(Cause::NextKey, observed, now));
+    }
     let Some(schedule) = &plan.schedule else {
         return Decision::wait(
             Gate::Schedule,
@@ -300,15 +325,7 @@ fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> 
         );
     };
     match next_rotation_due(plan, state, now) {
-        Some(due) if due <= now => Decision::act(Action::StartRotation {
-            id: rotation_id(now),
-            cause: Cause::Schedule,
-            bundle: observed.bundle_kids(),
-            old_kid: observed
-                .signing_kid()
-                .expect("checked by check_cluster_keys")
-                .to_string(),
-        }),
+        Some(due) if due <= now => Decision::act(start_rotation(Cause::Schedule, observed, now)),
         Some(due) => Decision::wait(
             Gate::Schedule,
             format!("next scheduled rotation at {}", crate::describe::time(due)),
@@ -437,9 +454,48 @@ impl InRotation<'_> {
                 .map_or(self.attempt_started(), |t| t.max(self.attempt_started()));
             return self.closed_since(Gate::RelyingPartiesAccept, reason, since);
         }
+        if self.rotation.cause == Cause::NextKey {
+            return self.next_key_ready(new);
+        }
         Decision::act(Action::EnterPhase {
             phase: Phase::Promote,
         })
+    }
+
+    /// `keepNextKey`: the next key is staged, published and settled; it signs when the schedule
+    /// comes (counted from when this rotation started, right after the last one completed) or
+    /// when a person runs `keyrot rotate`.
+    fn next_key_ready(&self, new: &str) -> Decision {
+        let short = new;
+        let Some(schedule) = &self.plan.schedule else {
+            return Decision::wait(
+                Gate::Schedule,
+                format!("the next key {short} is ready: `keyrot rotate` promotes it"),
+                None,
+            );
+        };
+        match schedule.next_after(self.rotation.started_at) {
+            Some(due) if due <= self.now => Decision::act(Action::EnterPhase {
+                phase: Phase::Promote,
+            }),
+            Some(due) => Decision::wait(
+                Gate::Schedule,
+                format!(
+                    "the next key {short} is ready; it signs at {}",
+                    crate::describe::time(due)
+                ),
+                Some(due),
+            ),
+            None => Decision::wait(
+                Gate::Schedule,
+                format!(
+                    "the next key {short} is ready; schedule {:?} never fires again: `keyrot \
+                     rotate` promotes it",
+                    schedule.expression()
+                ),
+                None,
+            ),
+        }
     }
 
     /// The signing key file becomes the new key; new tokens must carry its kid.

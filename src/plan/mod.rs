@@ -66,6 +66,9 @@ pub struct Plan {
     pub approvals: BTreeSet<Phase>,
     /// How many retired keys the key ring remembers.
     pub keep_retired: usize,
+    /// Keep the next key staged and published between rotations (Vault's model): a rotation
+    /// then promotes a key whose caches settled long ago, without the `publishSettle` wait.
+    pub keep_next_key: bool,
     /// Where `keyrot run` serves Prometheus metrics; `None`: no metrics endpoint.
     pub metrics: Option<Metrics>,
     /// A move to a new, public issuer (docs/issuer-migration.md); `None`: no migration planned.

@@ -34,6 +34,7 @@ pub struct RawPlan {
     pub timings: Option<RawTimings>,
     pub approvals: Option<Vec<Phase>>,
     pub keep_retired: Option<u32>,
+    pub keep_next_key: Option<bool>,
     pub metrics: Option<RawMetrics>,
     pub issuer_migration: Option<RawIssuerMigration>,
     pub signer: Option<RawSigner>,

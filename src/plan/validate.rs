@@ -148,6 +148,7 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
         timings: timings?,
         approvals,
         keep_retired: keep_retired? as usize,
+        keep_next_key: raw.keep_next_key.unwrap_or(false),
         metrics: metrics?,
         issuer_migration: issuer_migration?,
         signer: signer?,

@@ -160,7 +160,7 @@ impl KeyFiles {
         }
         let rotating = StateStore::new(&sources.state_dir)
             .read()
-            .map(|state| state.is_some_and(|s| s.rotation.is_some()))
+            .map(|state| state.is_some_and(|s| s.rotation.as_ref().is_some_and(refreshes_often)))
             .unwrap_or(true);
         Ok(KeyFiles {
             keys,
@@ -168,6 +168,16 @@ impl KeyFiles {
             rotating,
         })
     }
+}
+
+/// Whether apiservers should fetch the set often while `rotation` is recorded: not while a next
+/// key kept ready (`keepNextKey`, published and waiting for the schedule) stays as it is for
+/// hours; nothing waits on an apiserver's refresh then.
+fn refreshes_often(rotation: &crate::state::Rotation) -> bool {
+    let ready = rotation.cause == crate::state::Cause::NextKey
+        && rotation.phase == crate::phase::Phase::Publish
+        && rotation.published_confirmed_at.is_some();
+    !ready
 }
 
 /// A missing controller-manager key file means there is no legacy key to keep verifying.
@@ -242,6 +252,35 @@ impl KeySet {
 mod tests {
     use super::*;
     use crate::keys::GenerateSpec;
+
+    #[test]
+    fn a_next_key_kept_ready_asks_apiservers_for_the_long_refresh_hint() {
+        use crate::decision::{Action, apply};
+        use crate::phase::Phase;
+        use crate::state::{Cause, State};
+        let plan = crate::plan::parse(
+            Path::new("/etc/keyrot/plan.yaml"),
+            "cluster: c\nflavour: kubeadm\nissuer: { url: \"https://oidc.example.com\" }\n\
+             targets: [{ name: web, localDirectory: /srv/www }]\n",
+        )
+        .unwrap();
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut state = State::default();
+        let start = |cause| Action::StartRotation {
+            id: "r1".into(),
+            cause,
+            old_kid: "old".into(),
+            bundle: vec!["old".into()],
+        };
+        apply(&mut state, &plan, &start(Cause::NextKey), at);
+        let rotation = state.rotation.as_mut().unwrap();
+        rotation.phase = Phase::Publish;
+        assert!(refreshes_often(rotation), "not published yet");
+        rotation.published_confirmed_at = Some(at);
+        assert!(!refreshes_often(rotation), "ready: waits for the schedule");
+        rotation.cause = Cause::Manual;
+        assert!(refreshes_often(rotation), "released: promotion comes next");
+    }
 
     fn files(keys: &[&SigningKey], active: SigningKey) -> KeyFiles {
         KeyFiles {

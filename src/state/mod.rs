@@ -203,6 +203,10 @@ pub struct GateRecord {
 pub enum Cause {
     Schedule,
     Manual,
+    /// `keepNextKey`: started as soon as the last rotation completed, to stage and publish the
+    /// next key; it promotes when the schedule (or `keyrot rotate`) releases it.
+    #[serde(rename = "next-key")]
+    NextKey,
 }
 
 /// A person's request, recorded until the decision core acts on it.

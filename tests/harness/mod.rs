@@ -61,6 +61,7 @@ pub fn plan() -> Plan {
         },
         approvals: BTreeSet::new(),
         keep_retired: 2,
+        keep_next_key: false,
         metrics: None,
         issuer_migration: None,
         signer: None,
