@@ -58,18 +58,25 @@ impl Sources {
         }
     }
 
-    /// What identifies the files' current versions: every write keyrot makes is a rename, which
-    /// gives the path a new inode, and an edit in place changes the size or the mtime.
-    pub fn fingerprint(&self) -> Fingerprint {
+    /// Every file the set is made of: the key files and the state file (whether a rotation is
+    /// in progress).
+    pub fn files(&self) -> Vec<PathBuf> {
         let state = StateStore::new(&self.state_dir).state_path();
-        let paths = self
-            .verification
+        self.verification
             .iter()
             .chain([&self.signing_key])
             .chain(&self.legacy_key)
-            .chain([&state]);
+            .chain([&state])
+            .cloned()
+            .collect()
+    }
+
+    /// What identifies the files' current versions: every write keyrot makes is a rename, which
+    /// gives the path a new inode, and an edit in place changes the size or the mtime.
+    pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint(
-            paths
+            self.files()
+                .iter()
                 .map(|path| {
                     std::fs::metadata(path).ok().map(|m| {
                         [

@@ -4,7 +4,7 @@
 //!
 //! It runs on a runtime and threads of its own, so it answers while the daemon's acting thread
 //! is busy or blocked; the keys are loaded before the socket exists, so the apiserver never
-//! meets a signer without keys; a watcher reloads the set when a key file changes, and a set
+//! meets a signer without keys; a watcher (inotify) reloads the set when a key file changes, and a set
 //! that fails its checks is logged and not served (the previous one stays).
 
 pub mod client;
@@ -12,12 +12,11 @@ pub mod keyset;
 pub mod proto;
 mod service;
 pub mod socket;
+mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -28,9 +27,6 @@ use service::{Service, Shared};
 use socket::{Peers, SocketError};
 
 use crate::plan::Plan;
-
-/// How often the watcher looks at the key files: a stat of each, nothing read unless one changed.
-const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Why the signer did not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +42,7 @@ pub enum SignerError {
 /// The running signer; dropping it stops serving and removes the socket file.
 pub struct Signer {
     socket: PathBuf,
-    stop: Arc<AtomicBool>,
-    watcher: Option<JoinHandle<()>>,
+    watcher: Option<watch::Watcher>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -105,21 +100,14 @@ impl Signer {
                 error!("signer: stopped serving: {e}");
             }
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = std::thread::Builder::new()
-            .name("signer-watch".into())
-            .spawn({
-                let stop = stop.clone();
-                move || watch(&sources, fingerprint, &shared, &stop)
-            })
-            .map_err(SignerError::Runtime)?;
+        let watcher =
+            watch::Watcher::start(sources, fingerprint, shared).map_err(SignerError::Runtime)?;
         info!(
             "signer serving ExternalJWTSigner v1 and v1alpha1 on {}",
             settings.socket.display()
         );
         Ok(Some(Signer {
             socket: settings.socket.clone(),
-            stop,
             watcher: Some(watcher),
             runtime: Some(runtime),
         }))
@@ -128,50 +116,13 @@ impl Signer {
 
 impl Drop for Signer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
         if let Some(watcher) = self.watcher.take() {
-            let _ = watcher.join();
+            watcher.stop();
         }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
         let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-/// Reloads the set whenever a source file changes. A bad set is logged once per distinct
-/// problem and not served: the apiserver keeps verifying with the last good one.
-fn watch(sources: &Sources, mut seen: keyset::Fingerprint, shared: &Shared, stop: &AtomicBool) {
-    let mut last_problem = String::new();
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(WATCH_INTERVAL);
-        let now = sources.fingerprint();
-        if now == seen {
-            continue;
-        }
-        match KeyFiles::read(sources) {
-            Ok(files) => {
-                let previous = shared.current();
-                let set = KeySet::stamp(files, Some(&previous), SystemTime::now());
-                let changed = set.keys != previous.keys
-                    || set.active_kid() != previous.active_kid()
-                    || set.rotating != previous.rotating;
-                if changed {
-                    log_set(&set);
-                }
-                shared.replace(set);
-                last_problem.clear();
-                seen = now;
-            }
-            Err(e) => {
-                let problem = e.to_string();
-                if problem != last_problem {
-                    error!("signer: key files not served, the previous key set stays: {problem}");
-                    last_problem = problem;
-                }
-                // Not marked seen: a file half-way through a change is read again next time.
-            }
-        }
     }
 }
 
