@@ -28,33 +28,46 @@ pub enum ObserveError {
     },
 }
 
-/// The files, and the apiserver through `prober` when the plan has a probe.
-pub fn observe(plan: &Plan, prober: Option<&mut dyn Prober>) -> Result<Observed, ObserveError> {
+/// The files, and the apiserver through `prober` when the plan has a probe. With
+/// `rotating` (a rotation is recorded) and the external signer, also which key set the signer
+/// serves and which the apiserver holds: only the rotation's gates read them, and an
+/// apiserver's /metrics is large.
+pub fn observe(
+    plan: &Plan,
+    mut prober: Option<&mut dyn Prober>,
+    rotating: bool,
+) -> Result<Observed, ObserveError> {
     let mut observed = observe_files(plan)?;
-    let signer_mode = matches!(plan.apiserver.restart, Restart::ExternalSigner);
-    let mut apiserver_key_set = Probed::NotConfigured;
-    if let Some(prober) = prober {
+    if let Some(prober) = prober.as_deref_mut() {
         observed.apiserver = prober.apiserver_kids();
         observed.token_kid = prober.token_kid();
-        if signer_mode {
-            apiserver_key_set = match prober.apiserver_key_set_at() {
-                Probed::Seen(seconds) => Probed::Seen(stamp_millis(seconds)),
-                Probed::Failed(why) => Probed::Failed(why),
-                Probed::NotConfigured => Probed::NotConfigured,
-            };
-        }
     }
-    if let (true, Some(signer)) = (signer_mode, &plan.signer) {
-        let served = crate::signer::client::served_data_timestamp(&signer.socket);
-        observed.key_sets = Some(KeySetStamps {
-            signer: match served {
-                Ok(seconds) => Probed::Seen(stamp_millis(seconds)),
-                Err(e) => Probed::Failed(e.to_string()),
-            },
-            apiserver: apiserver_key_set,
-        });
+    if rotating {
+        observed.key_sets = key_sets(plan, prober);
     }
     Ok(observed)
+}
+
+/// In signer mode: the data_timestamp of the set keyrot's signer serves, and of the one the
+/// apiserver holds (through `prober`, when the plan has a probe).
+fn key_sets(plan: &Plan, prober: Option<&mut dyn Prober>) -> Option<KeySetStamps> {
+    let signer = plan.signer.as_ref()?;
+    if !matches!(plan.apiserver.restart, Restart::ExternalSigner) {
+        return None;
+    }
+    let apiserver = match prober.map(|p| p.apiserver_key_set_at()) {
+        Some(Probed::Seen(seconds)) => Probed::Seen(stamp_millis(seconds)),
+        Some(Probed::Failed(why)) => Probed::Failed(why),
+        Some(Probed::NotConfigured) | None => Probed::NotConfigured,
+    };
+    let served = crate::signer::client::served_data_timestamp(&signer.socket);
+    Some(KeySetStamps {
+        signer: match served {
+            Ok(seconds) => Probed::Seen(stamp_millis(seconds)),
+            Err(e) => Probed::Failed(e.to_string()),
+        },
+        apiserver,
+    })
 }
 
 /// Everything but the apiserver probes, which need the network (`Probed::NotConfigured` here).

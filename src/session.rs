@@ -152,7 +152,9 @@ impl Session {
     /// Reads the world once, as the executor will; for the daemon's start.
     pub fn observe(&mut self) -> Result<(), SessionError> {
         let plan = &self.plan;
-        let observed = observe(plan, self.prober.as_mut().map(|p| p as &mut dyn Prober))?;
+        let rotating = self.state.rotation.is_some();
+        let prober = self.prober.as_mut().map(|p| p as &mut dyn Prober);
+        let observed = observe(plan, prober, rotating)?;
         self.last_observed = Some(observed);
         Ok(())
     }
@@ -191,7 +193,9 @@ impl Session {
             if let Some(kid) = crate::decision::canary_due(plan, state, Utc::now()) {
                 crate::canary::exchange_due(plan, kid, Utc::now())?;
             }
-            let observed = observe(plan, prober.as_mut().map(|p| p as &mut dyn Prober))?;
+            let rotating = state.rotation.is_some();
+            let prober = prober.as_mut().map(|p| p as &mut dyn Prober);
+            let observed = observe(plan, prober, rotating)?;
             *last_observed = Some(observed.clone());
             Ok(observed)
         };

@@ -79,3 +79,67 @@ fn a_rotation_through_the_external_signer_restarts_nothing_and_rejects_no_token(
     let waits = world.daemon_log().matches("not fetched yet").count();
     println!("the stage and retire gates waited {waits} times for the apiserver to fetch the set");
 }
+
+#[test]
+fn a_next_key_kept_ready_in_the_signer_signs_on_request_with_no_wait_and_no_rejected_token() {
+    let world = World::start(Settings {
+        signer: true,
+        keep_next_key: true,
+        ..Settings::default()
+    });
+    let old = world.signing_kid();
+    let store = StateStore::new(world.path("state"));
+    // The daemon stages and publishes the next key at once, then waits for a person (no
+    // schedule): the rotation rests in publish with its caches settled.
+    let ready = || {
+        world
+            .status_text()
+            .contains("waiting  [schedule] the next key")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "no next key ready within 60 s:\n{}\n{}",
+            world.status_text(),
+            world.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let next = store
+        .read()
+        .unwrap()
+        .unwrap()
+        .rotation
+        .and_then(|r| r.new_kid)
+        .expect("the next key");
+    // Verifiable everywhere before it signs: the apiserver and the published JWKS list it.
+    assert!(world.served_jwks().unwrap().contains(&next));
+    assert!(world.published_jwks().contains(&next));
+    assert_eq!(world.signing_kid(), old);
+
+    let traffic = world.start_traffic(None);
+    std::thread::sleep(Duration::from_millis(500));
+    let released = Instant::now();
+    let rotate = world.keyrot(&["rotate"]);
+    assert!(rotate.success, "{rotate:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while world.signing_kid() != next {
+        assert!(Instant::now() < deadline, "{}", world.daemon_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = released.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let log = world.stop_traffic(traffic);
+    let failures = log.failures();
+    println!(
+        "keepNextKey: the next key signed {took:.1?} after `keyrot rotate` (publishSettle is \
+         {}), {} tokens minted and verified, {} failures",
+        world.settings.publish_settle,
+        log.minted.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(log.kid_runs(), [old, next]);
+    assert!(!world.standin_log().contains("restarting"));
+}

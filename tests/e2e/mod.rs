@@ -60,6 +60,8 @@ pub struct Settings {
     /// `signer.sock` (`restart: externalSigner`) and the stand-in runs with
     /// `--service-account-signing-endpoint` instead of the key files.
     pub signer: bool,
+    /// The plan's `keepNextKey`.
+    pub keep_next_key: bool,
 }
 
 /// The issuer of the kubeadm manifest fixture, as kubeadm sets it.
@@ -82,6 +84,7 @@ impl Default for Settings {
             extra_targets: String::new(),
             kubeadm_manifest: false,
             signer: false,
+            keep_next_key: false,
         }
     }
 }
@@ -226,6 +229,7 @@ targets:
   retryBackoff: {backoff}
   retryBackoffMax: {backoff_max}
 approvals: {approvals}
+keepNextKey: {keep_next_key}
 {signer}",
             key = s.key,
             issuer = self.cluster_issuer(),
@@ -236,6 +240,7 @@ approvals: {approvals}
             backoff_max = s.retry_backoff_max,
             approvals = s.approvals,
             extra_targets = s.extra_targets,
+            keep_next_key = s.keep_next_key,
         )
     }
 
