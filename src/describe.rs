@@ -114,6 +114,28 @@ pub fn describe_action(plan: &Plan, action: &Action) -> Option<String> {
             format!("destroy the old private key {}", path.display())
         }
         Action::CompleteRotation => "rotation complete".into(),
+        Action::StartSignerSwitch { to } => {
+            format!(
+                "switch kube-apiserver to take its keys from {}",
+                to.as_str()
+            )
+        }
+        Action::SwitchKeyFlags { to } => {
+            let file = plan
+                .signer
+                .as_ref()
+                .and_then(|s| s.switch.as_ref())
+                .map_or("the flag file".to_string(), |s| {
+                    s.path.display().to_string()
+                });
+            format!(
+                "edit {file} so that kube-apiserver takes its keys from {}, restart it",
+                to.as_str()
+            )
+        }
+        Action::CompleteSignerSwitch => "switch checked: the apiserver serves the key files' keys \
+                                         and signs with the signing key"
+            .into(),
         Action::ReleaseNextKey => {
             "the next key signs as soon as it is ready (keyrot rotate)".into()
         }
@@ -143,7 +165,8 @@ fn spec_name(spec: crate::keys::GenerateSpec) -> String {
     }
 }
 
-fn restart_name(restart: &Restart) -> String {
+/// A restart as people read it.
+pub fn restart_name(restart: &Restart) -> String {
     match restart {
         Restart::StaticPod { manifest } => {
             format!("touch static pod manifest {}", manifest.display())

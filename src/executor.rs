@@ -7,7 +7,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::adapters::{
-    AdapterError, FailureKind, KeyFiles, MigrationEffects, Publisher, Restarter, io_failure_kind,
+    AdapterError, FailureKind, KeyFiles, KeyFlagEffects, MigrationEffects, Publisher, Restarter,
+    io_failure_kind,
 };
 use crate::decision::{
     Action, Decision, Observed, Phase, apply, apply_failure, decide, record_intent,
@@ -23,6 +24,8 @@ pub struct Effects<'a> {
     pub publisher: &'a mut dyn Publisher,
     /// The issuer migration's targets, flag file, restart and checks.
     pub migration: &'a mut dyn MigrationEffects,
+    /// The switch between key files and keyrot's signer.
+    pub key_flags: &'a mut dyn KeyFlagEffects,
 }
 
 /// What the executor reports as it goes.
@@ -220,6 +223,7 @@ fn perform(
             *controller_manager,
         ),
         Action::Publish { kids } => effects.publisher.publish(kids),
+        Action::SwitchKeyFlags { to } => effects.key_flags.switch_key_flags(*to, say),
         Action::DestroyPrivateKey { path, .. } => effects.key_files.destroy_private_key(path),
         _ => Ok(()),
     }

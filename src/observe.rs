@@ -2,14 +2,17 @@
 //! private keys and what each publication target serves.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::adapters::Prober;
 use crate::decision::{
-    KeyId, KeySetStamps, MigrationView, Observed, Probed, TargetView, stamp_millis,
+    KeyId, KeyModeView, KeySetStamps, MigrationView, Observed, Probed, TargetView, stamp_millis,
 };
+use crate::issuer::key_flags::key_mode;
 use crate::keys::reader::{KeyFileError, read_file};
 use crate::keys::{SigningKey, SigningKeyError, VerificationKey};
 use crate::plan::{FlagSource, Plan, Restart, TargetKind};
+use crate::state::State;
 use crate::targets;
 
 /// A file keyrot must read is there but unusable; nothing can be decided until it is fixed.
@@ -28,24 +31,46 @@ pub enum ObserveError {
     },
 }
 
-/// The files, and the apiserver through `prober` when the plan has a probe. With
-/// `rotating` (a rotation is recorded) and the external signer, also which key set the signer
-/// serves and which the apiserver holds: only the rotation's gates read them, and an
-/// apiserver's /metrics is large.
+/// The files, and the apiserver through `prober` when the plan has a probe. What only a change
+/// in `state` needs is read only then: with a rotation and the external signer, which key set
+/// the signer serves and which the apiserver holds (an apiserver's /metrics is large); with a
+/// switch, whether the signer serves the key files.
 pub fn observe(
     plan: &Plan,
     mut prober: Option<&mut dyn Prober>,
-    rotating: bool,
+    state: &State,
 ) -> Result<Observed, ObserveError> {
     let mut observed = observe_files(plan)?;
     if let Some(prober) = prober.as_deref_mut() {
         observed.apiserver = prober.apiserver_kids();
         observed.token_kid = prober.token_kid();
     }
-    if rotating {
+    if state.rotation.is_some() {
         observed.key_sets = key_sets(plan, prober);
     }
+    if let (Some(view), Some(signer)) = (observed.key_mode.as_mut(), &plan.signer)
+        && state.signer_switch.is_some()
+    {
+        let sources = crate::signer::keyset::Sources::of(plan);
+        view.signer_serves =
+            crate::signer::client::wait_until_serving(&signer.socket, &sources, Duration::ZERO)
+                .map_err(|e| e.to_string());
+    }
     Ok(observed)
+}
+
+/// With a `signer.switch` section: where the flag file has kube-apiserver take its keys from.
+fn key_mode_view(plan: &Plan) -> Option<KeyModeView> {
+    let switch = plan.signer.as_ref()?.switch.as_ref()?;
+    let flags = crate::fs_read::read_to_string(&switch.path)
+        .map_err(|e| format!("{}: {e}", switch.path.display()))
+        .and_then(|text| {
+            key_mode(&switch.file, &text).map_err(|e| format!("{}: {e}", switch.path.display()))
+        });
+    Some(KeyModeView {
+        flags,
+        signer_serves: Ok(()),
+    })
 }
 
 /// In signer mode: the data_timestamp of the set keyrot's signer serves, and of the one the
@@ -117,6 +142,7 @@ fn observe_without_apiserver(plan: &Plan, remote_targets: bool) -> Result<Observ
             })
             .collect(),
         canaries: crate::canary::observe(plan),
+        key_mode: key_mode_view(plan),
         key_sets: None,
         migration: migration_view(plan),
     })

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use crate::adapters::key_files::KeyFilesOnDisk;
+use crate::adapters::key_flags::FlagFileSwitch;
 use crate::adapters::migration::ClusterEffects;
 use crate::adapters::probe::KubeProber;
 use crate::adapters::publish::TargetsPublisher;
@@ -130,6 +131,11 @@ impl Session {
     }
 
     /// The rotation in progress.
+    /// The switch between key files and the signer in record.
+    pub fn signer_switch(&self) -> Option<&crate::state::SignerSwitchRecord> {
+        self.state.signer_switch.as_ref()
+    }
+
     pub fn rotation(&self) -> Option<&Rotation> {
         self.state.rotation.as_ref()
     }
@@ -152,9 +158,8 @@ impl Session {
     /// Reads the world once, as the executor will; for the daemon's start.
     pub fn observe(&mut self) -> Result<(), SessionError> {
         let plan = &self.plan;
-        let rotating = self.state.rotation.is_some();
         let prober = self.prober.as_mut().map(|p| p as &mut dyn Prober);
-        let observed = observe(plan, prober, rotating)?;
+        let observed = observe(plan, prober, &self.state)?;
         self.last_observed = Some(observed);
         Ok(())
     }
@@ -172,17 +177,19 @@ impl Session {
         report: &mut dyn FnMut(&Plan, &StepReport),
     ) -> Result<Pause, SessionError> {
         let plan = &self.plan;
-        let (mut key_files, mut restarter, mut publisher, mut migration) = (
+        let (mut key_files, mut restarter, mut publisher, mut migration, mut key_flags) = (
             KeyFilesOnDisk::new(plan),
             ProcessRestarter::new(plan),
             TargetsPublisher::new(plan),
             ClusterEffects::new(plan),
+            FlagFileSwitch::new(plan),
         );
         let mut effects = Effects {
             key_files: &mut key_files,
             restarter: &mut restarter,
             publisher: &mut publisher,
             migration: &mut migration,
+            key_flags: &mut key_flags,
         };
         let lock = &self.lock;
         let prober = &mut self.prober;
@@ -193,9 +200,8 @@ impl Session {
             if let Some(kid) = crate::decision::canary_due(plan, state, Utc::now()) {
                 crate::canary::exchange_due(plan, kid, Utc::now())?;
             }
-            let rotating = state.rotation.is_some();
             let prober = prober.as_mut().map(|p| p as &mut dyn Prober);
-            let observed = observe(plan, prober, rotating)?;
+            let observed = observe(plan, prober, state)?;
             *last_observed = Some(observed.clone());
             Ok(observed)
         };

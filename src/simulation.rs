@@ -8,13 +8,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::adapters::{
-    AdapterError, ExpectedIssuer, KeyFiles, MigrationEffects, Publisher, Restarter,
+    AdapterError, ExpectedIssuer, KeyFiles, KeyFlagEffects, MigrationEffects, Publisher, Restarter,
 };
 use crate::decision::{
-    Action, CanaryResult, CanaryView, KeyId, MigrationView, Observed, Probed, TargetView,
+    Action, CanaryResult, CanaryView, KeyId, KeyModeView, MigrationView, Observed, Probed,
+    TargetView,
 };
 use crate::documents::DiscoveryDocument;
 use crate::issuer::MigrationStep;
+use crate::issuer::key_flags::KeyMode;
 use crate::keys::GenerateSpec;
 use crate::migration::grace::{Grace, grace};
 use crate::plan::{Issuer, Plan, Probe};
@@ -62,6 +64,8 @@ pub struct World {
     pub migration_grace: Option<Grace>,
     /// Why the real flag file does not run the plan's issuer, as observed at the start.
     pub flags_problem: Option<String>,
+    /// Where the flag file has kube-apiserver take its keys from, when the plan can switch it.
+    pub key_mode: Option<KeyMode>,
     generated: u32,
 }
 
@@ -135,6 +139,10 @@ impl World {
                 .migration
                 .as_ref()
                 .and_then(|m| m.issuer_problem.clone()),
+            key_mode: observed
+                .key_mode
+                .as_ref()
+                .map(|v| v.flags.clone().unwrap_or(KeyMode::KeyFiles)),
             generated: 0,
         })
     }
@@ -201,6 +209,10 @@ impl World {
                 })
                 .collect(),
             canaries: self.canaries.clone(),
+            key_mode: self.key_mode.map(|mode| KeyModeView {
+                flags: Ok(mode),
+                signer_serves: Ok(()),
+            }),
             key_sets: None,
             migration: self.migration_grace.as_ref().map(|grace| MigrationView {
                 issuer_problem: self.flags_problem.clone().or_else(|| self.issuer_problem()),
@@ -314,6 +326,7 @@ impl World {
                 }
             }
             Action::DestroyPrivateKey { path, .. } => self.private_keys.retain(|(_, p)| p != path),
+            Action::SwitchKeyFlags { to } => self.key_mode = Some(*to),
             _ => {}
         }
         Ok(())
@@ -477,5 +490,16 @@ impl MigrationEffects for SharedWorld {
                 expected.issuer
             ))),
         }
+    }
+}
+
+impl KeyFlagEffects for SharedWorld {
+    fn switch_key_flags(
+        &mut self,
+        to: KeyMode,
+        _say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError> {
+        self.0.borrow_mut().key_mode = Some(to);
+        Ok(())
     }
 }

@@ -85,12 +85,14 @@ impl Run {
         restarter: &mut dyn Restarter,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ExecError> {
         let plan = plan();
-        let (mut publisher, mut migration) = (self.world.clone(), self.world.clone());
+        let (mut publisher, mut migration, mut key_flags) =
+            (self.world.clone(), self.world.clone(), self.world.clone());
         let mut effects = Effects {
             key_files,
             restarter,
             publisher: &mut publisher,
             migration: &mut migration,
+            key_flags: &mut key_flags,
         };
         let world = self.world.clone();
         let mut observe =
@@ -294,13 +296,19 @@ fn should_stop_is_asked_between_steps_and_a_stopped_run_resumes_where_it_left_of
     let mut run = Run::new();
     let plan = plan();
     let world = run.world.clone();
-    let (mut key_files, mut restarter, mut publisher, mut migration) =
-        (world.clone(), world.clone(), world.clone(), world.clone());
+    let (mut key_files, mut restarter, mut publisher, mut migration, mut key_flags) = (
+        world.clone(),
+        world.clone(),
+        world.clone(),
+        world.clone(),
+        world.clone(),
+    );
     let mut effects = Effects {
         key_files: &mut key_files,
         restarter: &mut restarter,
         publisher: &mut publisher,
         migration: &mut migration,
+        key_flags: &mut key_flags,
     };
     let observed_world = world.clone();
     let mut observe = move |_: &State| -> Result<Observed, ObserveError> {

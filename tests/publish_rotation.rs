@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use keyrot::adapters::key_files::KeyFilesOnDisk;
+use keyrot::adapters::key_flags::FlagFileSwitch;
 use keyrot::adapters::migration::ClusterEffects;
 use keyrot::adapters::publish::TargetsPublisher;
 use keyrot::adapters::restart::ProcessRestarter;
@@ -80,17 +81,19 @@ fn a_rotation_keeps_s3_and_azure_serving_the_keys_each_phase_needs() {
         requested_at: Utc::now(),
         force: false,
     });
-    let (mut key_files, mut restarter, mut publisher, mut migration) = (
+    let (mut key_files, mut restarter, mut publisher, mut migration, mut key_flags) = (
         KeyFilesOnDisk::new(&plan),
         ProcessRestarter::new(&plan),
         TargetsPublisher::new(&plan),
         ClusterEffects::new(&plan),
+        FlagFileSwitch::new(&plan),
     );
     let mut effects = Effects {
         key_files: &mut key_files,
         restarter: &mut restarter,
         publisher: &mut publisher,
         migration: &mut migration,
+        key_flags: &mut key_flags,
     };
 
     let started = Instant::now();
@@ -105,7 +108,7 @@ fn a_rotation_keeps_s3_and_azure_serving_the_keys_each_phase_needs() {
             &plan,
             &mut state,
             &mut effects,
-            &mut || observe(&plan, None, true),
+            &mut || observe(&plan, None, &State::default()),
             &mut |_| Ok(()),
             &Utc::now,
             &mut |_| {},
@@ -204,17 +207,19 @@ fn a_broken_target_holds_the_rotation_before_promotion() {
         requested_at: Utc::now(),
         force: false,
     });
-    let (mut key_files, mut restarter, mut publisher, mut migration) = (
+    let (mut key_files, mut restarter, mut publisher, mut migration, mut key_flags) = (
         KeyFilesOnDisk::new(&plan),
         ProcessRestarter::new(&plan),
         TargetsPublisher::new(&plan),
         ClusterEffects::new(&plan),
+        FlagFileSwitch::new(&plan),
     );
     let mut effects = Effects {
         key_files: &mut key_files,
         restarter: &mut restarter,
         publisher: &mut publisher,
         migration: &mut migration,
+        key_flags: &mut key_flags,
     };
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
@@ -222,7 +227,7 @@ fn a_broken_target_holds_the_rotation_before_promotion() {
             &plan,
             &mut state,
             &mut effects,
-            &mut || observe(&plan, None, true),
+            &mut || observe(&plan, None, &State::default()),
             &mut |_| Ok(()),
             &Utc::now,
             &mut |_| {},

@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod key_files;
+pub mod key_flags;
 pub mod migration;
 pub mod probe;
 pub mod publish;
@@ -190,6 +191,16 @@ pub trait MigrationEffects {
     /// Asks until `timings.gateTimeout` (the apiserver may be restarting) for the discovery
     /// document and a new token naming what is expected.
     fn check_cluster(&mut self, expected: ExpectedIssuer) -> Result<(), AdapterError>;
+}
+
+/// The switch between key files and keyrot's signer: the plan's flag file (and kubeadm's
+/// patches) give kube-apiserver `to`, and it restarts the plan's way.
+pub trait KeyFlagEffects {
+    fn switch_key_flags(
+        &mut self,
+        to: crate::issuer::key_flags::KeyMode,
+        say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError>;
 }
 
 /// Asks the apiserver what it serves and signs with.

@@ -64,7 +64,8 @@ fn signer_reload(plan: &Plan) -> Result<(), AdapterError> {
     )
 }
 
-fn restart_one(restart: &Restart, tag: &str) -> Result<(), AdapterError> {
+/// Restarts with `restart` (the signer's reload excepted), naming the cause `tag`.
+pub(crate) fn restart_one(restart: &Restart, tag: &str) -> Result<(), AdapterError> {
     match restart {
         // Plan validation keeps the signer's reload off kube-controller-manager.
         Restart::None | Restart::ExternalSigner => Ok(()),

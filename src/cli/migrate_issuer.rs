@@ -118,7 +118,7 @@ pub fn approve(plan: Plan, foreground: bool) -> anyhow::Result<ExitCode> {
 
 /// Sends the request to a running `keyrot run` for the plan's state directory and prints its
 /// answer; `None` when no daemon listens.
-fn hand_to_daemon(plan: &Plan, ask: MigrationAsk) -> anyhow::Result<Option<ExitCode>> {
+pub(super) fn hand_to_daemon(plan: &Plan, ask: MigrationAsk) -> anyhow::Result<Option<ExitCode>> {
     let Some(answer) = control::ask(&plan.state_dir, Ask::Migration(ask))? else {
         return Ok(None);
     };

@@ -16,6 +16,7 @@ mod plan_args;
 mod publish;
 mod run;
 mod status;
+mod switch_signer;
 mod trigger;
 mod validate;
 mod verify;
@@ -48,6 +49,7 @@ enum Command {
     Verify(verify::Args),
     Doctor(doctor::Args),
     MigrateIssuer(migrate_issuer::Args),
+    SwitchSigner(switch_signer::Args),
     Run(run::Args),
     /// Start a rotation now.
     Rotate(trigger::Args),
@@ -75,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::MigrateIssuer(args) => migrate_issuer::run(args),
+        Command::SwitchSigner(args) => switch_signer::run(args),
         Command::Run(args) => run::run(args),
         Command::Rotate(args) => trigger::run(TriggerKind::Rotate, args),
         Command::Approve(args) => trigger::run_approve(args),

@@ -71,12 +71,29 @@ pub enum Ask {
     Migration(MigrationAsk),
 }
 
-/// `keyrot migrate-issuer`, its `--rollback`, and `keyrot approve` for a migration step.
+/// A request to a change answered once it is carried out, not when the core takes it:
+/// `keyrot migrate-issuer`, its `--rollback`, `keyrot approve` for a migration step, and
+/// `keyrot switch-signer` (`--back`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MigrationAsk {
     Run,
     Rollback,
     Approve,
+    UseSigner,
+    UseKeyFiles,
+}
+
+impl MigrationAsk {
+    /// The request the state records for it.
+    pub fn kind(self) -> TriggerKind {
+        match self {
+            MigrationAsk::Run => TriggerKind::MigrateIssuer,
+            MigrationAsk::Rollback => TriggerKind::RollbackIssuerMigration,
+            MigrationAsk::Approve => TriggerKind::Approve,
+            MigrationAsk::UseSigner => TriggerKind::UseSigner,
+            MigrationAsk::UseKeyFiles => TriggerKind::UseKeyFiles,
+        }
+    }
 }
 
 impl Ask {
@@ -88,6 +105,8 @@ impl Ask {
             Ask::Migration(MigrationAsk::Run) => "migrate-issuer",
             Ask::Migration(MigrationAsk::Rollback) => "migrate-issuer --rollback",
             Ask::Migration(MigrationAsk::Approve) => "migrate-issuer --approve",
+            Ask::Migration(MigrationAsk::UseSigner) => "switch-signer",
+            Ask::Migration(MigrationAsk::UseKeyFiles) => "switch-signer --back",
         }
     }
 }
@@ -101,13 +120,15 @@ pub fn request_word(kind: TriggerKind) -> &'static str {
         TriggerKind::Rollback => "rollback",
         TriggerKind::MigrateIssuer => "migrate-issuer",
         TriggerKind::RollbackIssuerMigration => "migrate-issuer --rollback",
+        TriggerKind::UseSigner => "switch-signer",
+        TriggerKind::UseKeyFiles => "switch-signer --back",
     }
 }
 
 /// The word `keyrot approve --force` sends.
 const FORCE_APPROVE: &str = "approve --force";
 
-const ALL_ASKS: [Ask; 8] = [
+const ALL_ASKS: [Ask; 10] = [
     Ask::Trigger {
         kind: TriggerKind::Rotate,
         force: false,
@@ -131,6 +152,8 @@ const ALL_ASKS: [Ask; 8] = [
     Ask::Migration(MigrationAsk::Run),
     Ask::Migration(MigrationAsk::Rollback),
     Ask::Migration(MigrationAsk::Approve),
+    Ask::Migration(MigrationAsk::UseSigner),
+    Ask::Migration(MigrationAsk::UseKeyFiles),
 ];
 
 fn parse_request(line: &str) -> Option<Ask> {
@@ -328,16 +351,15 @@ fn answer<E>(stream: UnixStream, events: &Sender<E>, wrap: fn(Request) -> E) {
 /// The exit code of `keyrot migrate-issuer` when a step waits (for time or for a person).
 pub const MIGRATION_WAITING: u8 = 3;
 
-/// The daemon's answer to a migration request (`rollback`: a rollback's): `exit N` on the
-/// first line, then what the command prints in the foreground.
+/// The daemon's answer to a change request: `exit N` on the first line, then what the command
+/// prints in the foreground; `done` is its last line when the change is done.
 pub fn migration_answer(
     outcome: Result<crate::migration::Outcome, crate::migration::RequestError>,
     lines: Vec<String>,
-    rollback: bool,
+    done: Option<&str>,
 ) -> String {
     let (code, last) = match outcome {
-        Ok(crate::migration::Outcome::Done) if rollback => (0, None),
-        Ok(crate::migration::Outcome::Done) => (0, Some("issuer migration done".to_string())),
+        Ok(crate::migration::Outcome::Done) => (0, done.map(str::to_string)),
         Ok(crate::migration::Outcome::Waiting(what)) => (MIGRATION_WAITING, Some(what)),
         Err(e) => (1, Some(format!("error: {e}"))),
     };

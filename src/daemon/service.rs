@@ -309,9 +309,26 @@ impl Daemon {
                 Err(e) => error!("cannot take back the request: {e}"),
             }
         }
+        let switching = matches!(
+            request.kind,
+            TriggerKind::UseSigner | TriggerKind::UseKeyFiles
+        );
         let ended = match result {
             Err(e) => Err(RequestError::Failed(e.to_string())),
             Ok(Pause::Stopped) => unreachable!("answered only once the core waits"),
+            Ok(Pause::Waiting(decision)) if switching => {
+                let recorded = self.session.signer_switch().is_some();
+                let polling = decision.wake_at.is_some();
+                if recorded
+                    && polling
+                    && request.consumed.is_some()
+                    && Instant::now() < request.answer_by
+                {
+                    self.migration_request = Some(request);
+                    return;
+                }
+                migration::switch_ending(request.consumed.as_deref(), recorded, decision)
+            }
             Ok(Pause::Waiting(decision)) => migration::ending(
                 self.session.plan(),
                 request.consumed.as_deref(),
@@ -322,9 +339,15 @@ impl Daemon {
         };
         // A failed step was counted as it was reported; a refusal is the client's to read.
         if let Err(e) = &ended {
-            error!("issuer migration: {e}");
+            error!("{}: {e}", control::request_word(request.kind));
         }
-        let answer = control::migration_answer(ended, request.lines, request.rollback);
+        let done = match request.kind {
+            TriggerKind::UseSigner => Some("kube-apiserver takes its keys from keyrot's signer"),
+            TriggerKind::UseKeyFiles => Some("kube-apiserver takes its keys from its key files"),
+            _ if request.rollback => None,
+            _ => Some("issuer migration done"),
+        };
+        let answer = control::migration_answer(ended, request.lines, done);
         let _ = request.reply.send(answer);
     }
 
@@ -428,11 +451,7 @@ impl Daemon {
             let _ = reply.send(format!("exit 1\nerror: {busy}"));
             return;
         }
-        let kind = match ask {
-            MigrationAsk::Run => TriggerKind::MigrateIssuer,
-            MigrationAsk::Rollback => TriggerKind::RollbackIssuerMigration,
-            MigrationAsk::Approve => TriggerKind::Approve,
-        };
+        let kind = ask.kind();
         let rollback = migration::is_rollback(kind, self.session.recorded());
         if let Err(e) = self.session.trigger(kind, false) {
             error!(
@@ -445,12 +464,22 @@ impl Daemon {
         }
         // Its place among the pending requests: answered below, not with the core's outcome.
         self.replies.push_back(None);
+        // A switch waits for the restarted apiserver: answered once it passes, or says what it
+        // waits for after gateTimeout (the daemon goes on).
+        let patience = self
+            .session
+            .plan()
+            .timings
+            .gate_timeout
+            .to_std()
+            .unwrap_or_default();
         self.migration_request = Some(MigrationRequest {
             reply,
             kind,
             rollback,
             lines: Vec::new(),
             consumed: None,
+            answer_by: Instant::now() + patience,
         });
     }
 
@@ -531,6 +560,9 @@ struct MigrationRequest {
     lines: Vec<String>,
     /// The core's answer to the request, once it consumed it.
     consumed: Option<String>,
+    /// A switch still waiting (the apiserver restarting) is answered with what it waits for
+    /// from then on.
+    answer_by: Instant,
 }
 
 impl MigrationRequest {

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::Phase;
 use super::migration::MigrationAction;
+use crate::issuer::key_flags::KeyMode;
 use crate::keys::{Alg, GenerateSpec};
 use crate::state::{Cause, Role, TriggerKind};
 
@@ -99,6 +100,13 @@ pub enum Action {
     CheckRestored,
     /// Nothing the migration changed needs undoing: the record goes.
     ForgetMigration,
+    /// A person asked to switch kube-apiserver to `to`: record it (replacing a switch the other
+    /// way, which this one rolls back).
+    StartSignerSwitch { to: KeyMode },
+    /// Effect: the flag file (and kubeadm's patches) give kube-apiserver `to`; it restarts.
+    SwitchKeyFlags { to: KeyMode },
+    /// The apiserver takes its keys as the flags say: the switch is done.
+    CompleteSignerSwitch,
 }
 
 impl Action {
@@ -118,6 +126,7 @@ impl Action {
                 | Action::RestoreFlags { .. }
                 | Action::AskPersonToRestore
                 | Action::CheckRestored
+                | Action::SwitchKeyFlags { .. }
         )
     }
 
@@ -176,10 +185,15 @@ pub enum Gate {
     MigrationFlags,
     /// The old issuer is dropped only once tokens issued under it can have expired.
     OldIssuerGrace,
+    /// kube-apiserver is switched to keyrot's signer only once it serves the key files' set.
+    SignerServes,
+    /// After a switch, the apiserver must take its keys as the flags say: it serves the key
+    /// files' keys and a new token is signed with the signing key.
+    ApiserverSwitched,
 }
 
 impl Gate {
-    pub const ALL: [Gate; 13] = [
+    pub const ALL: [Gate; 15] = [
         Gate::ClusterKeys,
         Gate::Approval,
         Gate::Backoff,
@@ -193,6 +207,8 @@ impl Gate {
         Gate::IssuerMigration,
         Gate::MigrationFlags,
         Gate::OldIssuerGrace,
+        Gate::SignerServes,
+        Gate::ApiserverSwitched,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -210,6 +226,8 @@ impl Gate {
             Gate::IssuerMigration => "issuer-migration",
             Gate::MigrationFlags => "migration-flags",
             Gate::OldIssuerGrace => "old-issuer-grace",
+            Gate::SignerServes => "signer-serves",
+            Gate::ApiserverSwitched => "apiserver-switched",
         }
     }
 }

@@ -12,7 +12,8 @@ use super::migration::record_migration_step;
 use crate::migration::record::{Awaiting, ManualStep, MigrationRecord};
 use crate::plan::Plan;
 use crate::state::{
-    Cause, GateRecord, KeyRecord, Loaded, Published, Role, RoleChange, Rotation, State,
+    Cause, GateRecord, KeyRecord, Loaded, Published, Role, RoleChange, Rotation,
+    SignerSwitchRecord, State,
 };
 
 /// Records that `action` was carried out at `now`.
@@ -168,6 +169,19 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
             }
         }
         Action::CompleteRotation => complete(state, plan, now),
+        Action::StartSignerSwitch { to } => {
+            state.signer_switch = Some(SignerSwitchRecord {
+                to: *to,
+                requested_at: now,
+                flags_changed_at: None,
+            });
+        }
+        Action::SwitchKeyFlags { .. } => {
+            if let Some(record) = state.signer_switch.as_mut() {
+                record.flags_changed_at = Some(now);
+            }
+        }
+        Action::CompleteSignerSwitch => state.signer_switch = None,
         Action::ReleaseNextKey => {
             if let Some(r) = state.rotation.as_mut() {
                 r.cause = Cause::Manual;
@@ -274,6 +288,9 @@ pub fn action_name(action: &Action) -> &'static str {
         Action::DestroyPrivateKey { .. } => "destroy-private-key",
         Action::CompleteRotation => "complete-rotation",
         Action::ReleaseNextKey => "release-next-key",
+        Action::StartSignerSwitch { .. } => "start-signer-switch",
+        Action::SwitchKeyFlags { .. } => "switch-key-flags",
+        Action::CompleteSignerSwitch => "complete-signer-switch",
         Action::StartMigration { .. } => "start-issuer-migration",
         Action::Migrate(step) => super::migration::step_name(*step),
         Action::StartMigrationRollback { .. } => "start-issuer-migration-rollback",

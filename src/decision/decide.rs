@@ -12,6 +12,7 @@ use super::due::next_rotation_due;
 use super::observed::{Observed, Probed, TargetView};
 use super::{Phase, key_path_for_adopted, key_path_for_rotation};
 use crate::documents::{DiscoveryDocument, discovery_differences};
+use crate::issuer::key_flags::KeyMode;
 use crate::plan::Plan;
 use crate::state::{Cause, Role, Rotation, State, Trigger, TriggerKind};
 
@@ -38,7 +39,8 @@ pub fn decide(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc
             now,
         }
         .next(),
-        None => super::migration::next(plan, state, observed, false, now)
+        None => super::switch::next(state, observed, now)
+            .or_else(|| super::migration::next(plan, state, observed, false, now))
             .unwrap_or_else(|| idle(plan, state, observed, now)),
     }
 }
@@ -149,6 +151,18 @@ fn on_trigger(
         Err(why) => refuse(why),
     };
     match kind {
+        TriggerKind::UseSigner => answer(super::switch::on_request(
+            plan,
+            state,
+            observed,
+            KeyMode::Signer,
+        )),
+        TriggerKind::UseKeyFiles => answer(super::switch::on_request(
+            plan,
+            state,
+            observed,
+            KeyMode::KeyFiles,
+        )),
         TriggerKind::MigrateIssuer => {
             answer(super::migration::on_migrate_request(plan, state, observed))
         }
@@ -195,6 +209,7 @@ fn on_trigger(
                 ),
             }),
             None if let Some(why) = migration_blocks(plan, state) => refuse(why),
+            None if let Some(why) = super::switch::blocks_other_changes(state) => refuse(why),
             None => match observed.signing_kid() {
                 Some(old) => accept(
                     Action::StartRotation {

@@ -167,6 +167,9 @@ pub(super) fn on_migrate_request(
     if let Some(why) = refused_during_rotation(state.rotation.as_ref()) {
         return Err(why);
     }
+    if let Some(why) = super::switch::blocks_other_changes(state) {
+        return Err(why);
+    }
     // A plan naming another issuer than the flags would migrate from the wrong one: refused
     // before anything is recorded.
     let issuer_problem = observed

@@ -8,6 +8,7 @@ mod decide;
 mod due;
 pub mod migration;
 mod observed;
+mod switch;
 
 use std::path::PathBuf;
 
@@ -19,8 +20,8 @@ pub use canary::canary_due;
 pub use decide::{backoff, decide, retry_time};
 pub use due::{Due, RecordedMigration, next_due, next_rotation_due, old_issuer_drop_due};
 pub use observed::{
-    CanaryResult, CanaryView, KeyId, KeySetStamps, MigrationView, Observed, Probed, TargetView,
-    stamp_millis,
+    CanaryResult, CanaryView, KeyId, KeyModeView, KeySetStamps, MigrationView, Observed, Probed,
+    TargetView, stamp_millis,
 };
 // Phases live outside the core: the plan names them (approvals) and the state records them, and
 // neither may depend on the core that reads both.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::issuer::key_flags::KeyMode;
 use crate::keys::Alg;
 use crate::migration::grace::{Grace, GraceError};
 
@@ -79,9 +80,22 @@ pub struct Observed {
     pub canaries: Vec<CanaryView>,
     /// What the plan's issuer migration depends on; `None` when the plan has none.
     pub migration: Option<MigrationView>,
+    /// With a `signer.switch` section: where the flag file has kube-apiserver take its keys from,
+    /// and whether keyrot's signer serves the key files' set.
+    pub key_mode: Option<KeyModeView>,
     /// In signer mode (`restart: externalSigner`): when the key set keyrot's signer serves was
     /// made, and when the one the apiserver last fetched was; `None` in file mode.
     pub key_sets: Option<KeySetStamps>,
+}
+
+/// What a switch between key files and the signer depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyModeView {
+    /// Where the flag file has kube-apiserver take its keys from, or why it cannot be read.
+    pub flags: Result<KeyMode, String>,
+    /// Whether keyrot's signer serves the key files' set and signs with the signing key (read
+    /// only while a switch is recorded; `Ok` otherwise).
+    pub signer_serves: Result<(), String>,
 }
 
 /// Two data_timestamps of the external signer's key set, in milliseconds since the epoch (the

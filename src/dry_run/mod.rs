@@ -283,9 +283,11 @@ fn simulate_change(
     run.finish(&world)
 }
 
-/// Whether what a request of `kind` set going is over: the migration done, or rolled back.
+/// Whether what a request of `kind` set going is over: the switch checked, the migration done,
+/// or rolled back.
 fn migration_settled(plan: &Plan, state: &State, kind: TriggerKind) -> bool {
     match (kind, &state.issuer_migration) {
+        (TriggerKind::UseSigner | TriggerKind::UseKeyFiles, _) => state.signer_switch.is_none(),
         (TriggerKind::RollbackIssuerMigration, record) => record.is_none(),
         (_, Some(record)) => crate::migration::ending::finished(plan, record),
         (_, None) => false,

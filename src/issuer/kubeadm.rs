@@ -71,6 +71,47 @@ pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError
     })
 }
 
+/// The manifest with every argument of the flags `removes` taken out of kube-apiserver's command
+/// and `adds` written where the first of them was (or after the last argument), in the style of
+/// the line they replace. The text is unchanged when there is nothing to do.
+pub fn edit_args(text: &str, removes: &[&str], adds: &[String]) -> Result<String, TextError> {
+    let list = command_list(text)?;
+    let sets = |item: &Item, names: &[&str]| {
+        let arg = item.value.strip_prefix("--").unwrap_or_default();
+        let name = arg.split_once('=').map_or(arg, |(name, _)| name);
+        names.contains(&name)
+    };
+    let removed: Vec<&Item> = list.items.iter().filter(|i| sets(i, removes)).collect();
+    let present = |arg: &String| list.items.iter().any(|i| i.value == *arg);
+    if removed.is_empty() && adds.iter().all(present) {
+        return Ok(text.to_string());
+    }
+    let last = list
+        .items
+        .last()
+        .ok_or_else(|| unsupported("kube-apiserver's command is empty"))?;
+    let anchor = removed.first().copied().unwrap_or(last);
+    let new_lines: Vec<String> = adds
+        .iter()
+        .filter(|arg| !present(arg))
+        .map(|arg| format!("{}{}", anchor.prefix, anchor.style.render(arg)))
+        .collect();
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let is_removed = removed.iter().any(|item| item.line == i);
+        if removed.first().is_some_and(|first| first.line == i) {
+            out.extend(new_lines.iter().cloned());
+        }
+        if !is_removed {
+            out.push(line.to_string());
+        }
+        if removed.is_empty() && i == last.line {
+            out.extend(new_lines.iter().cloned());
+        }
+    }
+    Ok(arglist::join_lines(out, text))
+}
+
 /// The kube-apiserver container's command list, as items of the text.
 struct CommandList {
     items: Vec<Item>,

@@ -22,6 +22,7 @@ mod arglist;
 pub mod diff;
 pub mod flags;
 pub mod k3s;
+pub mod key_flags;
 pub mod kubeadm;
 pub mod manual;
 pub mod systemd;

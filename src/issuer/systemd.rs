@@ -53,8 +53,7 @@ pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError
 
     // The command's lines after the edit: (text without the backslash, the original line's
     // backslash and the spaces before it, when it had one).
-    let mut rows: Vec<(String, Option<&str>)> =
-        vec![(exec.first.clone(), Some(&exec.first_suffix))];
+    let mut rows: Vec<(String, Option<&str>)> = Vec::new();
     let entries = rewrite.per_arg.iter().flatten().chain(&rewrite.appended);
     for entry in entries {
         rows.push(match entry {
@@ -65,6 +64,60 @@ pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError
             Entry::New(flag, value) => (format!("{indent}{}", flag.arg(value)), None),
         });
     }
+    let edited = with_command(text, &exec, rows);
+    arglist::check_result(read_flags(&edited)?, &after)?;
+    Ok(TextEdit {
+        flags_before: before,
+        flags_after: after,
+        text: edited,
+    })
+}
+
+/// The unit with every argument of the flags `removes` taken off `ExecStart=` and `adds` written
+/// where the first of them was (or after the last argument), with the indentation of the line
+/// they replace. The text is unchanged when there is nothing to do.
+pub fn edit_args(text: &str, removes: &[&str], adds: &[String]) -> Result<String, TextError> {
+    let exec = exec_start(text)?;
+    let sets = |line: &ArgLine, names: &[&str]| {
+        let arg = line.body.trim().strip_prefix("--").unwrap_or_default();
+        let name = arg.split_once('=').map_or(arg, |(name, _)| name);
+        names.contains(&name)
+    };
+    let present = |arg: &String| exec.lines.iter().any(|l| l.body.trim() == arg);
+    let removed: Vec<usize> = (0..exec.lines.len())
+        .filter(|&k| sets(&exec.lines[k], removes))
+        .collect();
+    if removed.is_empty() && adds.iter().all(present) {
+        return Ok(text.to_string());
+    }
+    for arg in adds {
+        refuse_expansions(arg)?;
+    }
+    let anchor = removed.first().copied().unwrap_or(exec.lines.len() - 1);
+    let indent = &exec.lines[anchor].indent;
+    let new_rows = adds
+        .iter()
+        .filter(|arg| !present(arg))
+        .map(|arg| (format!("{indent}{arg}"), None));
+    let mut rows: Vec<(String, Option<&str>)> = Vec::new();
+    let mut new_rows = Some(new_rows);
+    for (k, line) in exec.lines.iter().enumerate() {
+        if removed.first() == Some(&k) {
+            rows.extend(new_rows.take().into_iter().flatten());
+        }
+        if !removed.contains(&k) {
+            rows.push((line.body.clone(), line.suffix.as_deref()));
+        }
+    }
+    rows.extend(new_rows.into_iter().flatten());
+    Ok(with_command(text, &exec, rows))
+}
+
+/// `text` with the lines of `exec`'s arguments replaced by `rows` (each a line without its
+/// continuation backslash, and the one it had, if any): every line but the last continues.
+fn with_command(text: &str, exec: &ExecStart, rows: Vec<(String, Option<&str>)>) -> String {
+    let rows = std::iter::once((exec.first.clone(), Some(exec.first_suffix.as_str()))).chain(rows);
+    let rows: Vec<_> = rows.collect();
     let last = rows.len() - 1;
     let command: Vec<String> = rows
         .into_iter()
@@ -75,7 +128,6 @@ pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError
             (false, None) => format!("{body} \\"),
         })
         .collect();
-
     let mut out: Vec<String> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if i == exec.start {
@@ -84,13 +136,7 @@ pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError
             out.push(line.to_string());
         }
     }
-    let edited = arglist::join_lines(out, text);
-    arglist::check_result(read_flags(&edited)?, &after)?;
-    Ok(TextEdit {
-        flags_before: before,
-        flags_after: after,
-        text: edited,
-    })
+    arglist::join_lines(out, text)
 }
 
 /// The `ExecStart=` command and its continuation lines (`start..=end` in the text).

@@ -81,6 +81,30 @@ fn blocked(waiting: &Decision, otherwise: &str) -> RequestError {
     }
 }
 
+/// The end of a request to switch kube-apiserver between its key files and keyrot's signer:
+/// done once the switch is no longer recorded; still waiting (the apiserver restarting) after
+/// the time the client was given; or stopped at a gate no timer opens.
+pub fn switch_ending(
+    consumed: Option<&str>,
+    recorded: bool,
+    waiting: &Decision,
+) -> Result<Outcome, RequestError> {
+    let Some(consumed) = consumed else {
+        return Err(blocked(waiting, "the request was not acted on"));
+    };
+    if let Some(why) = consumed.strip_prefix("refused: ") {
+        return Err(RequestError::Refused(why.to_string()));
+    }
+    match (recorded, waiting.blocked_by.first()) {
+        (false, _) => Ok(Outcome::Done),
+        (true, Some(b)) if waiting.wake_at.is_some() => Ok(Outcome::Waiting(format!(
+            "the switch goes on in keyrot run: [{}] {}",
+            b.gate, b.reason
+        ))),
+        (true, _) => Err(blocked(waiting, "the switch cannot go on")),
+    }
+}
+
 /// Every step the plan asks for is done.
 pub fn finished(plan: &Plan, record: &MigrationRecord) -> bool {
     let keeps_old = plan

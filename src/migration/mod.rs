@@ -28,7 +28,7 @@ use crate::plan::{Issuer, IssuerMigration, Plan};
 use record::{ManualStep, MigrationRecord};
 
 pub use edit::check_current_issuer;
-pub use ending::{Outcome, RequestError, ending, is_rollback};
+pub use ending::{Outcome, RequestError, ending, is_rollback, switch_ending};
 pub use interlock::awaiting;
 pub use preview::Details;
 pub use rollback::{original_backup, preview_rollback, rollback_warning};

@@ -84,7 +84,7 @@ pub fn controller_manager(
     }))
 }
 
-fn restart(
+pub(super) fn restart(
     cx: &mut Context,
     at: &FieldPath,
     raw: Option<&RestartField>,

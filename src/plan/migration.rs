@@ -142,7 +142,7 @@ fn new_issuer(
     })
 }
 
-fn flags(
+pub(super) fn flags(
     cx: &mut Context,
     at: &FieldPath,
     raw: Option<&OrManual<RawFlagFiles>>,

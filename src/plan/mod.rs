@@ -92,6 +92,20 @@ pub struct Signer {
     pub rotation_refresh_hint: Duration,
     /// `max_token_expiration_seconds`: the longest token lifetime the cluster then issues.
     pub max_token_expiration: Duration,
+    /// How `keyrot switch-signer` moves kube-apiserver between its key files and the signer;
+    /// `None`: the flags are changed by hand.
+    pub switch: Option<SignerSwitch>,
+}
+
+/// The flag file `keyrot switch-signer` edits, and what makes kube-apiserver read it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerSwitch {
+    pub path: PathBuf,
+    pub file: crate::issuer::FlagFile,
+    /// kubeadm's `--patches` directory, where keyrot keeps the change for `kubeadm upgrade`.
+    pub kubeadm_patches: Option<PathBuf>,
+    /// After the edit; `Restart::None` when the edit itself restarts it (a static pod manifest).
+    pub restart: Restart,
 }
 
 /// A group as the plan names it, with the id it had when the plan was read.

@@ -146,6 +146,19 @@ pub struct RawSigner {
     pub refresh_hint: Option<RawDuration>,
     pub rotation_refresh_hint: Option<RawDuration>,
     pub max_token_expiration: Option<RawDuration>,
+    pub switch: Option<RawSignerSwitch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of signer switch fields"
+)]
+pub struct RawSignerSwitch {
+    pub flags: Option<OrManual<RawFlagFiles>>,
+    pub kubeadm_patches: Option<PathBuf>,
+    pub restart: Option<RestartField>,
 }
 
 #[derive(Debug, Deserialize)]

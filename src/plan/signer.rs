@@ -6,9 +6,10 @@ use std::time::Duration;
 use chrono::TimeDelta;
 
 use super::locate::FieldPath;
-use super::raw::{RawDuration, RawPlan, RawSigner, RestartField};
+use super::raw::{RawDuration, RawPlan, RawSigner, RawSignerSwitch, RestartField};
 use super::values::{Context, format_duration};
-use super::{Signer, SignerGroup};
+use super::{FlagSource, Restart, Signer, SignerGroup, SignerSwitch};
+use crate::issuer::FlagFile;
 
 /// kube-apiserver refuses a `max_token_expiration_seconds` below this (10 minutes).
 pub const MIN_MAX_TOKEN_EXPIRATION: TimeDelta = TimeDelta::minutes(10);
@@ -67,13 +68,81 @@ pub fn signer(
             MAX_TOKEN_EXPIRATION,
         )
         .and_then(|max| max_token_expiration(cx, &max_at, max, retire_after, test_plan));
+    let switch = match &raw.switch {
+        None => Some(None),
+        Some(written) => switch(cx, &at.key("switch"), written).map(Some),
+    };
     Some(Some(Signer {
         socket: socket?,
         group: group?,
         refresh_hint: whole_seconds(refresh_hint?),
         rotation_refresh_hint: whole_seconds(rotation_refresh_hint?),
         max_token_expiration: whole_seconds(max_token_expiration?),
+        switch: switch?,
     }))
+}
+
+/// `signer.switch`: a flag file keyrot can edit (kubeadm manifest with its patches directory,
+/// or systemd unit), and the restart after the edit.
+fn switch(cx: &mut Context, at: &FieldPath, raw: &RawSignerSwitch) -> Option<SignerSwitch> {
+    let flags_at = at.key("flags");
+    let flags = match super::migration::flags(cx, &flags_at, raw.flags.as_ref()) {
+        Some(FlagSource::File { path, file }) => match file {
+            FlagFile::K3sConfig(_) => {
+                cx.error(&flags_at, crate::issuer::key_flags::K3S_CANNOT_SWITCH);
+                None
+            }
+            file => Some((path, file)),
+        },
+        Some(FlagSource::Manual) => {
+            cx.error(
+                &flags_at,
+                "keyrot edits the flags it switches: name the kubeadmManifest or systemdUnit \
+                 (docs/external-signer.md says how to switch by hand)",
+            );
+            None
+        }
+        None => None,
+    };
+    let patches_at = at.key("kubeadmPatches");
+    let kubeadm = matches!(flags, Some((_, FlagFile::KubeadmManifest)));
+    let kubeadm_patches = match (&raw.kubeadm_patches, kubeadm) {
+        (Some(dir), true) => cx.path(&patches_at, dir).map(Some),
+        (None, true) => {
+            cx.missing(
+                &patches_at,
+                "the directory given to kubeadm's --patches: kubeadm upgrade regenerates the \
+                 manifest, and keyrot keeps the switch there",
+            );
+            None
+        }
+        (Some(_), false) if flags.is_some() => {
+            cx.error(&patches_at, "applies to kubeadmManifest only");
+            None
+        }
+        (_, false) => Some(None),
+    };
+    let restart = super::components::restart(
+        cx,
+        &at.key("restart"),
+        raw.restart.as_ref(),
+        Some(&Restart::None),
+    );
+    if matches!(restart, Some(Restart::ExternalSigner)) {
+        cx.error(
+            &at.key("restart"),
+            "the switch changes kube-apiserver's flags: it must restart (or, for a static pod, \
+             leave it out: the kubelet restarts the pod when its manifest changes)",
+        );
+        return None;
+    }
+    let (path, file) = flags?;
+    Some(SignerSwitch {
+        path,
+        file,
+        kubeadm_patches: kubeadm_patches?,
+        restart: restart?,
+    })
 }
 
 /// `restart: externalSigner` needs a signer to reload, and only the apiserver takes its keys

@@ -36,6 +36,21 @@ pub struct State {
     /// file, imported on the first locked open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_migration: Option<crate::migration::record::MigrationRecord>,
+    /// A switch of kube-apiserver between its key files and keyrot's signer
+    /// (`keyrot switch-signer`), from the request until the apiserver is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_switch: Option<SignerSwitchRecord>,
+}
+
+/// A switch of where kube-apiserver takes its keys from, in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerSwitchRecord {
+    pub to: crate::issuer::key_flags::KeyMode,
+    pub requested_at: DateTime<Utc>,
+    /// When the flag file was changed (and kube-apiserver restarted); then it is checked.
+    #[serde(default)]
+    pub flags_changed_at: Option<DateTime<Utc>>,
 }
 
 impl Default for State {
@@ -49,6 +64,7 @@ impl Default for State {
             last_rotation_started_at: None,
             last_rotation_completed_at: None,
             issuer_migration: None,
+            signer_switch: None,
         }
     }
 }
@@ -233,4 +249,10 @@ pub enum TriggerKind {
     /// Put the issuer migration's flag changes back and forget it.
     #[serde(rename = "rollback-issuer-migration")]
     RollbackIssuerMigration,
+    /// Switch kube-apiserver to keyrot's external signer (`keyrot switch-signer`).
+    #[serde(rename = "use-signer")]
+    UseSigner,
+    /// Switch it back to its key files (`keyrot switch-signer --back`).
+    #[serde(rename = "use-key-files")]
+    UseKeyFiles,
 }

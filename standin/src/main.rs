@@ -31,14 +31,14 @@ struct Args {
     /// Verification key file (repeatable; keys are taken in flag order, then file order).
     #[arg(
         long = "service-account-key-file",
-        required_unless_present = "signing_endpoint",
+        required_unless_present_any = ["signing_endpoint", "key_flags_from_manifest"],
         conflicts_with = "signing_endpoint"
     )]
     key_files: Vec<PathBuf>,
     /// The key new tokens are signed with.
     #[arg(
         long = "service-account-signing-key-file",
-        required_unless_present = "signing_endpoint",
+        required_unless_present_any = ["signing_endpoint", "key_flags_from_manifest"],
         conflicts_with = "signing_endpoint"
     )]
     signing_key_file: Option<PathBuf>,
@@ -61,6 +61,10 @@ struct Args {
     /// instead, at start and at every restart.
     #[arg(long, conflicts_with_all = ["issuers", "jwks_uri", "api_audiences"])]
     issuer_flags_manifest: Option<PathBuf>,
+    /// Take the key flags from that manifest too, at every restart: the key files, or the
+    /// signing endpoint (kube-apiserver refuses both at once, and so does the stand-in).
+    #[arg(long, requires = "issuer_flags_manifest")]
+    key_flags_from_manifest: bool,
     /// Directory holding the test CA (`ca.crt`) and server certificate; created if needed.
     #[arg(long)]
     tls_dir: PathBuf,
@@ -132,13 +136,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// The flags for this (re)start: from the command line, or the issuer flags from the manifest.
 fn config_now(args: &Args) -> anyhow::Result<Config> {
+    // With --key-flags-from-manifest these are replaced by the manifest's below.
     let keys = match (&args.signing_endpoint, &args.signing_key_file) {
         (Some(socket), _) => KeyFlags::SigningEndpoint(socket.clone()),
-        (None, Some(signing_key_file)) => KeyFlags::Files {
+        (None, signing_key_file) => KeyFlags::Files {
             key_files: args.key_files.clone(),
-            signing_key_file: signing_key_file.clone(),
+            signing_key_file: signing_key_file.clone().unwrap_or_default(),
         },
-        (None, None) => unreachable!("clap requires one of them"),
     };
     let mut config = Config {
         keys,
@@ -151,6 +155,31 @@ fn config_now(args: &Args) -> anyhow::Result<Config> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let flags = standin::manifest::issuer_flags(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if args.key_flags_from_manifest {
+            config.keys = match (flags.signing_endpoint, flags.signing_key_file) {
+                (Some(_), Some(_)) => anyhow::bail!(
+                    "{}: service-account-signing-key-file and service-account-signing-endpoint \
+                     are mutually exclusive and cannot be set at the same time",
+                    path.display()
+                ),
+                (Some(_), None) if !flags.key_files.is_empty() => anyhow::bail!(
+                    "{}: can't set `--service-account-signing-key-file` and/or \
+                     `--service-account-key-file` with `--service-account-signing-endpoint` \
+                     (They are mutually exclusive)",
+                    path.display()
+                ),
+                (Some(socket), None) => KeyFlags::SigningEndpoint(socket.into()),
+                (None, Some(signing)) => KeyFlags::Files {
+                    key_files: flags.key_files.iter().map(PathBuf::from).collect(),
+                    signing_key_file: signing.into(),
+                },
+                (None, None) => anyhow::bail!(
+                    "{}: --service-account-signing-key-file and --service-account-issuer are \
+                     required flags",
+                    path.display()
+                ),
+            };
+        }
         config.issuers = flags.issuers;
         config.jwks_uri = flags.jwks_uri;
         config.api_audiences = flags.api_audiences;

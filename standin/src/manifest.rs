@@ -1,19 +1,24 @@
-//! The issuer flags of a kubeadm-style static pod manifest, read as the kubelet would run them.
+//! The issuer and key flags of a kubeadm-style static pod manifest, read as the kubelet would
+//! run them.
 //!
 //! With `--issuer-flags-manifest`, the stand-in takes `--service-account-issuer`,
 //! `--service-account-jwks-uri` and `--api-audiences` from the `kube-apiserver` container's
 //! command list at start and at every restart (SIGHUP), as a kubelet restarts a static pod with
-//! its manifest's command. This reader is independent of keyrot's flag editors, so the
-//! end-to-end tests check what they wrote rather than reading it back with the same code.
+//! its manifest's command; with `--key-flags-from-manifest` also the key files or the signing
+//! endpoint. This reader is independent of keyrot's flag editors, so the end-to-end tests check
+//! what they wrote rather than reading it back with the same code.
 
 use serde_yaml::Value;
 
-/// The three flags as the manifest gives them; absent ones are `None` (or empty issuers).
+/// The flags as the manifest gives them; absent ones are `None` (or empty lists).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IssuerFlags {
     pub issuers: Vec<String>,
     pub jwks_uri: Option<String>,
     pub api_audiences: Option<Vec<String>>,
+    pub key_files: Vec<String>,
+    pub signing_key_file: Option<String>,
+    pub signing_endpoint: Option<String>,
 }
 
 pub fn issuer_flags(manifest: &str) -> Result<IssuerFlags, String> {
@@ -39,6 +44,13 @@ pub fn issuer_flags(manifest: &str) -> Result<IssuerFlags, String> {
             "--service-account-jwks-uri" => flags.jwks_uri = Some(value.to_string()),
             "--api-audiences" => {
                 flags.api_audiences = Some(value.split(',').map(str::to_string).collect())
+            }
+            "--service-account-key-file" => flags.key_files.push(value.to_string()),
+            "--service-account-signing-key-file" => {
+                flags.signing_key_file = Some(value.to_string())
+            }
+            "--service-account-signing-endpoint" => {
+                flags.signing_endpoint = Some(value.to_string())
             }
             _ => {}
         }
@@ -74,6 +86,9 @@ spec:
                     "https://new.example".into(),
                     "https://old.example".into()
                 ]),
+                key_files: vec!["/etc/kubernetes/pki/sa.pub".into()],
+                signing_key_file: None,
+                signing_endpoint: None,
             }
         );
         assert_eq!(

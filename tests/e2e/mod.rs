@@ -62,6 +62,11 @@ pub struct Settings {
     pub signer: bool,
     /// The plan's `keepNextKey`.
     pub keep_next_key: bool,
+    /// With `signer`: the stand-in starts on its key files and takes its key and issuer flags
+    /// from `manifests/kube-apiserver.yaml` (the kubeadm fixture, with this cluster's issuer and
+    /// key files) at every restart, and the plan's `signer.switch` edits that manifest
+    /// (`keyrot switch-signer`), keeping kubeadm patches in `patches/`.
+    pub switchable: bool,
 }
 
 /// The issuer of the kubeadm manifest fixture, as kubeadm sets it.
@@ -85,6 +90,7 @@ impl Default for Settings {
             kubeadm_manifest: false,
             signer: false,
             keep_next_key: false,
+            switchable: false,
         }
     }
 }
@@ -134,6 +140,25 @@ impl World {
         // stand-in can start only on the key files init creates: until then the kubeconfig
         // names a port where nothing listens, and init's probes fail harmlessly.
         world.write_kubeconfig("https://127.0.0.1:1");
+        if world.settings.switchable {
+            std::fs::create_dir_all(world.path("manifests")).unwrap();
+            let fixture = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/issuer/kubeadm-kube-apiserver.yaml"
+            );
+            let manifest = std::fs::read_to_string(fixture)
+                .unwrap()
+                .replace(KUBEADM_ISSUER, &world.issuer)
+                .replace(
+                    "/etc/kubernetes/pki/sa.pub",
+                    &world.path("pki/sa.pub").display().to_string(),
+                )
+                .replace(
+                    "/etc/kubernetes/pki/sa.key",
+                    &world.path("pki/sa.key").display().to_string(),
+                );
+            std::fs::write(world.path("manifests/kube-apiserver.yaml"), manifest).unwrap();
+        }
         if world.settings.kubeadm_manifest {
             std::fs::create_dir_all(world.path("manifests")).unwrap();
             let fixture = concat!(
@@ -193,14 +218,21 @@ impl World {
         let pid_file = self.path("standin.pid").display().to_string();
         let restart = s.restart.replace("{pid}", &pid_file);
         let argv = serde_json::to_string(&["sh", "-c", &restart]).unwrap();
-        let (restart, signer) = match s.signer {
+        let (restart, mut signer) = match s.signer {
             true => (
                 "externalSigner".to_string(),
                 "signer:\n  socket: signer.sock\n  refreshHint: 2s\n  rotationRefreshHint: 1s\n  \
-                 maxTokenExpiration: 1h\n",
+                 maxTokenExpiration: 1h\n"
+                    .to_string(),
             ),
-            false => (format!("{{ command: {argv} }}"), ""),
+            false => (format!("{{ command: {argv} }}"), String::new()),
         };
+        if s.switchable {
+            signer.push_str(&format!(
+                "  switch:\n    flags: {{ kubeadmManifest: manifests/kube-apiserver.yaml }}\n    \
+                 kubeadmPatches: patches\n    restart: {{ command: {argv} }}\n"
+            ));
+        }
         format!(
             "cluster: e2e
 flavour: custom
@@ -305,19 +337,25 @@ current-context: standin
             .open(self.path("standin.log"))
             .unwrap();
         let arg = |rel: &str| self.path(rel).display().to_string();
-        let issuer_flags = match self.settings.kubeadm_manifest {
-            true => [
+        let issuer_flags = match (self.settings.kubeadm_manifest, self.settings.switchable) {
+            (true, _) => vec![
                 "--issuer-flags-manifest".to_string(),
                 arg("manifests/kube-apiserver.yaml"),
             ],
-            false => ["--service-account-issuer".to_string(), self.issuer.clone()],
+            (false, true) => vec![
+                "--issuer-flags-manifest".to_string(),
+                arg("manifests/kube-apiserver.yaml"),
+                "--key-flags-from-manifest".to_string(),
+            ],
+            (false, false) => vec!["--service-account-issuer".to_string(), self.issuer.clone()],
         };
-        let key_flags = match self.settings.signer {
-            true => vec![
+        let key_flags = match (self.settings.signer, self.settings.switchable) {
+            (_, true) => Vec::new(),
+            (true, false) => vec![
                 "--service-account-signing-endpoint".to_string(),
                 arg("signer.sock"),
             ],
-            false => vec![
+            (false, false) => vec![
                 "--service-account-key-file".to_string(),
                 arg("pki/sa.pub"),
                 "--service-account-signing-key-file".to_string(),
@@ -371,6 +409,16 @@ current-context: standin
     pub fn standin_url(&self) -> String {
         let standin = self.standin.as_ref().expect("a running stand-in");
         format!("https://{}", standin.address)
+    }
+
+    /// SIGHUP to `keyrot run`: it reads the plan again.
+    pub fn reload_daemon(&self) {
+        let daemon = self.daemon.as_ref().expect("keyrot run serves the signer");
+        let sent = Command::new("kill")
+            .args(["-HUP", &daemon.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
     }
 
     /// What `keyrot run` logged so far, in signer mode.

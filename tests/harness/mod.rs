@@ -2,6 +2,8 @@
 //! the in-memory cluster, the way the executor runs it against a real one.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+pub mod engine;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -120,6 +122,7 @@ pub fn fresh_world(plan: &Plan) -> World {
             .collect(),
         canaries: Vec::new(),
         migration: None,
+        key_mode: None,
         key_sets: None,
     };
     World::from_observed(plan, &observed).unwrap()

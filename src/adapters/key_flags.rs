@@ -1,0 +1,184 @@
+//! The switch between key files and keyrot's signer on the machine: the plan's flag file edited
+//! in place (atomically, mode and owner kept), kubeadm's patches written or removed, and
+//! kube-apiserver restarted the plan's way. The decision core chose the step.
+
+use crate::adapters::restart::restart_one;
+use crate::adapters::{AdapterError, KeyFlagEffects};
+use crate::atomic_file::{self, Existing};
+use crate::issuer::key_flags::{
+    KUBEADM_PATCH_ADD, KUBEADM_PATCH_DROP, KeyFlags, KeyMode, edit_key_flags, key_file_args,
+    kubeadm_patches,
+};
+use crate::plan::{Plan, SignerSwitch};
+
+/// The real effects, for `plan`.
+pub struct FlagFileSwitch<'a> {
+    plan: &'a Plan,
+}
+
+impl<'a> FlagFileSwitch<'a> {
+    pub fn new(plan: &'a Plan) -> Self {
+        FlagFileSwitch { plan }
+    }
+
+    /// The flags of `to`, with the plan's key files and socket.
+    fn flags(&self, to: KeyMode, socket: &std::path::Path) -> KeyFlags {
+        let apiserver = &self.plan.apiserver;
+        match to {
+            KeyMode::Signer => KeyFlags::Signer {
+                socket: socket.to_path_buf(),
+            },
+            KeyMode::KeyFiles => KeyFlags::KeyFiles {
+                key_files: std::iter::once(&apiserver.verification_bundle)
+                    .chain(&apiserver.extra_verification_files)
+                    .cloned()
+                    .collect(),
+                signing_key_file: apiserver.signing_key_file.clone(),
+            },
+        }
+    }
+}
+
+impl FlagFileSwitch<'_> {
+    /// What switching to `to` writes: the flag file's diff and kubeadm's patches. Writes nothing.
+    pub fn preview(&self, to: KeyMode) -> Result<String, AdapterError> {
+        let (Some(signer), Some(switch)) = (
+            self.plan.signer.as_ref(),
+            self.plan.signer.as_ref().and_then(|s| s.switch.as_ref()),
+        ) else {
+            return Err(AdapterError::permanent(
+                "the plan has no signer.switch section",
+            ));
+        };
+        let path = &switch.path;
+        let text = crate::fs_read::read_to_string(path)
+            .map_err(|e| AdapterError::io(&e, format!("{}: {e}", path.display())))?;
+        let flags = self.flags(to, &signer.socket);
+        let edited = edit_key_flags(&switch.file, &text, &flags)
+            .map_err(|e| AdapterError::permanent(format!("{}: {e}", path.display())))?;
+        let shown = path.display();
+        let mut out = crate::issuer::diff::unified(
+            &format!("{shown} (now)"),
+            &format!("{shown} (after the switch)"),
+            &text,
+            &edited,
+            3,
+        );
+        if let (Some(dir), KeyFlags::Signer { socket }) = (&switch.kubeadm_patches, &flags) {
+            let mut dropped = key_file_args(&switch.file, &text)
+                .map_err(|e| AdapterError::permanent(format!("{shown}: {e}")))?;
+            if dropped.is_empty() {
+                dropped = kubeadm_key_args();
+            }
+            for (name, contents) in kubeadm_patches(&dropped, socket) {
+                out.push_str(&format!("{}:\n{contents}", dir.join(name).display()));
+            }
+        } else if let Some(dir) = &switch.kubeadm_patches {
+            out.push_str(&format!(
+                "{} and {} are removed from {}\n",
+                KUBEADM_PATCH_DROP,
+                KUBEADM_PATCH_ADD,
+                dir.display()
+            ));
+        }
+        if switch.restart != crate::plan::Restart::None {
+            out.push_str(&format!(
+                "then {}\n",
+                crate::describe::restart_name(&switch.restart)
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl KeyFlagEffects for FlagFileSwitch<'_> {
+    fn switch_key_flags(
+        &mut self,
+        to: KeyMode,
+        say: &mut dyn FnMut(String),
+    ) -> Result<(), AdapterError> {
+        let (Some(signer), Some(switch)) = (
+            self.plan.signer.as_ref(),
+            self.plan.signer.as_ref().and_then(|s| s.switch.as_ref()),
+        ) else {
+            return Err(AdapterError::permanent(
+                "the plan has no signer.switch section",
+            ));
+        };
+        let path = &switch.path;
+        let text = crate::fs_read::read_to_string(path)
+            .map_err(|e| AdapterError::io(&e, format!("{}: {e}", path.display())))?;
+        let flags = self.flags(to, &signer.socket);
+        // The patches first: they only act at the next `kubeadm upgrade`, and are right for
+        // the manifest this step leaves whether or not the edit below is reached.
+        if let Some(dir) = &switch.kubeadm_patches {
+            keep_kubeadm_patches(switch, dir, &text, &flags, say)?;
+        }
+        let edited = edit_key_flags(&switch.file, &text, &flags)
+            .map_err(|e| AdapterError::permanent(format!("{}: {e}", path.display())))?;
+        if edited != text {
+            atomic_file::replace_keeping_metadata(path, edited.as_bytes(), 0o600)
+                .map_err(AdapterError::write)?;
+            say(format!(
+                "{} gives kube-apiserver {}",
+                path.display(),
+                flags.args().join(" ")
+            ));
+        }
+        if switch.restart != crate::plan::Restart::None {
+            restart_one(&switch.restart, "switch-signer")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes keyrot's two patches into kubeadm's patches directory for the signer (dropping the
+/// key flags the manifest has now, or the plan's when it has none left), or removes them for
+/// the key files.
+fn keep_kubeadm_patches(
+    switch: &SignerSwitch,
+    dir: &std::path::Path,
+    text: &str,
+    flags: &KeyFlags,
+    say: &mut dyn FnMut(String),
+) -> Result<(), AdapterError> {
+    match flags {
+        KeyFlags::Signer { socket } => {
+            let mut dropped = key_file_args(&switch.file, text)
+                .map_err(|e| AdapterError::permanent(format!("{}: {e}", switch.path.display())))?;
+            if dropped.is_empty() {
+                dropped = kubeadm_key_args();
+            }
+            crate::safe_dir::create_dir_all(dir, 0o700)
+                .map_err(|e| AdapterError::permanent(e.to_string()))?;
+            for (name, contents) in kubeadm_patches(&dropped, socket) {
+                let path = dir.join(name);
+                atomic_file::write(&path, contents.as_bytes(), 0o600, Existing::Replace)
+                    .map_err(AdapterError::write)?;
+                say(format!("kubeadm patch {} written", path.display()));
+            }
+        }
+        KeyFlags::KeyFiles { .. } => {
+            for name in [KUBEADM_PATCH_DROP, KUBEADM_PATCH_ADD] {
+                let path = dir.join(name);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => say(format!("kubeadm patch {} removed", path.display())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(AdapterError::io(&e, format!("{}: {e}", path.display())));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The key flags kubeadm writes, for a manifest that has none left (switched already).
+fn kubeadm_key_args() -> Vec<String> {
+    KeyFlags::KeyFiles {
+        key_files: vec!["/etc/kubernetes/pki/sa.pub".into()],
+        signing_key_file: "/etc/kubernetes/pki/sa.key".into(),
+    }
+    .args()
+}
