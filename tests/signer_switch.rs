@@ -121,12 +121,12 @@ fn switching_back_while_a_switch_is_in_progress_rolls_it_back() {
 
 #[test]
 fn one_change_at_a_time_with_rotations() {
-    // A rotation in record refuses a switch.
-    let mut e = engine("externalSigner", KeyMode::KeyFiles);
+    // A rotation in record refuses a switch (here back to the key files).
+    let mut e = engine("externalSigner", KeyMode::Signer);
     e.ask(TriggerKind::Rotate);
     e.run_stopping_after(1).unwrap();
     assert!(e.state.rotation.is_some());
-    e.ask(TriggerKind::UseSigner);
+    e.ask(TriggerKind::UseKeyFiles);
     e.run_stopping_after(1).unwrap();
     assert!(
         e.answers
@@ -136,7 +136,7 @@ fn one_change_at_a_time_with_rotations() {
         "{:?}",
         e.answers.borrow()
     );
-    assert_eq!(mode(&e), Some(KeyMode::KeyFiles));
+    assert_eq!(mode(&e), Some(KeyMode::Signer));
 
     // A switch in record refuses a rotation.
     let mut e = engine("externalSigner", KeyMode::KeyFiles);
@@ -197,4 +197,23 @@ fn the_dry_run_shows_the_switch_through_the_same_core() {
             "complete-signer-switch"
         ]
     );
+}
+
+#[test]
+fn no_rotation_starts_while_the_plan_reloads_a_signer_the_apiserver_does_not_use_yet() {
+    let mut e = engine("externalSigner", KeyMode::KeyFiles);
+    e.ask(TriggerKind::Rotate);
+    e.run().unwrap();
+    let refusal = e.last_answer();
+    assert!(
+        refusal.contains("run `keyrot switch-signer` first"),
+        "{refusal}"
+    );
+    assert!(e.state.rotation.is_none());
+    // Switched: rotations go.
+    e.ask(TriggerKind::UseSigner);
+    e.run().unwrap();
+    e.ask(TriggerKind::Rotate);
+    e.run().unwrap();
+    assert!(e.state.last_rotation_completed_at.is_some() || e.state.rotation.is_some());
 }

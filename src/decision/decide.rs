@@ -210,6 +210,11 @@ fn on_trigger(
             }),
             None if let Some(why) = migration_blocks(plan, state) => refuse(why),
             None if let Some(why) = super::switch::blocks_other_changes(state) => refuse(why),
+            None if let Some(why) =
+                super::switch::rotation_would_not_reach_the_apiserver(plan, observed) =>
+            {
+                refuse(why)
+            }
             None => match observed.signing_kid() {
                 Some(old) => accept(
                     Action::StartRotation {
@@ -327,6 +332,9 @@ fn migration_blocks(plan: &Plan, state: &State) -> Option<String> {
 fn idle(plan: &Plan, state: &State, observed: &Observed, now: DateTime<Utc>) -> Decision {
     if let Some(why) = migration_blocks(plan, state) {
         return Decision::wait(Gate::IssuerMigration, why, None);
+    }
+    if let Some(why) = super::switch::rotation_would_not_reach_the_apiserver(plan, observed) {
+        return Decision::wait(Gate::ApiserverSwitched, why, None);
     }
     if plan.keep_next_key {
         // The next key is staged and published at once; promotion waits for the schedule.

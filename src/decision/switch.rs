@@ -169,6 +169,19 @@ fn apiserver_problem(observed: &Observed) -> Option<String> {
     }
 }
 
+/// Why no rotation may start: the plan reloads the signer instead of restarting kube-apiserver
+/// (`restart: externalSigner`) while the flag file still has it read its key files, which it
+/// would never read again.
+pub fn rotation_would_not_reach_the_apiserver(plan: &Plan, observed: &Observed) -> Option<String> {
+    let signer_restart = matches!(plan.apiserver.restart, Restart::ExternalSigner);
+    let flags = observed.key_mode.as_ref().map(|v| &v.flags);
+    (signer_restart && flags == Some(&Ok(KeyMode::KeyFiles))).then(|| {
+        "the plan reloads the signer (restart: externalSigner), but kube-apiserver still reads \
+         its key files: run `keyrot switch-signer` first"
+            .to_string()
+    })
+}
+
 /// Why no other change may start while a switch is recorded.
 pub fn blocks_other_changes(state: &State) -> Option<String> {
     state.signer_switch.as_ref().map(|record| {
