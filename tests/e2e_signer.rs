@@ -143,3 +143,68 @@ fn a_next_key_kept_ready_in_the_signer_signs_on_request_with_no_wait_and_no_reje
     assert_eq!(log.kid_runs(), [old, next]);
     assert!(!world.standin_log().contains("restarting"));
 }
+
+#[test]
+fn the_apiserver_keeps_verifying_with_its_last_good_set_while_the_signer_is_killed_and_restarted() {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    let seed = e2e::seed();
+    println!("seed {seed} (E2E_SEED={seed} replays these kill delays)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut world = World::start(Settings {
+        signer: true,
+        retire_after: "6s",
+        ..Settings::default()
+    });
+    let old = world.signing_kid();
+    let traffic = world.start_traffic(None);
+    std::thread::sleep(Duration::from_millis(500));
+    let rotate = world.keyrot(&["rotate"]);
+    assert!(rotate.success, "{rotate:?}");
+    let store = StateStore::new(world.path("state"));
+    let mut kills = Vec::new();
+    while kills.len() < 6 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        let Some(rotation) = store.read().ok().flatten().and_then(|s| s.rotation) else {
+            break;
+        };
+        kills.push(rotation.phase.to_string());
+        world.kill_and_restart_daemon(Duration::from_millis(rng.random_range(100..600)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !store
+        .read()
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.rotation.is_none() && s.last_rotation_completed_at.is_some())
+    {
+        assert!(Instant::now() < deadline, "{}", world.daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let log = world.stop_traffic(traffic);
+    // While the signer is down the apiserver cannot mint: those TokenRequests fail, as they do
+    // in a real cluster. Every token it did mint must verify.
+    let (down, other): (Vec<&String>, Vec<&String>) = log
+        .mint_errors
+        .iter()
+        .partition(|e| e.contains("Sign") || e.contains("signer"));
+    let rejected: Vec<String> = log
+        .failures()
+        .into_iter()
+        .filter(|f| !log.mint_errors.contains(f))
+        .collect();
+    println!(
+        "{} kills (phases {kills:?}): {} tokens minted and verified, {} TokenRequests failed \
+         while the signer was down, {} refused during restarts",
+        kills.len(),
+        log.minted.len(),
+        down.len(),
+        log.mint_refused
+    );
+    assert!(other.is_empty(), "{other:#?}");
+    assert!(rejected.is_empty(), "{rejected:#?}\n{}", world.daemon_log());
+    let new = world.assert_converged();
+    assert_eq!(log.kid_runs(), [old, new]);
+    assert!(!world.standin_log().contains("restarting"));
+}

@@ -411,6 +411,19 @@ current-context: standin
         format!("https://{}", standin.address)
     }
 
+    /// SIGKILL to `keyrot run` (the signer with it), then a new one as systemd's
+    /// `Restart=always` starts, after `pause`; returns once its signer socket is back.
+    pub fn kill_and_restart_daemon(&mut self, pause: Duration) {
+        let mut daemon = self.daemon.take().expect("keyrot run serves the signer");
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+        std::thread::sleep(pause);
+        let mut daemon = self.spawn_keyrot(&["run"]);
+        let serving = daemon.wait_for_line("signer serving", Duration::from_secs(30));
+        assert!(serving.is_some(), "keyrot run serves no signer again");
+        self.daemon = Some(daemon);
+    }
+
     /// SIGHUP to `keyrot run`: it reads the plan again.
     pub fn reload_daemon(&self) {
         let daemon = self.daemon.as_ref().expect("keyrot run serves the signer");
