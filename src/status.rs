@@ -34,6 +34,9 @@ pub struct Status {
     /// The issuer migration recorded in the state directory, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer_migration: Option<MigrationRecord>,
+    /// A switch between key files and the signer in progress (`keyrot switch-signer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer_switch: Option<crate::state::SignerSwitchRecord>,
     /// Files in keyrot's private key directory it set aside, each "path: reason".
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unusable_private_keys: Vec<String>,
@@ -153,9 +156,12 @@ fn recorded(plan: &Plan, state: &State, now: DateTime<Utc>) -> Status {
         blocked_by: Vec::new(),
         last_error: rotation.and_then(|r| r.last_error.clone()),
         adopted: !state.keys.is_empty(),
-        in_progress: rotation.is_some() || !state.triggers.is_empty(),
+        in_progress: rotation.is_some()
+            || !state.triggers.is_empty()
+            || state.signer_switch.is_some(),
         lock_holder: None,
         issuer_migration: None,
+        signer_switch: state.signer_switch.clone(),
         unusable_private_keys: Vec::new(),
     }
 }
@@ -240,6 +246,18 @@ pub fn render_text(status: &Status, now: DateTime<Utc>) -> String {
             m.old_issuer,
             m.new_issuer,
             m.summary()
+        );
+    }
+    if let Some(s) = &status.signer_switch {
+        let edited = match s.flags_changed_at {
+            Some(at) => format!("flags changed {}", crate::describe::time(at)),
+            None => "flags not changed yet".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "switch   kube-apiserver to {}, asked {}; {edited}",
+            s.to.as_str(),
+            crate::describe::time(s.requested_at)
         );
     }
     if let Some(e) = &status.last_error {

@@ -217,3 +217,20 @@ fn no_rotation_starts_while_the_plan_reloads_a_signer_the_apiserver_does_not_use
     e.run().unwrap();
     assert!(e.state.last_rotation_completed_at.is_some() || e.state.rotation.is_some());
 }
+
+#[test]
+fn keyrot_status_names_a_switch_in_progress_and_what_it_waits_for() {
+    let mut e = engine("externalSigner", KeyMode::KeyFiles);
+    e.ask(TriggerKind::UseSigner);
+    e.run_stopping_after(1).unwrap();
+    let mut observed = e.world.0.borrow().observe();
+    observed.key_mode.as_mut().unwrap().signer_serves = Err("no socket".into());
+    let status = keyrot::status::status(&e.plan, Some(&e.state), &observed, e.now.get());
+    assert!(status.in_progress);
+    let text = keyrot::status::render_text(&status, e.now.get());
+    assert!(
+        text.contains("switch   kube-apiserver to the external signer, asked "),
+        "{text}"
+    );
+    assert!(text.contains("waiting  [signer-serves]"), "{text}");
+}

@@ -85,6 +85,7 @@ mod tests {
             last_error: None,
             adopted: true,
             issuer_migration: None,
+            signer_switch: None,
             unusable_private_keys: Vec::new(),
             state_dir: "/var/lib/keyrot".into(),
             in_progress: false,
