@@ -24,23 +24,7 @@ fn a_rotation_through_the_external_signer_restarts_nothing_and_rejects_no_token(
     let started = Instant::now();
     let rotate = world.keyrot(&["rotate"]);
     assert!(rotate.success, "{rotate:?}");
-    let store = StateStore::new(world.path("state"));
-    let completed = || {
-        store
-            .read()
-            .ok()
-            .flatten()
-            .is_some_and(|s| s.rotation.is_none() && s.last_rotation_completed_at.is_some())
-    };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !completed() {
-        assert!(
-            Instant::now() < deadline,
-            "no completed rotation within 90 s:\n{}",
-            world.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    world.wait_for_completed_rotation();
     let took = started.elapsed();
     // The stand-in learns the retired set at its next refresh (the rotation's hint is 1 s).
     std::thread::sleep(Duration::from_secs(3));
@@ -171,16 +155,7 @@ fn the_apiserver_keeps_verifying_with_its_last_good_set_while_the_signer_is_kill
         kills.push(rotation.phase.to_string());
         world.kill_and_restart_daemon(Duration::from_millis(rng.random_range(100..600)));
     }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !store
-        .read()
-        .ok()
-        .flatten()
-        .is_some_and(|s| s.rotation.is_none() && s.last_rotation_completed_at.is_some())
-    {
-        assert!(Instant::now() < deadline, "{}", world.daemon_log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    world.wait_for_completed_rotation();
     std::thread::sleep(Duration::from_secs(3));
     let log = world.stop_traffic(traffic);
     // While the signer is down the apiserver cannot mint: those TokenRequests fail, as they do

@@ -5,10 +5,9 @@
 
 mod e2e;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::{Settings, World};
-use keyrot::state::StateStore;
 
 fn manifest(world: &World) -> String {
     std::fs::read_to_string(world.path("manifests/kube-apiserver.yaml")).unwrap()
@@ -69,17 +68,7 @@ fn a_cluster_moves_to_the_signer_rotates_without_restarts_and_moves_back_rejecti
     let restarts_before = world.standin_log().matches("restarting").count();
     let rotate = world.keyrot(&["rotate"]);
     assert!(rotate.success, "{rotate:?}");
-    let store = StateStore::new(world.path("state"));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !store
-        .read()
-        .ok()
-        .flatten()
-        .is_some_and(|s| s.rotation.is_none() && s.last_rotation_completed_at.is_some())
-    {
-        assert!(Instant::now() < deadline, "{}", world.daemon_log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    world.wait_for_completed_rotation();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         world.standin_log().matches("restarting").count(),

@@ -11,6 +11,13 @@ use crate::issuer::key_flags::{
 };
 use crate::plan::{Plan, SignerSwitch};
 
+/// What a switch starts from.
+struct Switch<'a> {
+    switch: &'a SignerSwitch,
+    text: String,
+    flags: KeyFlags,
+}
+
 /// The real effects, for `plan`.
 pub struct FlagFileSwitch<'a> {
     plan: &'a Plan,
@@ -19,6 +26,26 @@ pub struct FlagFileSwitch<'a> {
 impl<'a> FlagFileSwitch<'a> {
     pub fn new(plan: &'a Plan) -> Self {
         FlagFileSwitch { plan }
+    }
+
+    /// The plan's switch, its flag file's text now, and the flags of `to`.
+    fn switch(&self, to: KeyMode) -> Result<Switch<'_>, AdapterError> {
+        let (Some(signer), Some(switch)) = (
+            self.plan.signer.as_ref(),
+            self.plan.signer.as_ref().and_then(|s| s.switch.as_ref()),
+        ) else {
+            return Err(AdapterError::permanent(
+                "the plan has no signer.switch section",
+            ));
+        };
+        let path = &switch.path;
+        let text = crate::fs_read::read_to_string(path)
+            .map_err(|e| AdapterError::io(&e, format!("{}: {e}", path.display())))?;
+        Ok(Switch {
+            switch,
+            text,
+            flags: self.flags(to, &signer.socket),
+        })
     }
 
     /// The flags of `to`, with the plan's key files and socket.
@@ -42,18 +69,12 @@ impl<'a> FlagFileSwitch<'a> {
 impl FlagFileSwitch<'_> {
     /// What switching to `to` writes: the flag file's diff and kubeadm's patches. Writes nothing.
     pub fn preview(&self, to: KeyMode) -> Result<String, AdapterError> {
-        let (Some(signer), Some(switch)) = (
-            self.plan.signer.as_ref(),
-            self.plan.signer.as_ref().and_then(|s| s.switch.as_ref()),
-        ) else {
-            return Err(AdapterError::permanent(
-                "the plan has no signer.switch section",
-            ));
-        };
+        let Switch {
+            switch,
+            text,
+            flags,
+        } = self.switch(to)?;
         let path = &switch.path;
-        let text = crate::fs_read::read_to_string(path)
-            .map_err(|e| AdapterError::io(&e, format!("{}: {e}", path.display())))?;
-        let flags = self.flags(to, &signer.socket);
         let edited = edit_key_flags(&switch.file, &text, &flags)
             .map_err(|e| AdapterError::permanent(format!("{}: {e}", path.display())))?;
         let shown = path.display();
@@ -97,18 +118,12 @@ impl KeyFlagEffects for FlagFileSwitch<'_> {
         to: KeyMode,
         say: &mut dyn FnMut(String),
     ) -> Result<(), AdapterError> {
-        let (Some(signer), Some(switch)) = (
-            self.plan.signer.as_ref(),
-            self.plan.signer.as_ref().and_then(|s| s.switch.as_ref()),
-        ) else {
-            return Err(AdapterError::permanent(
-                "the plan has no signer.switch section",
-            ));
-        };
+        let Switch {
+            switch,
+            text,
+            flags,
+        } = self.switch(to)?;
         let path = &switch.path;
-        let text = crate::fs_read::read_to_string(path)
-            .map_err(|e| AdapterError::io(&e, format!("{}: {e}", path.display())))?;
-        let flags = self.flags(to, &signer.socket);
         // The patches first: they only act at the next `kubeadm upgrade`, and are right for
         // the manifest this step leaves whether or not the edit below is reached.
         if let Some(dir) = &switch.kubeadm_patches {

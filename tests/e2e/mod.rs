@@ -424,6 +424,26 @@ current-context: standin
         self.daemon = Some(daemon);
     }
 
+    /// Waits until the state records a completed rotation and none in progress, at most 90 s
+    /// (keyrot run carries it out); panics with the daemon's log otherwise.
+    pub fn wait_for_completed_rotation(&self) {
+        let store = keyrot::state::StateStore::new(self.path("state"));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !store
+            .read()
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.rotation.is_none() && s.last_rotation_completed_at.is_some())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no completed rotation within 90 s:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGHUP to `keyrot run`: it reads the plan again.
     pub fn reload_daemon(&self) {
         let daemon = self.daemon.as_ref().expect("keyrot run serves the signer");
