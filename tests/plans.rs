@@ -341,3 +341,20 @@ fn canaries_get_each_clouds_endpoint_audience_and_the_documented_subject() {
     assert_eq!(canaries[2].relying_party.kind(), "entra");
     assert_eq!(canaries[2].audience, "api://custom");
 }
+
+#[test]
+fn validate_command_names_the_signer_its_switch_and_the_next_key() {
+    let output = Command::new(env!("CARGO_BIN_EXE_keyrot"))
+        .args(["validate", "-c"])
+        .arg(repo_file("rotation-plans/kubeadm-external-signer.yaml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .contains("`keyrot switch-signer` edits /etc/kubernetes/manifests/kube-apiserver.yaml"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("keepNextKey          true"), "{stdout}");
+}

@@ -113,6 +113,26 @@ fn summary(plan: &Plan, state: Option<&State>, now: DateTime<Utc>) -> String {
         },
     );
     line("keepRetired", plan.keep_retired.to_string());
+    if plan.keep_next_key {
+        line(
+            "keepNextKey",
+            "true: the next key stays staged and published until the schedule promotes it"
+                .to_string(),
+        );
+    }
+    if let Some(signer) = &plan.signer {
+        let switch = match &signer.switch {
+            Some(switch) => format!("; `keyrot switch-signer` edits {}", switch.path.display()),
+            None => String::new(),
+        };
+        line(
+            "signer",
+            format!(
+                "{} (kube-apiserver's --service-account-signing-endpoint){switch}",
+                signer.socket.display()
+            ),
+        );
+    }
     line(
         "metrics",
         match plan.metrics {
