@@ -86,12 +86,7 @@ impl FlagFileSwitch<'_> {
             3,
         );
         if let (Some(dir), KeyFlags::Signer { socket }) = (&switch.kubeadm_patches, &flags) {
-            let mut dropped = key_file_args(&switch.file, &text)
-                .map_err(|e| AdapterError::permanent(format!("{shown}: {e}")))?;
-            if dropped.is_empty() {
-                dropped = kubeadm_key_args();
-            }
-            for (name, contents) in kubeadm_patches(&dropped, socket) {
+            for (name, contents) in patches_for(switch, &text, socket)? {
                 out.push_str(&format!("{}:\n{contents}", dir.join(name).display()));
             }
         } else if let Some(dir) = &switch.kubeadm_patches {
@@ -124,13 +119,14 @@ impl KeyFlagEffects for FlagFileSwitch<'_> {
             flags,
         } = self.switch(to)?;
         let path = &switch.path;
-        // The patches first: they only act at the next `kubeadm upgrade`, and are right for
-        // the manifest this step leaves whether or not the edit below is reached.
+        // Computed before anything is written: a file the editor refuses changes nothing.
+        let edited = edit_key_flags(&switch.file, &text, &flags)
+            .map_err(|e| AdapterError::permanent(format!("{}: {e}", path.display())))?;
+        // Then the patches: they act only at the next `kubeadm upgrade`, and a step stopped
+        // before the edit below is done again.
         if let Some(dir) = &switch.kubeadm_patches {
             keep_kubeadm_patches(switch, dir, &text, &flags, say)?;
         }
-        let edited = edit_key_flags(&switch.file, &text, &flags)
-            .map_err(|e| AdapterError::permanent(format!("{}: {e}", path.display())))?;
         if edited != text {
             atomic_file::replace_keeping_metadata(path, edited.as_bytes(), 0o600)
                 .map_err(AdapterError::write)?;
@@ -159,14 +155,10 @@ fn keep_kubeadm_patches(
 ) -> Result<(), AdapterError> {
     match flags {
         KeyFlags::Signer { socket } => {
-            let mut dropped = key_file_args(&switch.file, text)
-                .map_err(|e| AdapterError::permanent(format!("{}: {e}", switch.path.display())))?;
-            if dropped.is_empty() {
-                dropped = kubeadm_key_args();
-            }
+            let patches = patches_for(switch, text, socket)?;
             crate::safe_dir::create_dir_all(dir, 0o700)
                 .map_err(|e| AdapterError::permanent(e.to_string()))?;
-            for (name, contents) in kubeadm_patches(&dropped, socket) {
+            for (name, contents) in patches {
                 let path = dir.join(name);
                 atomic_file::write(&path, contents.as_bytes(), 0o600, Existing::Replace)
                     .map_err(AdapterError::write)?;
@@ -189,11 +181,63 @@ fn keep_kubeadm_patches(
     Ok(())
 }
 
-/// The key flags kubeadm writes, for a manifest that has none left (switched already).
-fn kubeadm_key_args() -> Vec<String> {
-    KeyFlags::KeyFiles {
-        key_files: vec!["/etc/kubernetes/pki/sa.pub".into()],
-        signing_key_file: "/etc/kubernetes/pki/sa.key".into(),
+/// keyrot's kubeadm patches for the signer: they drop the key flags the manifest `text` has
+/// now, or kubeadm's own when it has none left (switched already).
+fn patches_for(
+    switch: &SignerSwitch,
+    text: &str,
+    socket: &std::path::Path,
+) -> Result<Vec<(&'static str, String)>, AdapterError> {
+    let mut dropped = key_file_args(&switch.file, text)
+        .map_err(|e| AdapterError::permanent(format!("{}: {e}", switch.path.display())))?;
+    if dropped.is_empty() {
+        dropped = KeyFlags::KeyFiles {
+            key_files: vec!["/etc/kubernetes/pki/sa.pub".into()],
+            signing_key_file: "/etc/kubernetes/pki/sa.key".into(),
+        }
+        .args();
     }
-    .args()
+    Ok(kubeadm_patches(&dropped, socket))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_the_editor_refuses_gets_no_kubeadm_patches() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("kube-apiserver.yaml");
+        // A flow-style command list: the editor leaves such a manifest to a person.
+        let text = "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    \
+                    command: [kube-apiserver, --service-account-key-file=/etc/kubernetes/pki/sa.pub]\n";
+        std::fs::write(&manifest, text).unwrap();
+        let patches = dir.path().join("patches");
+        let plan_text = format!(
+            "cluster: c\nflavour: kubeadm\nissuer: {{ url: \"https://oidc.example.com/c\" }}\n\
+             targets: [{{ name: web, localDirectory: /var/www/oidc }}]\n\
+             apiserver: {{ restart: externalSigner }}\n\
+             signer:\n  socket: /run/keyrot/signer.sock\n  switch:\n    \
+             flags: {{ kubeadmManifest: {} }}\n    kubeadmPatches: {}\n",
+            manifest.display(),
+            patches.display()
+        );
+        let plan =
+            crate::plan::parse(std::path::Path::new("/etc/keyrot/plan.yaml"), &plan_text).unwrap();
+        let mut said = Vec::new();
+        let error = FlagFileSwitch::new(&plan)
+            .switch_key_flags(KeyMode::Signer, &mut |line| said.push(line))
+            .unwrap_err();
+        assert!(
+            error.message.contains("kube-apiserver.yaml"),
+            "{}",
+            error.message
+        );
+        assert!(
+            !patches.exists(),
+            "patches written for a switch that did not happen"
+        );
+        assert_eq!(std::fs::read_to_string(&manifest).unwrap(), text);
+        assert!(said.is_empty(), "{said:?}");
+    }
 }

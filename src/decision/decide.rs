@@ -489,11 +489,10 @@ impl InRotation<'_> {
     /// comes (counted from when this rotation started, right after the last one completed) or
     /// when a person runs `keyrot rotate`.
     fn next_key_ready(&self, new: &str) -> Decision {
-        let short = new;
         let Some(schedule) = &self.plan.schedule else {
             return Decision::wait(
                 Gate::Schedule,
-                format!("the next key {short} is ready: `keyrot rotate` promotes it"),
+                format!("the next key {new} is ready: `keyrot rotate` promotes it"),
                 None,
             );
         };
@@ -504,7 +503,7 @@ impl InRotation<'_> {
             Some(due) => Decision::wait(
                 Gate::Schedule,
                 format!(
-                    "the next key {short} is ready; it signs at {}",
+                    "the next key {new} is ready; it signs at {}",
                     crate::describe::time(due)
                 ),
                 Some(due),
@@ -512,7 +511,7 @@ impl InRotation<'_> {
             None => Decision::wait(
                 Gate::Schedule,
                 format!(
-                    "the next key {short} is ready; schedule {:?} never fires again: `keyrot \
+                    "the next key {new} is ready; schedule {:?} never fires again: `keyrot \
                      rotate` promotes it",
                     schedule.expression()
                 ),
