@@ -30,6 +30,10 @@ fn a_cluster_moves_to_the_signer_rotates_without_restarts_and_moves_back_rejecti
     let preview = world.keyrot(&["switch-signer", "--dry-run"]);
     assert!(preview.success, "{preview:?}");
     assert!(
+        preview.stdout.starts_with("Dry run of the switch of "),
+        "{preview:?}"
+    );
+    assert!(
         preview
             .stdout
             .contains("+    - --service-account-signing-endpoint="),

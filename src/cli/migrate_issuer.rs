@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use chrono::Utc;
 use keyrot::adapters::migration::ClusterEffects;
 use keyrot::daemon::control::{self, Ask, MigrationAsk};
-use keyrot::dry_run::{render_migration_text, simulate_migration};
+use keyrot::dry_run::{render_request_text, simulate_migration};
 use keyrot::executor::StepReport;
 use keyrot::migration::{self, Outcome, RequestError};
 use keyrot::observe::observe_files;
@@ -81,11 +81,11 @@ fn dry_run(plan: &Plan, kind: TriggerKind) -> anyhow::Result<ExitCode> {
     match (&run.blocked, run.timeline.is_empty()) {
         (Some(why), true) => anyhow::bail!("{why}"),
         (Some(_), false) => {
-            out!("{}", render_migration_text(&run));
+            out!("{}", render_request_text(&run, "the issuer migration"));
             Ok(ExitCode::FAILURE)
         }
         (None, _) => {
-            out!("{}", render_migration_text(&run));
+            out!("{}", render_request_text(&run, "the issuer migration"));
             Ok(ExitCode::SUCCESS)
         }
     }

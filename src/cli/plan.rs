@@ -8,7 +8,7 @@ use keyrot::adapters::AdapterError;
 use keyrot::adapters::Prober;
 use keyrot::adapters::probe::KubeProber;
 use keyrot::decision::{Observed, Probed};
-use keyrot::dry_run::{render_migration_text, render_text, simulate, simulate_migration};
+use keyrot::dry_run::{render_request_text, render_text, simulate, simulate_migration};
 use keyrot::observe::{observe_files, observe_offline};
 use keyrot::plan::Probe;
 use keyrot::state::{StateStore, TriggerKind};
@@ -85,7 +85,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         match (&migration.blocked, migration.timeline.is_empty()) {
             (Some(why), true) => outln!("cannot migrate: {why}"),
-            _ => out!("{}", render_migration_text(&migration)),
+            _ => out!(
+                "{}",
+                render_request_text(&migration, "the issuer migration")
+            ),
         }
     }
     Ok(if run.blocked.is_some() {

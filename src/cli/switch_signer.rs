@@ -7,7 +7,7 @@ use chrono::Utc;
 use keyrot::adapters::key_flags::FlagFileSwitch;
 use keyrot::daemon::control::MigrationAsk;
 use keyrot::decision::Action;
-use keyrot::dry_run::{render_migration_text, simulate_request};
+use keyrot::dry_run::{render_request_text, simulate_request};
 use keyrot::observe::observe_files;
 use keyrot::plan::Plan;
 use keyrot::state::{StateStore, TriggerKind};
@@ -84,7 +84,7 @@ fn dry_run(plan: &Plan, kind: TriggerKind) -> anyhow::Result<ExitCode> {
     match (&run.blocked, run.timeline.is_empty()) {
         (Some(why), true) => anyhow::bail!("{why}"),
         (blocked, _) => {
-            out!("{}", render_migration_text(&run));
+            out!("{}", render_request_text(&run, "the switch"));
             Ok(match blocked {
                 Some(_) => ExitCode::FAILURE,
                 None => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use crate::plan::Plan;
 use crate::simulation::World;
 use crate::state::{State, Trigger, TriggerKind};
 
-pub use text::{render_migration_text, render_text};
+pub use text::{render_request_text, render_text};
 
 /// The coming rotation as a timeline, with the keys before and after.
 #[derive(Debug, Clone, Serialize)]
@@ -85,9 +85,10 @@ pub fn simulate(
     simulate_change(plan, state, observed, at, None, &mut |_| None)
 }
 
-/// Simulates what a request of `kind` to the issuer migration (`MigrateIssuer`,
-/// `RollbackIssuerMigration`) sets going, through the same core, until the migration is done or
-/// rolled back. `detail` renders what an action would write, if anything.
+/// Simulates what a request of `kind` sets going (the issuer migration's `MigrateIssuer` and
+/// `RollbackIssuerMigration`, the switch's `UseSigner` and `UseKeyFiles`), through the same
+/// core, until the change is done or rolled back. `detail` renders what an action would write,
+/// if anything.
 pub fn simulate_request(
     plan: &Plan,
     state: Option<&State>,
@@ -275,6 +276,7 @@ fn simulate_change(
     }
     let change = match request {
         None => "rotation",
+        Some(TriggerKind::UseSigner | TriggerKind::UseKeyFiles) => "switch",
         Some(_) => "issuer migration",
     };
     run.blocked = Some(format!(

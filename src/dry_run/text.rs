@@ -86,11 +86,11 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// `keyrot migrate-issuer --dry-run`: the steps of the issuer migration (or its rollback) the
-/// request sets going, each with what it would write.
-pub fn render_migration_text(run: &DryRun) -> String {
+/// `keyrot migrate-issuer --dry-run`, `keyrot switch-signer --dry-run`: the steps of the change
+/// (`what`, "the issuer migration") a request sets going, each with what it would write.
+pub fn render_request_text(run: &DryRun, what: &str) -> String {
     let mut out = String::new();
-    header(&mut out, run, "the issuer migration of ", "check");
+    header(&mut out, run, &format!("{what} of "), "check");
     timeline(&mut out, run);
     if let Some(blocked) = &run.blocked {
         let _ = writeln!(out, "\nBlocked: {blocked}");
