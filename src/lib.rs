@@ -13,6 +13,7 @@ pub mod escape;
 pub mod executor;
 pub mod fs_read;
 pub mod gcp_provider;
+pub mod ha;
 pub mod http;
 pub mod issuer;
 pub mod keys;
