@@ -190,10 +190,23 @@ pub enum Gate {
     /// After a switch, the apiserver must take its keys as the flags say: it serves the key
     /// files' keys and a new token is signed with the signing key.
     ApiserverSwitched,
+    /// HA: every expected node is a member of the ring (and every apiserver the `kubernetes`
+    /// EndpointSlice lists belongs to one).
+    Membership,
+    /// HA: every member added its key for the rotation.
+    MembersGenerate,
+    /// HA: every member's apiserver serves the keys its bundle must hold.
+    MembersServe,
+    /// HA: every member's apiserver signs with its new key.
+    MembersSign,
+    /// HA: another node is restarting its apiserver; one at a time.
+    RestartTurn,
+    /// HA: this node's Lease is older than the ring's leader epoch.
+    Leader,
 }
 
 impl Gate {
-    pub const ALL: [Gate; 15] = [
+    pub const ALL: [Gate; 21] = [
         Gate::ClusterKeys,
         Gate::Approval,
         Gate::Backoff,
@@ -209,6 +222,12 @@ impl Gate {
         Gate::OldIssuerGrace,
         Gate::SignerServes,
         Gate::ApiserverSwitched,
+        Gate::Membership,
+        Gate::MembersGenerate,
+        Gate::MembersServe,
+        Gate::MembersSign,
+        Gate::RestartTurn,
+        Gate::Leader,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -228,6 +247,12 @@ impl Gate {
             Gate::OldIssuerGrace => "old-issuer-grace",
             Gate::SignerServes => "signer-serves",
             Gate::ApiserverSwitched => "apiserver-switched",
+            Gate::Membership => "membership",
+            Gate::MembersGenerate => "members-generate",
+            Gate::MembersServe => "members-serve",
+            Gate::MembersSign => "members-sign",
+            Gate::RestartTurn => "restart-turn",
+            Gate::Leader => "leader",
         }
     }
 }

@@ -8,6 +8,8 @@ mod decide;
 mod due;
 pub mod migration;
 mod observed;
+pub mod ha;
+pub mod lease;
 mod switch;
 
 use std::path::PathBuf;

@@ -1,0 +1,201 @@
+//! One node's part: acknowledge what its apiserver does, add its key for the rotation, and, in
+//! its turn, make its key files what the ring wants and restart its apiserver, one node at a
+//! time; destroy its private keys the ring no longer lists.
+
+use chrono::{DateTime, Utc};
+
+use super::barrier::promotion_barrier;
+use super::{HaDecision, HaObserved, HaStep, NewKey, NodeEffect, RingChange, desired_bundle};
+use crate::decision::action::Gate;
+use crate::decision::key_path_for_rotation;
+use crate::decision::observed::Probed;
+use crate::ha::ring::{KeyRole, Ring};
+use crate::phase::Phase;
+use crate::plan::Plan;
+
+/// An acknowledgement to write: what this node's apiserver serves and signs with differs from
+/// what the ring says (nothing while the apiserver does not answer).
+pub fn changed_ack(ring: &Ring, observed: &HaObserved) -> Option<RingChange> {
+    let (serves, signs) = seen(observed)?;
+    let ack = &ring.members.get(observed.me)?.ack;
+    (ack.serves != serves || ack.signs != signs).then_some(RingChange::Ack { serves, signs })
+}
+
+fn seen(observed: &HaObserved) -> Option<(Vec<String>, Option<String>)> {
+    let Probed::Seen(serves) = &observed.local.apiserver else {
+        return None;
+    };
+    let signs = match &observed.local.token_kid {
+        Probed::Seen(kid) => Some(kid.clone()),
+        _ => None,
+    };
+    Some((serves.clone(), signs))
+}
+
+pub fn next(plan: &Plan, ring: &Ring, observed: &HaObserved, now: DateTime<Utc>) -> HaDecision {
+    let me = observed.me;
+    if let Some(step) = add_next_key(plan, ring, observed) {
+        return step;
+    }
+    let want_bundle = desired_bundle(ring);
+    let want_signing = match desired_signing(plan, ring, observed, now) {
+        Ok(kid) => kid,
+        Err(blocked) => return blocked,
+    };
+    let local = observed.local;
+    let bundle_kids: Vec<&str> = local
+        .bundle
+        .iter()
+        .flatten()
+        .map(|k| k.kid.as_str())
+        .collect();
+    let files_right = bundle_kids == want_bundle
+        && local.signing.as_ref().map(|k| k.kid.as_str()) == Some(want_signing.as_str());
+    let apiserver_right = match (&local.apiserver, &local.token_kid) {
+        (Probed::Seen(serves), Probed::Seen(signs)) => {
+            same_set(serves, &want_bundle) && *signs == want_signing
+        }
+        (Probed::NotConfigured, _) => true,
+        _ => false,
+    };
+    let my_turn = ring.turn.as_ref().is_some_and(|t| t.node == me);
+    if files_right && apiserver_right {
+        if my_turn && let Some((serves, signs)) = seen(observed) {
+            return HaDecision::step(HaStep::Ring(RingChange::ReleaseTurn { serves, signs }));
+        }
+        return destroy_retired(ring, observed);
+    }
+    match &ring.turn {
+        None => return HaDecision::step(HaStep::Ring(RingChange::TakeTurn)),
+        Some(turn) if turn.node != me => {
+            return HaDecision::blocked(
+                Gate::RestartTurn,
+                format!(
+                    "node {} is restarting its apiserver (its turn since {})",
+                    turn.node,
+                    turn.since.to_rfc3339()
+                ),
+                None,
+            );
+        }
+        Some(_) => {}
+    }
+    if bundle_kids != want_bundle {
+        return HaDecision::step(HaStep::Node(NodeEffect::WriteBundle { kids: want_bundle }));
+    }
+    if local.signing.as_ref().map(|k| k.kid.as_str()) != Some(want_signing.as_str()) {
+        return HaDecision::step(HaStep::Node(NodeEffect::WriteSigningKey {
+            kid: want_signing,
+        }));
+    }
+    let turn = ring.turn.as_ref().expect("this node's turn");
+    match turn.restarted {
+        Some(at) if now < at + plan.timings.gate_timeout => HaDecision::blocked(
+            Gate::ApiserverServesBundle,
+            format!(
+                "waiting for this node's apiserver to serve [{}] and sign with {want_signing} after its restart at {}",
+                want_bundle.join(", "),
+                at.to_rfc3339()
+            ),
+            Some(at + plan.timings.gate_timeout),
+        ),
+        // Not restarted in this turn yet, or it did not come back as expected in time: restart.
+        Some(_) | None => HaDecision::step(HaStep::Node(NodeEffect::Restart)),
+    }
+}
+
+/// In a rotation before its promotion completed: this node's key for it, generated first.
+fn add_next_key(plan: &Plan, ring: &Ring, observed: &HaObserved) -> Option<HaDecision> {
+    let rotation = ring.rotation.as_ref()?;
+    if rotation.phase == Phase::Retire || ring.next_key_of(observed.me).is_some() {
+        return None;
+    }
+    let path = key_path_for_rotation(plan, &rotation.id);
+    let generated = observed.local.private_keys.iter().find(|(_, p)| *p == path);
+    Some(HaDecision::step(match generated {
+        None => HaStep::Node(NodeEffect::GenerateKey {
+            path,
+            spec: plan.key,
+        }),
+        Some((key, _)) => match observed.local.public_keys.get(&key.kid) {
+            Some(pem) => HaStep::Ring(RingChange::AddNextKey(NewKey {
+                kid: key.kid.clone(),
+                alg: key.alg,
+                public_key: pem.clone(),
+                role: KeyRole::Next,
+            })),
+            None => return None,
+        },
+    }))
+}
+
+/// The key this node's signing file holds now: its next key once the promotion barrier passed
+/// (and for good once it signs with it), its signing key otherwise.
+fn desired_signing(
+    plan: &Plan,
+    ring: &Ring,
+    observed: &HaObserved,
+    now: DateTime<Utc>,
+) -> Result<String, HaDecision> {
+    let me = observed.me;
+    let current = ring.signing_key_of(me).map(|k| k.kid.clone());
+    let Some(next) = ring.next_key_of(me) else {
+        return current.ok_or_else(|| {
+            HaDecision::blocked(
+                Gate::ClusterKeys,
+                format!("the ring lists no signing key of node {me}"),
+                None,
+            )
+        });
+    };
+    let promoted = observed.local.signing.as_ref().map(|k| k.kid.as_str()) == Some(&next.kid);
+    let promoting = ring
+        .rotation
+        .as_ref()
+        .is_some_and(|r| r.phase == Phase::Promote);
+    if promoted {
+        return Ok(next.kid.clone());
+    }
+    if promoting {
+        return match promotion_barrier(plan, ring, observed.expected, now) {
+            Ok(()) => Ok(next.kid.clone()),
+            Err((blocked, wake)) => Err(HaDecision {
+                step: None,
+                wake_at: wake,
+                blocked_by: vec![blocked],
+                leader_work: false,
+            }),
+        };
+    }
+    current.ok_or_else(|| {
+        HaDecision::blocked(
+            Gate::ClusterKeys,
+            format!("the ring lists no signing key of node {me}"),
+            None,
+        )
+    })
+}
+
+/// Between rotations: this node's private keys the ring no longer lists are destroyed.
+fn destroy_retired(ring: &Ring, observed: &HaObserved) -> HaDecision {
+    if ring.rotation.is_some() {
+        return HaDecision::default();
+    }
+    let signing = observed.local.signing.as_ref().map(|k| k.kid.as_str());
+    let orphan = observed
+        .local
+        .private_keys
+        .iter()
+        .find(|(key, _)| ring.key(&key.kid).is_none() && Some(key.kid.as_str()) != signing);
+    match orphan {
+        Some((key, path)) => HaDecision::step(HaStep::Node(NodeEffect::DestroyPrivateKey {
+            kid: key.kid.clone(),
+            path: path.clone(),
+        })),
+        None => HaDecision::default(),
+    }
+}
+
+fn same_set(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}
