@@ -331,8 +331,10 @@ mod tests {
 
     #[test]
     fn calls_are_counted_by_verb_and_resource() {
-        let split = |p: &str| p.trim_start_matches('/').split('/').collect::<Vec<_>>();
-        let count = |m: Method, p: &str, w: bool| call(&m, &split(p), w);
+        fn count(method: Method, path: &str, watching: bool) -> String {
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            call(&method, &segments, watching)
+        }
         assert_eq!(
             count(Method::GET, "/api/v1/namespaces/ns/configmaps", true),
             "watch configmaps"
