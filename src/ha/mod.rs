@@ -2,3 +2,4 @@
 //! (docs/ha.md). The ring's content and the lease rules are pure; the API is behind [`api`].
 
 pub mod api;
+pub mod kube;
