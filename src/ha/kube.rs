@@ -96,10 +96,11 @@ impl KubeClusterApi {
         deadline: Duration,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, ApiError> {
-        match self
+        // The timer is made inside the runtime: tokio's timers need its context.
+        let answer = self
             .runtime
-            .block_on(tokio::time::timeout(deadline, request))
-        {
+            .block_on(async { tokio::time::timeout(deadline, request).await });
+        match answer {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(sort(what, &e)),
             Err(_) => Err(ApiError::Unavailable(format!(
@@ -313,9 +314,7 @@ fn managed_by() -> BTreeMap<String, String> {
 /// A MicroTime; kube serialises it in microseconds, so finer precision is dropped here.
 fn micro_time(time: DateTime<Utc>) -> MicroTime {
     let micros = time.timestamp_micros();
-    MicroTime(
-        Timestamp::from_microsecond(micros).expect("a chrono time is within jiff's range"),
-    )
+    MicroTime(Timestamp::from_microsecond(micros).expect("a chrono time is within jiff's range"))
 }
 
 fn date_time(time: &MicroTime) -> Option<DateTime<Utc>> {
