@@ -318,8 +318,7 @@ fn micro_time(time: DateTime<Utc>) -> MicroTime {
 }
 
 fn date_time(time: &MicroTime) -> Option<DateTime<Utc>> {
-    let micros = i64::try_from(time.0.as_microsecond()).ok()?;
-    DateTime::from_timestamp_micros(micros)
+    DateTime::from_timestamp_micros(time.0.as_microsecond())
 }
 
 #[cfg(test)]
