@@ -2,4 +2,6 @@
 //! (docs/ha.md). The ring's content and the lease rules are pure; the API is behind [`api`].
 
 pub mod api;
+pub mod kube;
 pub mod ring;
+pub mod simulation;

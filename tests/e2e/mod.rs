@@ -643,14 +643,24 @@ impl Drop for Standin {
 }
 
 /// The `kube-apiserver-standin` binary, up to date in the target directory that holds keyrot's.
+pub fn standin_binary() -> PathBuf {
+    standin_bin("kube-apiserver-standin")
+}
+
+/// The `kube-cluster-standin` binary (the HA tests' Kubernetes API), built with the other.
+pub fn cluster_standin_binary() -> PathBuf {
+    standin_bin("kube-cluster-standin")
+}
+
+/// One of the stand-in package's binaries.
 ///
 /// Cargo gives a test the paths of its own package's binaries only (`CARGO_BIN_EXE_*`), and
 /// artifact dependencies are not stable yet, so the tests ask cargo to build the stand-in's
 /// binaries once per test process, with the same profile and target directory. When they are
 /// fresh, as after `scripts/test.sh` built the workspace, this takes a fraction of a second.
-pub fn standin_binary() -> &'static Path {
+fn standin_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
+    let profile_dir = BUILT.get_or_init(|| {
         let profile_dir = Path::new(env!("CARGO_BIN_EXE_keyrot")).parent().unwrap();
         let target_dir = profile_dir.parent().unwrap();
         let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
@@ -667,10 +677,11 @@ pub fn standin_binary() -> &'static Path {
             .status()
             .expect("cargo runs");
         assert!(status.success(), "cannot build the stand-in: {status}");
-        let binary = profile_dir.join("kube-apiserver-standin");
-        assert!(binary.is_file(), "{} is missing", binary.display());
-        binary
-    })
+        profile_dir.to_path_buf()
+    });
+    let binary = profile_dir.join(name);
+    assert!(binary.is_file(), "{} is missing", binary.display());
+    binary
 }
 
 /// The result of one `keyrot` run.

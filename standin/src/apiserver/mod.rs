@@ -8,7 +8,7 @@
 //! ServiceAccounts live in etcd in a real cluster, so here they outlive restarts.
 
 pub mod external;
-mod objects;
+pub(crate) mod objects;
 mod routes;
 mod service_accounts;
 mod tokens;
