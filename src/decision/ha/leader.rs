@@ -12,18 +12,6 @@ use crate::ha::ring::{KeyRole, Ring};
 use crate::phase::Phase;
 use crate::plan::Plan;
 
-/// Why the cluster needs a leader now, if it does: a rotation in progress, asked for, or due.
-pub fn work(plan: &Plan, ring: &Ring, now: DateTime<Utc>) -> Option<String> {
-    if let Some(rotation) = &ring.rotation {
-        return Some(format!("rotation {} in {}", rotation.id, rotation.phase));
-    }
-    if let Some(request) = &ring.request {
-        return Some(format!("a rotation requested by {}", request.by));
-    }
-    let due = next_due(plan, ring)?;
-    (due <= now).then(|| "the scheduled rotation".to_string())
-}
-
 /// When the next scheduled rotation starts: the schedule after the last completed rotation (or
 /// the ring's creation). The same on every node, so none needs to poll.
 pub fn next_due(plan: &Plan, ring: &Ring) -> Option<DateTime<Utc>> {
@@ -140,7 +128,7 @@ fn wait(blocked: Blocked, wake_at: Option<DateTime<Utc>>) -> HaDecision {
         step: None,
         wake_at,
         blocked_by: vec![blocked],
-        leader_work: true,
+        leader_work: false,
     }
 }
 

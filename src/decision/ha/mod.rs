@@ -259,19 +259,23 @@ pub fn decide(plan: &Plan, observed: &HaObserved, now: DateTime<Utc>) -> HaDecis
             |j| HaDecision::step(HaStep::Ring(RingChange::Join(j))),
         );
     }
+    // What the leader would do now. The Lease is wanted only while that is a step: between
+    // rotations, and while a rotation waits (for the settle, retireAfter, a member), nobody
+    // holds it and nobody renews it; a change of the ring or the wake-up time starts it again.
+    let led = leader::next(plan, ring, observed, now);
+    let leader_work = led.step.is_some();
     if let Some(ack) = node::changed_ack(ring, observed) {
-        return HaDecision::step(HaStep::Ring(ack)).and(HaDecision {
-            leader_work: leader::work(plan, ring, now).is_some(),
-            ..HaDecision::default()
-        });
+        return HaDecision {
+            leader_work,
+            ..HaDecision::step(HaStep::Ring(ack))
+        };
     }
-    let work = leader::work(plan, ring, now);
     let mut decision = HaDecision {
-        leader_work: work.is_some(),
+        leader_work,
         ..HaDecision::default()
     };
-    if let Some(epoch) = observed.leading {
-        if epoch < ring.leader_epoch {
+    match observed.leading {
+        Some(epoch) if epoch < ring.leader_epoch => {
             // A newer leader wrote the ring: this node's Lease is stale, whatever it believes.
             decision = decision.and(HaDecision::blocked(
                 Gate::Leader,
@@ -281,21 +285,22 @@ pub fn decide(plan: &Plan, observed: &HaObserved, now: DateTime<Utc>) -> HaDecis
                 ),
                 None,
             ));
-        } else {
-            let led = leader::next(plan, ring, observed, now);
-            if led.step.is_some() {
-                return HaDecision {
-                    leader_work: decision.leader_work,
-                    ..led
-                };
-            }
-            decision = decision.and(led);
         }
+        Some(_) if leader_work => {
+            return HaDecision {
+                leader_work,
+                ..led
+            };
+        }
+        _ => {}
+    }
+    if !leader_work {
+        decision = decision.and(led);
     }
     let mine = node::next(plan, ring, observed, now);
     if mine.step.is_some() {
         return HaDecision {
-            leader_work: decision.leader_work,
+            leader_work,
             ..mine
         };
     }

@@ -38,9 +38,14 @@ pub fn next(plan: &Plan, ring: &Ring, observed: &HaObserved, now: DateTime<Utc>)
         return step;
     }
     let want_bundle = desired_bundle(ring);
-    let want_signing = match desired_signing(plan, ring, observed, now) {
-        Ok(kid) => kid,
-        Err(blocked) => return blocked,
+    // A promotion the barrier holds back leaves the signing key as it is, never the bundle:
+    // staging the keys the barrier waits for is what opens it.
+    let (want_signing, held_back) = match desired_signing(plan, ring, observed, now) {
+        Ok(kid) => (kid, HaDecision::default()),
+        Err((held_back, current)) => match current {
+            Some(kid) => (kid, held_back),
+            None => return held_back,
+        },
     };
     let local = observed.local;
     let bundle_kids: Vec<&str> = local
@@ -63,12 +68,16 @@ pub fn next(plan: &Plan, ring: &Ring, observed: &HaObserved, now: DateTime<Utc>)
         if my_turn && let Some((serves, signs)) = seen(observed) {
             return HaDecision::step(HaStep::Ring(RingChange::ReleaseTurn { serves, signs }));
         }
-        return destroy_retired(ring, observed);
+        let idle = destroy_retired(ring, observed);
+        return match idle.step {
+            Some(_) => idle,
+            None => held_back.and(idle),
+        };
     }
     match &ring.turn {
         None => return HaDecision::step(HaStep::Ring(RingChange::TakeTurn)),
         Some(turn) if turn.node != me => {
-            return HaDecision::blocked(
+            return held_back.and(HaDecision::blocked(
                 Gate::RestartTurn,
                 format!(
                     "node {} is restarting its apiserver (its turn since {})",
@@ -76,7 +85,7 @@ pub fn next(plan: &Plan, ring: &Ring, observed: &HaObserved, now: DateTime<Utc>)
                     turn.since.to_rfc3339()
                 ),
                 None,
-            );
+            ));
         }
         Some(_) => {}
     }
@@ -130,23 +139,25 @@ fn add_next_key(plan: &Plan, ring: &Ring, observed: &HaObserved) -> Option<HaDec
 }
 
 /// The key this node's signing file holds now: its next key once the promotion barrier passed
-/// (and for good once it signs with it), its signing key otherwise.
+/// (and for good once it signs with it), its signing key otherwise. `Err`: why not the next
+/// key, with the signing key to keep meanwhile, if the ring lists one.
 fn desired_signing(
     plan: &Plan,
     ring: &Ring,
     observed: &HaObserved,
     now: DateTime<Utc>,
-) -> Result<String, HaDecision> {
+) -> Result<String, (HaDecision, Option<String>)> {
     let me = observed.me;
     let current = ring.signing_key_of(me).map(|k| k.kid.clone());
+    let no_signing_key = || {
+        HaDecision::blocked(
+            Gate::ClusterKeys,
+            format!("the ring lists no signing key of node {me}"),
+            None,
+        )
+    };
     let Some(next) = ring.next_key_of(me) else {
-        return current.ok_or_else(|| {
-            HaDecision::blocked(
-                Gate::ClusterKeys,
-                format!("the ring lists no signing key of node {me}"),
-                None,
-            )
-        });
+        return current.ok_or_else(|| (no_signing_key(), None));
     };
     let promoted = observed.local.signing.as_ref().map(|k| k.kid.as_str()) == Some(&next.kid);
     let promoting = ring
@@ -159,21 +170,18 @@ fn desired_signing(
     if promoting {
         return match promotion_barrier(plan, ring, observed.expected, now) {
             Ok(()) => Ok(next.kid.clone()),
-            Err((blocked, wake)) => Err(HaDecision {
-                step: None,
-                wake_at: wake,
-                blocked_by: vec![blocked],
-                leader_work: false,
-            }),
+            Err((blocked, wake)) => Err((
+                HaDecision {
+                    step: None,
+                    wake_at: wake,
+                    blocked_by: vec![blocked],
+                    leader_work: false,
+                },
+                current,
+            )),
         };
     }
-    current.ok_or_else(|| {
-        HaDecision::blocked(
-            Gate::ClusterKeys,
-            format!("the ring lists no signing key of node {me}"),
-            None,
-        )
-    })
+    current.ok_or_else(|| (no_signing_key(), None))
 }
 
 /// Between rotations: this node's private keys the ring no longer lists are destroyed.
