@@ -123,7 +123,11 @@ impl History {
 
 /// Steps every node in turn, and when none has anything to do moves the clock to the next
 /// wake-up, until the ring records a completed rotation or `max_steps` pass.
-fn run_until_complete(cluster: &mut Cluster, history: &mut History, max_steps: usize) -> Vec<String> {
+fn run_until_complete(
+    cluster: &mut Cluster,
+    history: &mut History,
+    max_steps: usize,
+) -> Vec<String> {
     let names: Vec<String> = cluster.nodes.keys().cloned().collect();
     let mut log = Vec::new();
     for _ in 0..max_steps {
@@ -166,7 +170,11 @@ fn run_until_complete(cluster: &mut Cluster, history: &mut History, max_steps: u
     panic!(
         "no completed rotation after {max_steps} steps; decisions: {}\nring: {}\nlast steps:\n{}",
         blocked.join("\n"),
-        cluster.ring.as_ref().map(|r| r.render()).unwrap_or_default(),
+        cluster
+            .ring
+            .as_ref()
+            .map(|r| r.render())
+            .unwrap_or_default(),
         log[log.len().saturating_sub(25)..].join("\n")
     );
 }
@@ -185,12 +193,19 @@ fn assert_settled_on_own_keys(cluster: &Cluster) {
         assert_eq!(node.bundle, kids, "{name}'s bundle holds every node's key");
         assert_eq!(node.apiserver.serves, kids);
         let private: Vec<&String> = node.private_keys.iter().map(|(k, _)| k).collect();
-        assert_eq!(private, [&own.kid], "{name} keeps only its own live private key");
+        assert_eq!(
+            private,
+            [&own.kid],
+            "{name} keeps only its own live private key"
+        );
     }
     for served in &cluster.targets {
         assert_eq!(served, &kids);
     }
-    assert!(cluster.lease.as_ref().unwrap().holder.is_none(), "the Lease is released");
+    assert!(
+        cluster.lease.as_ref().unwrap().holder.is_none(),
+        "the Lease is released"
+    );
 }
 
 #[test]
@@ -207,17 +222,27 @@ fn a_three_node_rotation_moves_every_node_from_the_shared_key_to_its_own() {
     let ring = cluster.ring.as_ref().unwrap();
     assert_eq!(ring.members.len(), 3);
     assert_eq!(ring.keys.len(), 1);
-    assert_eq!(ring.keys[0].owners.len(), 3, "the kubeadm key is shared by all three");
+    assert_eq!(
+        ring.keys[0].owners.len(),
+        3,
+        "the kubeadm key is shared by all three"
+    );
 
     request(&mut cluster, "cp-2");
     let log = run_until_complete(&mut cluster, &mut history, 10_000);
     assert_settled_on_own_keys(&cluster);
-    assert_eq!(history.most_restarting, 1, "restarts roll one node at a time");
+    assert_eq!(
+        history.most_restarting, 1,
+        "restarts roll one node at a time"
+    );
     let restarts = log.iter().filter(|l| l.contains("Node(Restart)")).count();
     // Stage, promote, retire: one restart per node each.
     assert_eq!(restarts, 9, "{}", log.join("\n"));
     let completed = cluster.ring.as_ref().unwrap().last_completed.unwrap();
-    assert!(completed - harness::t0() >= TimeDelta::hours(24), "retireAfter was waited for");
+    assert!(
+        completed - harness::t0() >= TimeDelta::hours(24),
+        "retireAfter was waited for"
+    );
 }
 
 #[test]
@@ -236,15 +261,17 @@ fn a_five_node_cluster_rotates_twice_and_destroys_its_retired_private_keys() {
     run_until_complete(&mut cluster, &mut history, 20_000);
     assert_settled_on_own_keys(&cluster);
     let second = cluster.ring.as_ref().unwrap().all_kids();
-    assert!(first.iter().all(|k| !second.contains(k)), "every key rotated");
+    assert!(
+        first.iter().all(|k| !second.contains(k)),
+        "every key rotated"
+    );
 }
 
 #[test]
 fn a_node_that_never_joined_blocks_the_rotation_by_name_and_nothing_is_promoted() {
     let mut cluster = cluster(3);
-    cluster.expected = ha::Expected::Named(
-        ["cp-1", "cp-2", "cp-3", "cp-4"].map(String::from).into(),
-    );
+    cluster.expected =
+        ha::Expected::Named(["cp-1", "cp-2", "cp-3", "cp-4"].map(String::from).into());
     let mut history = History::default();
     for _ in 0..3 {
         for name in names(3) {
@@ -260,7 +287,11 @@ fn a_node_that_never_joined_blocks_the_rotation_by_name_and_nothing_is_promoted(
         cluster.now += TimeDelta::seconds(5);
     }
     let ring = cluster.ring.as_ref().unwrap();
-    assert!(ring.keys.iter().all(|k| k.role != KeyRole::Next || !ring.members.is_empty()));
+    assert!(
+        ring.keys
+            .iter()
+            .all(|k| k.role != KeyRole::Next || !ring.members.is_empty())
+    );
     for node in cluster.nodes.values() {
         assert_eq!(node.apiserver.signs, "shared-0", "nobody promotes");
     }
@@ -302,7 +333,10 @@ fn removing_a_dead_node_lets_the_rotation_finish_and_its_key_retires_not_vanishe
         }
         cluster.now += TimeDelta::seconds(5);
     }
-    assert!(cluster.ring.as_ref().unwrap().rotation.is_some(), "blocked, not skipped");
+    assert!(
+        cluster.ring.as_ref().unwrap().rotation.is_some(),
+        "blocked, not skipped"
+    );
     let ring = ha::apply(
         cluster.ring.as_ref(),
         &RingChange::RemoveNode {
@@ -473,7 +507,9 @@ fn a_node_does_not_promote_while_a_member_that_joined_late_lacks_a_key_that_will
         if promoting {
             break;
         }
-        cluster.now = cluster.next_wake().unwrap_or(cluster.now + TimeDelta::seconds(5));
+        cluster.now = cluster
+            .next_wake()
+            .unwrap_or(cluster.now + TimeDelta::seconds(5));
     }
     // cp-3 joins now (the plan named it late): nobody may sign with a new key before cp-3's
     // apiserver serves it, whatever phase the leader reached.

@@ -31,45 +31,50 @@ impl Publisher for TargetsPublisher<'_> {
     /// fails the publication, permanent when one target's failure is (see [`TargetError::kind`]).
     fn publish(&mut self, kids: &[String]) -> Result<(), AdapterError> {
         let documents = render_documents(self.plan, kids)?;
-        let failures: Vec<(FailureKind, String)> = self
-            .plan
-            .targets
-            .iter()
-            .filter_map(|target| {
-                let (written, failure) = match publish_target(target, &documents) {
-                    Ok(written) => (written, None),
-                    Err(e) => (e.written, Some(e.error)),
-                };
-                // Every write is reported: in the log, and with the failure that followed it.
-                for object in &written {
-                    tracing::info!("target {}: {}: {}", target.name, object.url, object.written);
-                }
-                let report = written
-                    .iter()
-                    .map(|o| format!("{} {}", o.url, o.written))
-                    .collect::<Vec<_>>();
-                failure.map(|e| {
-                    let message = match report.is_empty() {
-                        true => format!("target {}: {e}", target.name),
-                        false => format!(
-                            "target {}: {e} (before that: {})",
-                            target.name,
-                            report.join(", ")
-                        ),
-                    };
-                    (e.kind(), message)
-                })
-            })
-            .collect();
-        if failures.is_empty() {
-            return Ok(());
-        }
-        let messages: Vec<&str> = failures.iter().map(|(_, m)| m.as_str()).collect();
-        Err(AdapterError {
-            kind: worst(failures.iter().map(|(kind, _)| *kind)),
-            message: messages.join("; "),
-        })
+        publish_documents(self.plan, &documents)
     }
+}
+
+/// Writes `documents` to every target of `plan`, trying each so one broken target does not hold
+/// the others back.
+pub fn publish_documents(plan: &Plan, documents: &Documents) -> Result<(), AdapterError> {
+    let failures: Vec<(FailureKind, String)> = plan
+        .targets
+        .iter()
+        .filter_map(|target| {
+            let (written, failure) = match publish_target(target, documents) {
+                Ok(written) => (written, None),
+                Err(e) => (e.written, Some(e.error)),
+            };
+            // Every write is reported: in the log, and with the failure that followed it.
+            for object in &written {
+                tracing::info!("target {}: {}: {}", target.name, object.url, object.written);
+            }
+            let report = written
+                .iter()
+                .map(|o| format!("{} {}", o.url, o.written))
+                .collect::<Vec<_>>();
+            failure.map(|e| {
+                let message = match report.is_empty() {
+                    true => format!("target {}: {e}", target.name),
+                    false => format!(
+                        "target {}: {e} (before that: {})",
+                        target.name,
+                        report.join(", ")
+                    ),
+                };
+                (e.kind(), message)
+            })
+        })
+        .collect();
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<&str> = failures.iter().map(|(_, m)| m.as_str()).collect();
+    Err(AdapterError {
+        kind: worst(failures.iter().map(|(kind, _)| *kind)),
+        message: messages.join("; "),
+    })
 }
 
 /// The documents listing `kids`, in that order, from the key files and keyrot's own keys.
@@ -83,13 +88,21 @@ pub fn render_documents(plan: &Plan, kids: &[String]) -> Result<Documents, Adapt
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    documents_for_keys(plan, &keys)
+}
+
+/// The plan issuer's documents listing `keys`, in that order.
+pub fn documents_for_keys(
+    plan: &Plan,
+    keys: &[VerificationKey],
+) -> Result<Documents, AdapterError> {
     let issuer = &plan.issuer;
-    let discovery = DiscoveryDocument::new(&issuer.url, &issuer.jwks_uri, &keys)
+    let discovery = DiscoveryDocument::new(&issuer.url, &issuer.jwks_uri, keys)
         .map_err(|e| AdapterError::permanent(e.to_string()))?
         .render();
     Ok(Documents {
         discovery,
-        jwks: render_jwks(&keys),
+        jwks: render_jwks(keys),
     })
 }
 

@@ -4,6 +4,7 @@ mod discovery;
 mod doctor;
 mod foreground;
 mod generate;
+mod ha;
 mod init;
 mod inspect;
 mod jwks;
@@ -51,6 +52,7 @@ enum Command {
     MigrateIssuer(migrate_issuer::Args),
     SwitchSigner(switch_signer::Args),
     Run(run::Args),
+    Node(ha::NodeArgs),
     /// Start a rotation now.
     Rotate(trigger::Args),
     /// Release the phase held for approval, or the issuer migration step waiting for a person.
@@ -79,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::MigrateIssuer(args) => migrate_issuer::run(args),
         Command::SwitchSigner(args) => switch_signer::run(args),
         Command::Run(args) => run::run(args),
+        Command::Node(args) => ha::node(args),
         Command::Rotate(args) => trigger::run(TriggerKind::Rotate, args),
         Command::Approve(args) => trigger::run_approve(args),
         Command::Abort(args) => trigger::run(TriggerKind::Abort, args),

@@ -39,6 +39,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
+    if let Some(ha) = &plan.ha {
+        return super::ha::plan_timeline(&plan, ha, args.output);
+    }
     let state = StateStore::new(&plan.state_dir).read()?;
     let observed = if args.offline {
         observe_offline(&plan)?

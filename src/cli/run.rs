@@ -26,6 +26,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     logging::init(args.log_format);
     let plan = args.plan.load()?;
+    if let Some(ha) = &plan.ha {
+        keyrot::ha::daemon::run(&plan, ha)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(daemon) = Daemon::start(plan, args.plan.path.clone())? {
         daemon.run();
     }

@@ -24,6 +24,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan.load()?;
+    if let Some(ha) = &plan.ha {
+        return super::ha::status(&plan, ha, args.output);
+    }
     let store = StateStore::new(&plan.state_dir);
     let state = store.read()?;
     let now = Utc::now();

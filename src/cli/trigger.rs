@@ -74,6 +74,16 @@ fn run_trigger(
     foreground: bool,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(ha) = &plan.ha {
+        // On an HA control plane a request goes to the ring, where every node's keyrot sees it.
+        anyhow::ensure!(
+            kind == TriggerKind::Rotate,
+            "keyrot {} is not supported on an HA control plane yet (docs/ha.md); `keyrot rotate` \
+             and `keyrot node remove` are",
+            control::request_word(kind)
+        );
+        return super::ha::rotate(ha);
+    }
     if !foreground
         && let Some(answer) = control::ask(&plan.state_dir, Ask::Trigger { kind, force })?
     {

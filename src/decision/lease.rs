@@ -38,7 +38,12 @@ pub struct LeaseSight {
 
 impl LeaseSight {
     /// Takes a fresh read into account: the observed time moves only when the record changed.
-    pub fn saw(&mut self, record: Option<LeaseRecord>, resource_version: Option<String>, now: Duration) {
+    pub fn saw(
+        &mut self,
+        record: Option<LeaseRecord>,
+        resource_version: Option<String>,
+        now: Duration,
+    ) {
         if record != self.record {
             self.changed_at = now;
         }

@@ -6,10 +6,10 @@ mod apply;
 mod canary;
 mod decide;
 mod due;
-pub mod migration;
-mod observed;
 pub mod ha;
 pub mod lease;
+pub mod migration;
+mod observed;
 mod switch;
 
 use std::path::PathBuf;

@@ -2,6 +2,10 @@
 //! (docs/ha.md). The ring's content and the lease rules are pure; the API is behind [`api`].
 
 pub mod api;
+pub mod daemon;
 pub mod kube;
+pub mod node;
 pub mod ring;
 pub mod simulation;
+pub mod status;
+pub mod timeline;

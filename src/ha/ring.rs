@@ -170,7 +170,9 @@ pub struct Removal {
 pub enum RingError {
     #[error("the ring's ring.json is not a keyrot ring: {0}")]
     Malformed(String),
-    #[error("the ring has format {found}; this keyrot reads format {RING_FORMAT} (upgrade keyrot on every node)")]
+    #[error(
+        "the ring has format {found}; this keyrot reads format {RING_FORMAT} (upgrade keyrot on every node)"
+    )]
     Format { found: u32 },
     #[error("the ring is inconsistent: {0}")]
     Inconsistent(String),
@@ -218,7 +220,10 @@ impl Ring {
         let mut seen = BTreeSet::new();
         for key in &self.keys {
             if !seen.insert(key.kid.as_str()) {
-                return Err(RingError::Inconsistent(format!("kid {} is listed twice", key.kid)));
+                return Err(RingError::Inconsistent(format!(
+                    "kid {} is listed twice",
+                    key.kid
+                )));
             }
             let parsed = crate::keys::reader::parse_file(
                 std::path::Path::new("ring.json"),

@@ -53,10 +53,14 @@ impl Apiserver {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stepped {
     /// The node wrote the Lease (`holder` after the write).
-    Lease { holder: Option<String> },
+    Lease {
+        holder: Option<String>,
+    },
     Ring(RingChange),
     Node(NodeEffect),
-    Publish { kids: Vec<String> },
+    Publish {
+        kids: Vec<String>,
+    },
     /// Nothing to do now; why.
     Waiting(Vec<Blocked>),
     /// A write lost a race or was refused; the node decides again next time.
@@ -228,23 +232,35 @@ impl Cluster {
         }
         let (lease, version) = (self.lease.clone(), self.lease_version);
         let node = self.nodes.get_mut(name).expect("a known node");
-        node.sight
-            .saw(lease, Some(version.to_string()), monotonic);
+        node.sight.saw(lease, Some(version.to_string()), monotonic);
         let (decision, _) = self.decide(name);
         let sight = &self.nodes[name].sight;
-        let lease_step =
-            lease::next_step(name, decision.leader_work, sight, self.timings, monotonic, self.now);
+        let lease_step = lease::next_step(
+            name,
+            decision.leader_work,
+            sight,
+            self.timings,
+            monotonic,
+            self.now,
+        );
         let (decision, leading) = match lease_step {
             LeaseStep::Create(record) | LeaseStep::Replace(record) => {
                 let wrote = self.write_lease(name, record, monotonic);
                 // As the executor does: a node that just took or renewed the Lease acts on it
                 // at once; one that released it is done.
-                if wrote != (Stepped::Lease { holder: Some(name.to_string()) }) {
+                if wrote
+                    != (Stepped::Lease {
+                        holder: Some(name.to_string()),
+                    })
+                {
                     return wrote;
                 }
                 self.decide(name)
             }
-            LeaseStep::Wait { .. } => (decision, lease::leading(name, sight, self.timings, monotonic)),
+            LeaseStep::Wait { .. } => (
+                decision,
+                lease::leading(name, sight, self.timings, monotonic),
+            ),
         };
         let Some(step) = decision.step else {
             return Stepped::Waiting(decision.blocked_by);
@@ -306,7 +322,8 @@ impl Cluster {
                     .file_stem()
                     .map(|s| s.to_string_lossy().to_string())
                     .unwrap_or_default();
-                node.private_keys.push((format!("{name}-{rotation}"), path.clone()));
+                node.private_keys
+                    .push((format!("{name}-{rotation}"), path.clone()));
             }
             NodeEffect::WriteBundle { kids } => node.bundle = kids.clone(),
             NodeEffect::WriteSigningKey { kid } => node.signing = kid.clone(),

@@ -6,6 +6,7 @@ mod checks;
 mod components;
 mod decode;
 mod destinations;
+mod ha;
 mod locate;
 mod metrics;
 mod migration;
@@ -76,6 +77,40 @@ pub struct Plan {
     /// kube-apiserver's external JWT signer, served by `keyrot run` (docs/external-signer.md);
     /// `None`: the apiserver signs with its key files.
     pub signer: Option<Signer>,
+    /// An HA control plane: this node's part and how the nodes coordinate (docs/ha.md);
+    /// `None`: a single control-plane node.
+    pub ha: Option<Ha>,
+}
+
+/// The `ha` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ha {
+    /// This node's name in the ring and the Lease (Kubernetes' node name, by default the host
+    /// name).
+    pub node_name: String,
+    /// The address this node's apiserver advertises (as the `kubernetes` EndpointSlice lists it).
+    pub address: Option<String>,
+    /// The cluster's API, where the ring and the Lease live (any apiserver of the cluster: they
+    /// share etcd).
+    pub kubeconfig: PathBuf,
+    pub namespace: String,
+    /// The ring ConfigMap's name.
+    pub ring: String,
+    /// The Lease's name.
+    pub lease: String,
+    pub members: Members,
+    pub lease_duration: std::time::Duration,
+    pub renew_deadline: std::time::Duration,
+    pub retry_period: std::time::Duration,
+}
+
+/// Which nodes every rotation waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Members {
+    /// These node names.
+    Named(BTreeSet<String>),
+    /// Every apiserver the `kubernetes` EndpointSlice lists must belong to a member.
+    EndpointSlice,
 }
 
 /// The `signer` section: where and how `keyrot run` serves the ExternalJWTSigner service.

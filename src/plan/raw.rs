@@ -38,6 +38,7 @@ pub struct RawPlan {
     pub metrics: Option<RawMetrics>,
     pub issuer_migration: Option<RawIssuerMigration>,
     pub signer: Option<RawSigner>,
+    pub ha: Option<RawHa>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -131,6 +132,34 @@ impl<'de> Deserialize<'de> for RestartField {
         }
         deserializer.deserialize_any(WordOrMapping)
     }
+}
+
+/// The `ha` section: one keyrot per control-plane node, coordinated through the Kubernetes API.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of ha fields"
+)]
+pub struct RawHa {
+    pub node_name: Option<String>,
+    pub address: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: Option<String>,
+    pub ring: Option<String>,
+    pub lease: Option<String>,
+    pub members: Option<RawMembers>,
+    pub lease_duration: Option<RawDuration>,
+    pub renew_deadline: Option<RawDuration>,
+    pub retry_period: Option<RawDuration>,
+}
+
+/// `members:` as written: a list of node names, or a word (`endpointSlice`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a list of node names, or endpointSlice")]
+pub enum RawMembers {
+    Names(Vec<String>),
+    Word(String),
 }
 
 /// The `signer` section: keyrot serves kube-apiserver's external JWT signer on a unix socket.

@@ -99,6 +99,7 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
         test_plan,
     );
     super::signer::restarts_match_signer(cx, raw);
+    let ha = super::ha::ha(cx, raw, &probe);
     let issuer_migration = super::migration::issuer_migration(
         cx,
         raw.issuer_migration.as_ref(),
@@ -152,6 +153,7 @@ fn plan(cx: &mut Context, path: &Path, raw: &RawPlan, flavour: Option<Flavour>) 
         metrics: metrics?,
         issuer_migration: issuer_migration?,
         signer: signer?,
+        ha: ha?,
     })
 }
 

@@ -67,6 +67,7 @@ pub fn plan() -> Plan {
         metrics: None,
         issuer_migration: None,
         signer: None,
+        ha: None,
     }
 }
 

@@ -201,7 +201,13 @@ fn rotation_mut(ring: &mut Ring) -> Result<&mut ClusterRotation, ChangeError> {
         .ok_or_else(|| ChangeError("no rotation is in progress".into()))
 }
 
-fn set_ack(ring: &mut Ring, me: &str, serves: &[String], signs: &Option<String>, now: DateTime<Utc>) {
+fn set_ack(
+    ring: &mut Ring,
+    me: &str,
+    serves: &[String],
+    signs: &Option<String>,
+    now: DateTime<Utc>,
+) {
     if let Some(member) = ring.members.get_mut(me)
         && (member.ack.serves != serves || member.ack.signs != *signs)
     {

@@ -103,8 +103,7 @@ pub fn promotion_barrier(
     }
     let rotation = ring.rotation.as_ref();
     let published = rotation.and_then(|r| r.published.as_ref());
-    let Some(published) = published.filter(|p| will_sign.iter().all(|k| p.kids.contains(k)))
-    else {
+    let Some(published) = published.filter(|p| will_sign.iter().all(|k| p.kids.contains(k))) else {
         return Err((
             Blocked {
                 gate: Gate::TargetsServeKeys,

@@ -75,7 +75,11 @@ pub fn next(plan: &Plan, ring: &Ring, observed: &HaObserved, now: DateTime<Utc>)
                     next.is_none() || ring.members[*n].ack.signs.as_deref() != next
                 })
                 .map(|n| {
-                    let signs = ring.members[n].ack.signs.as_deref().unwrap_or("nothing seen");
+                    let signs = ring.members[n]
+                        .ack
+                        .signs
+                        .as_deref()
+                        .unwrap_or("nothing seen");
                     format!("{n} (signs with {signs})")
                 })
                 .collect();

@@ -26,6 +26,35 @@ use crate::plan::Plan;
 
 pub use apply::{ChangeError, apply};
 pub use barrier::{expected_members, promotion_barrier, retire_barrier};
+pub use leader::next_due;
+
+/// What the leader would do now, as far as the ring alone says (the targets unread): for
+/// `keyrot status` on any node.
+pub fn leader_view(
+    plan: &Plan,
+    ring: &Ring,
+    expected: &Expected,
+    now: DateTime<Utc>,
+) -> HaDecision {
+    let local = LocalView {
+        bundle: None,
+        signing: None,
+        public_keys: BTreeMap::new(),
+        private_keys: Vec::new(),
+        apiserver: Probed::NotConfigured,
+        token_kid: Probed::NotConfigured,
+        targets: Vec::new(),
+    };
+    let observed = HaObserved {
+        me: "",
+        address: None,
+        ring: Some(ring),
+        expected,
+        local: &local,
+        leading: None,
+    };
+    leader::next(plan, ring, &observed, now)
+}
 
 /// Which nodes must take part, as the plan says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +215,9 @@ pub enum HaStep {
     Ring(RingChange),
     Node(NodeEffect),
     /// Leader: every target serves the documents of these ring keys, in this order.
-    Publish { kids: Vec<String> },
+    Publish {
+        kids: Vec<String>,
+    },
 }
 
 /// What to do now, when to look again, and what holds things up.
@@ -209,7 +240,11 @@ impl HaDecision {
         }
     }
 
-    fn blocked(gate: Gate, reason: impl Into<String>, wake_at: Option<DateTime<Utc>>) -> HaDecision {
+    fn blocked(
+        gate: Gate,
+        reason: impl Into<String>,
+        wake_at: Option<DateTime<Utc>>,
+    ) -> HaDecision {
         HaDecision {
             step: None,
             wake_at,
@@ -287,10 +322,7 @@ pub fn decide(plan: &Plan, observed: &HaObserved, now: DateTime<Utc>) -> HaDecis
             ));
         }
         Some(_) if leader_work => {
-            return HaDecision {
-                leader_work,
-                ..led
-            };
+            return HaDecision { leader_work, ..led };
         }
         _ => {}
     }
