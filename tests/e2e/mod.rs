@@ -749,7 +749,7 @@ impl Finished {
 }
 
 impl Running {
-    fn start(args: &[&str], plan: &str) -> Running {
+    pub fn start(args: &[&str], plan: &str) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyrot"))
             .args(args)
             .args(["-c", plan])
@@ -812,6 +812,17 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// What keyrot wrote to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.stderr)
+            .map(|l| format!("{}\n", l.text))
+            .collect()
     }
 
     /// Ends keyrot: SIGKILL unless it already exited; then everything it printed.
@@ -905,6 +916,14 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client of the API at `base` (https://ADDR) trusting the test CA `ca_pem`.
+    pub fn at(base: &str, ca_pem: &[u8]) -> Api {
+        Api {
+            base: base.to_string(),
+            http: https_client(ca_pem),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Result<String, CallError> {
         let request = self.http.get(format!("{}{path}", self.base));
         self.call(request, 200).await

@@ -1,0 +1,272 @@
+//! HA control planes end to end: three nodes, each with its own apiserver stand-in, key files
+//! and `keyrot run`, coordinated through a stand-in of the cluster's Kubernetes API. Tokens are
+//! minted on every node (and through the load balancer) and reviewed on every node and at the
+//! published documents during whole rotations: 0 rejected, with and without faults.
+
+mod e2e;
+mod ha_world;
+
+use std::time::{Duration, Instant};
+
+use ha_world::{HaWorld, Timings};
+use serde_json::Value;
+
+/// Rotations here take seconds; a loaded CI machine gets a generous bound.
+const ROTATION_BOUND: Duration = Duration::from_secs(180);
+
+fn signing_kids(status: &Value) -> Vec<(String, String)> {
+    status["ring"]["members"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, m)| {
+            (
+                name.clone(),
+                m["ack"]["signs"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn ring_kids(status: &Value) -> Vec<String> {
+    status["ring"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// After a completed rotation: every node signs with a key of its own, every bundle and the
+/// published JWKS hold exactly the ring's keys, nobody holds the Lease.
+fn assert_converged(world: &HaWorld, status: &Value) {
+    let kids = ring_kids(status);
+    assert_eq!(
+        kids.len(),
+        world.names.len(),
+        "one key per node: {status:#}"
+    );
+    let signing = signing_kids(status);
+    for (i, (name, kid)) in signing.iter().enumerate() {
+        assert!(
+            kids.contains(kid),
+            "{name} signs with {kid}, not a ring key"
+        );
+        assert!(
+            signing.iter().filter(|(_, k)| k == kid).count() == 1,
+            "{name} shares its key"
+        );
+        assert_eq!(world.bundle_kids(i), kids, "{name}'s bundle");
+    }
+    assert_eq!(world.published_kids(), kids, "the published JWKS");
+    assert!(
+        status["lease"]["holder"].is_null(),
+        "the Lease is released: {status:#}"
+    );
+}
+
+fn assert_no_rejections(log: &ha_world::TrafficLog) {
+    assert!(
+        log.rejected.is_empty(),
+        "{} rejections, first: {:?}",
+        log.rejected.len(),
+        log.rejected.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(log.accepted > 100, "too little traffic: {log:?}");
+    assert!(log.verified_upstream > 30, "too little traffic: {log:?}");
+    assert!(
+        log.old_token_reviews > 10,
+        "the first token was not reviewed again: {log:?}"
+    );
+}
+
+#[test]
+fn three_nodes_rotate_from_the_shared_key_to_their_own_with_no_token_rejected_anywhere() {
+    let mut world = HaWorld::start(3, Timings::default());
+    world.start_daemons();
+    // First contact: the ring is created and joined; nobody leads between rotations.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = world.status(0);
+        let members = status["ring"]["members"].as_object().map_or(0, |m| m.len());
+        let acked = status["ring"]["members"]
+            .as_object()
+            .is_some_and(|m| m.values().all(|v| !v["ack"]["signs"].is_null()));
+        if members == 3 && acked {
+            assert!(status["lease"].is_null() || status["lease"]["holder"].is_null());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{status:#}\n{}",
+            world.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = world.status(0)["ring"]["lastCompleted"].clone();
+    let traffic = world.start_traffic();
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = world.keyrot(1, &["rotate"]);
+    assert!(asked.success, "{asked:?}");
+    assert!(
+        asked.stdout.contains("rotation requested by cp-2"),
+        "{}",
+        asked.stdout
+    );
+    let status = world.wait_for_completion(&before, ROTATION_BOUND);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = world.stop_traffic(traffic);
+    assert_converged(&world, &status);
+    assert_no_rejections(&log);
+    assert!(
+        log.minted.len() >= 4,
+        "tokens of the shared key and of each node's key: {log:?}"
+    );
+    // The text status names every node with what it serves and signs with.
+    let text = world.keyrot(2, &["status"]);
+    assert!(text.success, "{text:?}");
+    for name in &world.names {
+        assert!(
+            text.stdout.contains(&format!("  {name}")),
+            "{}",
+            text.stdout
+        );
+    }
+    assert!(text.stdout.contains("leader: none"), "{}", text.stdout);
+    eprintln!("3-node rotation: {log:?}; API calls {:?}", world.counts());
+}
+
+/// Waits until the ring shows every node joined and acknowledged.
+fn wait_until_joined(world: &HaWorld) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = world.status(0);
+        let joined = status["ring"]["members"].as_object().is_some_and(|m| {
+            m.len() == world.names.len() && m.values().all(|v| !v["ack"]["signs"].is_null())
+        });
+        if joined {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{status:#}\n{}",
+            world.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_node_down_blocks_the_rotation_by_name_and_it_resumes_when_the_node_returns() {
+    let mut world = HaWorld::start(3, Timings::default());
+    world.start_daemons();
+    wait_until_joined(&world);
+    let traffic = world.start_traffic();
+    world.node_down(2);
+    assert!(world.keyrot(0, &["rotate"]).success);
+    // The others stage what they can, but nobody promotes: cp-3 has no new key.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let blocked = loop {
+        let status = world.status(1);
+        let named = status["blocked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["reason"].as_str().unwrap_or("").contains("cp-3"))
+            .cloned();
+        if let Some(blocked) = named {
+            break blocked;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{status:#}\n{}",
+            world.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(blocked["gate"], "members-generate", "{blocked}");
+    std::thread::sleep(Duration::from_secs(5));
+    let status = world.status(0);
+    assert_eq!(
+        status["ring"]["rotation"]["phase"], "generate",
+        "{status:#}"
+    );
+    let shared = &signing_kids(&status)[0].1;
+    assert!(
+        signing_kids(&status).iter().all(|(_, k)| k == shared),
+        "nobody promoted"
+    );
+    world.node_up(2);
+    let status = world.wait_for_completion(&Value::Null, ROTATION_BOUND);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = world.stop_traffic(traffic);
+    assert_converged(&world, &status);
+    assert_no_rejections(&log);
+}
+
+#[test]
+fn killed_daemons_a_partitioned_leader_409_storms_and_the_api_down_converge_with_no_token_rejected()
+{
+    let mut world = HaWorld::start(3, Timings::default());
+    world.start_daemons();
+    wait_until_joined(&world);
+    let traffic = world.start_traffic();
+    assert!(world.keyrot(0, &["rotate"]).success);
+    let seed = e2e::seed();
+    eprintln!("seed {seed} (E2E_SEED={seed} replays the kill delays)");
+    let mut rng = seed | 1;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    // The leader, cut off from the API the moment it is seen holding the Lease: it must stop
+    // acting before another node may take the Lease over, and the rotation goes on without it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        if let Some(holder) = world.lease_holder() {
+            break holder;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody took the Lease\n{}",
+            world.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    world.fault(&format!("partition/{leader}"));
+    // Longer than the leaseDuration: the Lease is free to be taken by then.
+    let mut holders = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        if let Some(holder) = world.lease_holder() {
+            holders.insert(holder);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    world.fault(&format!("heal/{leader}"));
+    // A 409 storm, then each daemon killed (SIGKILL) at a random moment and started again.
+    world.fault("conflicts/25");
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(200 + next(1200)));
+        world.kill_daemon(i);
+        std::thread::sleep(Duration::from_millis(next(600)));
+        world.start_daemon(i);
+    }
+    // The API down for a while: nothing advances on stale reads, everything resumes after.
+    world.fault("down");
+    std::thread::sleep(Duration::from_secs(3));
+    world.fault("up");
+    let status = world.wait_for_completion(&Value::Null, ROTATION_BOUND);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = world.stop_traffic(traffic);
+    assert_converged(&world, &status);
+    assert_no_rejections(&log);
+    let leader_log = world.daemon_log(world.names.iter().position(|n| *n == leader).unwrap());
+    eprintln!("faults: {leader} partitioned, Lease holders meanwhile {holders:?}; traffic {log:?}");
+    assert!(
+        leader_log.contains("the Kubernetes API is unavailable"),
+        "the partitioned leader saw the API unavailable:\n{leader_log}"
+    );
+}
