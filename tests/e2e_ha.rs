@@ -211,7 +211,6 @@ fn killed_daemons_a_partitioned_leader_409_storms_and_the_api_down_converge_with
     world.start_daemons();
     wait_until_joined(&world);
     let traffic = world.start_traffic();
-    assert!(world.keyrot(0, &["rotate"]).success);
     let seed = e2e::seed();
     eprintln!("seed {seed} (E2E_SEED={seed} replays the kill delays)");
     let mut rng = seed | 1;
@@ -221,30 +220,35 @@ fn killed_daemons_a_partitioned_leader_409_storms_and_the_api_down_converge_with
         rng ^= rng << 17;
         rng % n
     };
-    // The leader, cut off from the API the moment it is seen holding the Lease: it must stop
-    // acting before another node may take the Lease over, and the rotation goes on without it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let leader = loop {
-        if let Some(holder) = world.lease_holder() {
-            break holder;
-        }
+    // The leader, cut off from the API the moment it writes itself into the Lease (mid-phase:
+    // it took the Lease to act): it must stop acting before another node may take the Lease
+    // over, and the others go on once it is back.
+    let leader = "cp-1".to_string();
+    world.fault(&format!("partition-when-leading/{leader}"));
+    assert!(world.keyrot(0, &["rotate"]).success);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while world.lease_holder().as_deref() != Some(leader.as_str()) {
         assert!(
             Instant::now() < deadline,
-            "nobody took the Lease\n{}",
+            "{leader} never led\n{}",
             world.logs_tail()
         );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    world.fault(&format!("partition/{leader}"));
-    // Longer than the leaseDuration: the Lease is free to be taken by then.
-    let mut holders = std::collections::BTreeSet::new();
-    let until = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < until {
-        if let Some(holder) = world.lease_holder() {
-            holders.insert(holder);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let cut_at = Instant::now();
+    // Cut off, it cannot renew: once the leaseDuration has passed (6 s) another node with
+    // leader work takes the Lease over, a new fencing epoch.
+    let epoch = world.lease_transitions();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while world.lease_transitions() == epoch {
+        assert!(
+            Instant::now() < deadline,
+            "nobody took over from {leader}\n{}",
+            world.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took_over_after = cut_at.elapsed();
     world.fault(&format!("heal/{leader}"));
     // A 409 storm, then each daemon killed (SIGKILL) at a random moment and started again.
     world.fault("conflicts/25");
@@ -264,7 +268,16 @@ fn killed_daemons_a_partitioned_leader_409_storms_and_the_api_down_converge_with
     assert_converged(&world, &status);
     assert_no_rejections(&log);
     let leader_log = world.daemon_log(world.names.iter().position(|n| *n == leader).unwrap());
-    eprintln!("faults: {leader} partitioned, Lease holders meanwhile {holders:?}; traffic {log:?}");
+    eprintln!(
+        "faults: {leader} partitioned while leading; the Lease taken over after {took_over_after:?} \
+         (epoch {epoch} -> {}); traffic {log:?}",
+        world.lease_transitions()
+    );
+    // client-go's rule: nobody takes a Lease over before its duration has passed.
+    assert!(
+        took_over_after >= Duration::from_secs(5),
+        "{took_over_after:?}"
+    );
     assert!(
         leader_log.contains("the Kubernetes API is unavailable"),
         "the partitioned leader saw the API unavailable:\n{leader_log}"

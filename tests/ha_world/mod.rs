@@ -381,20 +381,28 @@ ha:
         assert!(status.is_success(), "{url}: {status}");
     }
 
-    /// Who holds the Lease now, read straight from the cluster API (quicker than a status).
-    pub fn lease_holder(&self) -> Option<String> {
+    /// The Lease's spec, read straight from the cluster API (quicker than a status).
+    fn lease_spec(&self) -> Option<Value> {
         let api = Api::at(&self.front, &self.ca_pem());
-        let text = self
-            .runtime
-            .block_on(
-                api.get("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/keyrot-leader"),
-            )
-            .ok()?;
+        let path = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/keyrot-leader";
+        let text = self.runtime.block_on(api.get(path)).ok()?;
         let lease: Value = serde_json::from_str(&text).ok()?;
-        lease["spec"]["holderIdentity"]
+        Some(lease["spec"].clone())
+    }
+
+    /// Who holds the Lease now.
+    pub fn lease_holder(&self) -> Option<String> {
+        self.lease_spec()?["holderIdentity"]
             .as_str()
             .filter(|h| !h.is_empty())
             .map(str::to_string)
+    }
+
+    /// The Lease's leaseTransitions: how many times another node took it.
+    pub fn lease_transitions(&self) -> i64 {
+        self.lease_spec()
+            .and_then(|spec| spec["leaseTransitions"].as_i64())
+            .unwrap_or(0)
     }
 
     /// The cluster API's request counts by verb and resource.

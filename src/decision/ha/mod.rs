@@ -370,15 +370,16 @@ fn joining(observed: &HaObserved, bundle: &[KeyId], signing: &KeyId) -> Result<J
     })
 }
 
-/// The keys every member's bundle holds now, in ring order: all of them, but the retiring ones
-/// once their removal is open.
+/// The keys every member's bundle holds now, in ring order: all of them, but the new keys
+/// while they are still being generated (each node restarts once for all of them, in stage),
+/// and the retiring ones once their removal is open.
 pub fn desired_bundle(ring: &Ring) -> Vec<String> {
-    let removing = ring
-        .rotation
-        .as_ref()
-        .is_some_and(|r| r.retire_opened.is_some());
+    let rotation = ring.rotation.as_ref();
+    let generating = rotation.is_some_and(|r| r.phase == Phase::Generate);
+    let removing = rotation.is_some_and(|r| r.retire_opened.is_some());
     ring.keys
         .iter()
+        .filter(|k| !(generating && k.role == KeyRole::Next))
         .filter(|k| !(removing && k.role == KeyRole::Retiring))
         .map(|k| k.kid.clone())
         .collect()

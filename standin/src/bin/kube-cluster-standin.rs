@@ -11,8 +11,10 @@
 //! The control listener (plain HTTP) takes `POST /down` and `POST /up` (every API connection
 //! closed, on every listener, until up), `POST /conflicts/N` (the next N writes of ConfigMaps
 //! and Leases answer 409 Conflict), `POST /partition/NAME` and `POST /heal/NAME` (one client
-//! listener's connections closed, in-flight watches included, until healed), and `GET /counts`
-//! (the API calls so far, `{"VERB RESOURCE": N}`).
+//! listener's connections closed, in-flight watches included, until healed),
+//! `POST /partition-when-leading/NAME` (the same, the moment that listener's client next writes
+//! itself into a Lease: a leader cut off mid-phase), and `GET /counts` (the API calls so far,
+//! `{"VERB RESOURCE": N}`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

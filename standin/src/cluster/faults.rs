@@ -27,6 +27,9 @@ pub struct Faults {
     cuts: watch::Sender<Cuts>,
     /// How many of the next writes of ConfigMaps and Leases answer 409.
     conflicts: AtomicU64,
+    /// Client listeners cut the moment their client writes itself into a Lease (a leader
+    /// partitioned right after it took or renewed its Lease, mid-phase).
+    armed: Mutex<BTreeSet<String>>,
     counts: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -35,6 +38,7 @@ impl Default for Faults {
         Faults {
             cuts: watch::channel(Cuts::default()).0,
             conflicts: AtomicU64::new(0),
+            armed: Mutex::default(),
             counts: Mutex::default(),
         }
     }
@@ -55,6 +59,21 @@ impl Faults {
         self.cuts.send_modify(|cuts| {
             cuts.partitioned.remove(listener);
         });
+    }
+
+    /// Cuts `listener` as soon as its client next writes a Lease holding it.
+    pub fn partition_when_leading(&self, listener: &str) {
+        let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        armed.insert(listener.to_string());
+    }
+
+    /// A client of `listener` wrote a Lease naming a holder: cut it if armed.
+    pub fn lease_written_by(&self, listener: &str) {
+        let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        if armed.remove(listener) {
+            drop(armed);
+            self.partition(listener);
+        }
     }
 
     /// Whether connections to `listener` (`None`: the main one) are cut now.
@@ -105,6 +124,19 @@ mod tests {
         assert!(faults.take_conflict());
         assert!(faults.take_conflict());
         assert!(!faults.take_conflict());
+    }
+
+    #[test]
+    fn an_armed_listener_is_cut_by_its_first_lease_write_only() {
+        let faults = Faults::default();
+        faults.partition_when_leading("node-a");
+        faults.lease_written_by("node-b");
+        assert!(!faults.is_cut(Some("node-b")));
+        faults.lease_written_by("node-a");
+        assert!(faults.is_cut(Some("node-a")));
+        faults.heal("node-a");
+        faults.lease_written_by("node-a");
+        assert!(!faults.is_cut(Some("node-a")), "armed once");
     }
 
     #[test]

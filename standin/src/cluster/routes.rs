@@ -21,8 +21,12 @@ use crate::apiserver::objects::{bad_request, failure, invalid, not_found, object
 const DEFAULT_WATCH_SECONDS: u64 = 290;
 
 impl Cluster {
-    /// Answers one API request.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    /// Answers one API request that came in on `listener` (`None`: the main one).
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        listener: Option<&str>,
+    ) -> Response<Body> {
         let (parts, body) = request.into_parts();
         let body = match body.collect().await {
             Ok(body) => body.to_bytes(),
@@ -60,7 +64,21 @@ impl Cluster {
             _ => None,
         };
         match (stored, segments.as_slice()) {
-            (Some((kind, ns, rest)), _) => self.stored(kind, ns, rest, &parts, &query, &body),
+            (Some((kind, ns, rest)), _) => {
+                let answer = self.stored(kind, ns, rest, &parts, &query, &body);
+                let took_lease = kind == Kind::Lease
+                    && answer.status().is_success()
+                    && matches!(parts.method, Method::POST | Method::PUT)
+                    && parse_body::<Value>(&body).is_ok_and(|lease| {
+                        lease["spec"]["holderIdentity"]
+                            .as_str()
+                            .is_some_and(|holder| !holder.is_empty())
+                    });
+                if took_lease && let Some(listener) = listener {
+                    self.faults.lease_written_by(listener);
+                }
+                answer
+            }
             (
                 None,
                 [

@@ -51,9 +51,11 @@ pub async fn serve_api(
         connections.spawn(async move {
             let service = {
                 let cluster = cluster.clone();
+                let name = name.clone();
                 service_fn(move |request: Request<Incoming>| {
                     let cluster = cluster.clone();
-                    async move { Ok::<_, Infallible>(cluster.handle(request).await) }
+                    let name = name.clone();
+                    async move { Ok::<_, Infallible>(cluster.handle(request, name.as_deref()).await) }
                 })
             };
             let serving = async {
@@ -107,7 +109,10 @@ fn control(cluster: &Cluster, method: &Method, path: &str) -> Response<Full<Byte
         },
         (&Method::POST, ["partition", name]) if cluster.has_client(name) => faults.partition(name),
         (&Method::POST, ["heal", name]) if cluster.has_client(name) => faults.heal(name),
-        (&Method::POST, ["partition" | "heal", name]) => {
+        (&Method::POST, ["partition-when-leading", name]) if cluster.has_client(name) => {
+            faults.partition_when_leading(name)
+        }
+        (&Method::POST, ["partition" | "heal" | "partition-when-leading", name]) => {
             return plain(
                 StatusCode::NOT_FOUND,
                 format!("no client listener {name}\n"),
