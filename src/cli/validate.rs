@@ -133,6 +133,31 @@ fn summary(plan: &Plan, state: Option<&State>, now: DateTime<Utc>) -> String {
             ),
         );
     }
+    if let Some(ha) = &plan.ha {
+        let members = match &ha.members {
+            keyrot::plan::Members::Named(names) => {
+                names.iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+            keyrot::plan::Members::EndpointSlice => {
+                "the apiservers of the kubernetes EndpointSlice".to_string()
+            }
+        };
+        line(
+            "ha",
+            format!(
+                "node {} of [{members}]; ring ConfigMap {ns}/{}, Lease {ns}/{} through {}; \
+                 lease {}, renew deadline {}, retry {}",
+                ha.node_name,
+                ha.ring,
+                ha.lease,
+                ha.kubeconfig.display(),
+                std_duration(ha.lease_duration),
+                std_duration(ha.renew_deadline),
+                std_duration(ha.retry_period),
+                ns = ha.namespace,
+            ),
+        );
+    }
     line(
         "metrics",
         match plan.metrics {

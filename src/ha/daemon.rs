@@ -39,6 +39,8 @@ pub fn run(plan: &Plan, ha: &Ha) -> anyhow::Result<()> {
     else {
         anyhow::bail!("an ha plan needs a probe (validation refuses one without)");
     };
+    // One keyrot per node: a second one would take turns and acknowledge for the same node.
+    let _lock = crate::state::StateStore::new(&plan.state_dir).try_lock()?;
     let api = KubeClusterApi::new(&ha.kubeconfig, &ha.namespace, &ha.ring, &ha.lease)?;
     let mut prober = KubeProber::new(path, namespace, service_account, audience)?;
     let mut restarter = ProcessRestarter::new(plan);

@@ -66,30 +66,19 @@ pub fn ha(cx: &mut Context, raw: &RawPlan, probe: &Option<Probe>) -> Option<Opti
 /// not built (docs/ha.md says so).
 fn refuse_combinations(cx: &mut Context, raw: &RawPlan) {
     let refusals = [
-        (raw.signer.is_some(), "signer", "the external signer"),
-        (
-            raw.issuer_migration.is_some(),
-            "issuerMigration",
-            "an issuer migration",
-        ),
+        (raw.signer.is_some(), "signer"),
+        (raw.issuer_migration.is_some(), "issuerMigration"),
         (
             raw.approvals.as_ref().is_some_and(|a| !a.is_empty()),
             "approvals",
-            "approvals",
         ),
-        (
-            raw.keep_next_key == Some(true),
-            "keepNextKey",
-            "keepNextKey",
-        ),
+        (raw.keep_next_key == Some(true), "keepNextKey"),
     ];
-    for (written, field, what) in refusals {
+    for (written, field) in refusals {
         if written {
             cx.error(
                 &FieldPath::root().key(field),
-                format!(
-                    "{what} is not supported with an ha section yet: remove one of them (docs/ha.md)"
-                ),
+                "not available with an ha section yet (docs/ha.md): remove one of the two",
             );
         }
     }
