@@ -21,6 +21,9 @@ use crate::plan::{Ha, Plan, Probe};
 
 /// The longest watch of the ring (kube-apiserver ends watches after a few minutes anyway).
 const WATCH_FOR: Duration = Duration::from_secs(290);
+/// How long the loop sleeps with nothing due: only a ring change (the watcher), a signal or the
+/// watchdog wakes it before. Not a poll: a safety net for a watch that missed a change.
+const IDLE_SLEEP: Duration = Duration::from_secs(24 * 3600);
 
 enum Event {
     Signal(Signal),
@@ -95,7 +98,7 @@ pub fn run(plan: &Plan, ha: &Ha) -> anyhow::Result<()> {
                     .into_iter()
                     .flatten()
                     .min()
-                    .unwrap_or(WATCH_FOR)
+                    .unwrap_or(IDLE_SLEEP)
             }
             Err(e) => {
                 failures = failures.saturating_add(1);

@@ -23,6 +23,9 @@ use crate::keys::reader::parse_file;
 use crate::observe::ObserveError;
 use crate::plan::{Ha, Members, Plan};
 
+/// How many times a restart is recorded on a fresh read of the ring before giving up.
+const RECORD_ATTEMPTS: u32 = 5;
+
 /// Why a step could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -337,14 +340,14 @@ impl<'a> Node<'a> {
                 let tag = format!("keyrot-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
                 let cm = self.plan.controller_manager.is_some();
                 self.restarter.restart(&tag, cm).map_err(fail("restart"))?;
-                // Recorded at once; if this write is lost the node restarts once more, which
-                // is harmless.
-                let record = write_change(
+                // Recorded at once, on a fresh read after each conflict (other nodes write
+                // their acknowledgements meanwhile); if it is lost all the same, the node
+                // restarts once more, which is harmless.
+                let record = change_with_retries(
                     self.api,
-                    ring,
                     &RingChange::RecordRestart,
                     &self.ha.node_name,
-                    None,
+                    RECORD_ATTEMPTS,
                 );
                 if let Err(e) = record {
                     tracing::warn!("the restart was not recorded in the ring: {e}");

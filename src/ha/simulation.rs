@@ -343,7 +343,9 @@ impl Cluster {
             }
             let (decision, _) = self.decide(name);
             let holds = self.lease.as_ref().and_then(|l| l.holder.as_deref()) == Some(name);
-            decision.step.is_none() && !(holds && !decision.leader_work)
+            // A holder with nothing left to lead still has its release to write.
+            let release_due = holds && !decision.leader_work;
+            decision.step.is_none() && !release_due
         })
     }
 
