@@ -44,7 +44,22 @@ fn keyrot(args: &[&str]) -> String {
 
 /// The commands, from `keyrot --help`.
 fn commands() -> Vec<String> {
-    let help = keyrot(&["--help"]);
+    let names = listed_commands(&keyrot(&["--help"]));
+    assert!(names.len() > 10, "{names:?}");
+    names
+}
+
+/// The subcommands of `command` (none for most).
+fn subcommands(command: &str) -> Vec<String> {
+    let help = keyrot(&[command, "--help"]);
+    match help.contains("Commands:\n") {
+        true => listed_commands(&help),
+        false => Vec::new(),
+    }
+}
+
+/// The names in a `--help` text's Commands: section, `help` left out.
+fn listed_commands(help: &str) -> Vec<String> {
     let listed = help
         .split("Commands:\n")
         .nth(1)
@@ -57,7 +72,6 @@ fn commands() -> Vec<String> {
         .filter(|name| *name != "help")
         .map(str::to_string)
         .collect();
-    assert!(names.len() > 10, "{help}");
     names
 }
 
@@ -171,9 +185,16 @@ fn man_pages_cover_every_command() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     pages.sort();
+    // A command with subcommands gets a page for each of them too.
     let mut want: Vec<String> = commands()
         .iter()
-        .map(|c| format!("keyrot-{c}.1"))
+        .flat_map(|c| {
+            let nested: Vec<String> = subcommands(c)
+                .iter()
+                .map(|sub| format!("keyrot-{c}-{sub}.1"))
+                .collect();
+            nested.into_iter().chain([format!("keyrot-{c}.1")])
+        })
         .chain(["keyrot.1".to_string()])
         .collect();
     want.sort();

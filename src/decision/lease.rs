@@ -96,15 +96,20 @@ pub fn held_until(sight: &LeaseSight) -> Option<Duration> {
 }
 
 /// The next Lease step for node `me`: `want` says whether there is leader work (a rotation in
-/// progress, requested or due). `wall` is written into the record for people to read.
+/// progress, requested or due). `floor` is the highest epoch a leader wrote the ring with: an
+/// epoch this node takes is above it, even if the Lease was deleted and created again (its
+/// `leaseTransitions` back at 0), so a ring write with a stale epoch stays refused. `wall` is
+/// written into the record for people to read.
 pub fn next_step(
     me: &str,
     want: bool,
+    floor: i32,
     sight: &LeaseSight,
     timings: LeaseTimings,
     now: Duration,
     wall: DateTime<Utc>,
 ) -> LeaseStep {
+    let above_floor = |transitions: i32| transitions.max(floor).saturating_add(1);
     let duration_seconds = i32::try_from(timings.lease_duration.as_secs()).unwrap_or(i32::MAX);
     let Some(record) = &sight.record else {
         return match want {
@@ -113,7 +118,10 @@ pub fn next_step(
                 lease_duration_seconds: duration_seconds,
                 acquire_time: Some(wall),
                 renew_time: Some(wall),
-                transitions: 0,
+                transitions: match floor {
+                    0 => 0,
+                    floor => above_floor(floor),
+                },
             }),
             false => LeaseStep::Wait {
                 retry: now + timings.retry_period,
@@ -130,6 +138,16 @@ pub fn next_step(
                 acquire_time: Some(wall),
                 renew_time: Some(wall),
                 transitions: record.transitions,
+            });
+        }
+        if record.transitions < floor {
+            // The Lease was created again below the ring's epoch: take a new epoch above it.
+            return LeaseStep::Replace(LeaseRecord {
+                acquire_time: Some(wall),
+                renew_time: Some(wall),
+                lease_duration_seconds: duration_seconds,
+                transitions: above_floor(record.transitions),
+                ..record.clone()
             });
         }
         let due = sight.renewed_at.map_or(now, |at| at + timings.retry_period);
@@ -157,7 +175,7 @@ pub fn next_step(
         lease_duration_seconds: duration_seconds,
         acquire_time: Some(wall),
         renew_time: Some(wall),
-        transitions: record.transitions.saturating_add(1),
+        transitions: above_floor(record.transitions),
     })
 }
 
@@ -193,10 +211,10 @@ mod tests {
     fn a_missing_lease_is_created_only_when_there_is_leader_work() {
         let sight = LeaseSight::default();
         assert!(matches!(
-            next_step("a", false, &sight, T, secs(0), wall()),
+            next_step("a", false, 0, &sight, T, secs(0), wall()),
             LeaseStep::Wait { .. }
         ));
-        let LeaseStep::Create(record) = next_step("a", true, &sight, T, secs(0), wall()) else {
+        let LeaseStep::Create(record) = next_step("a", true, 0, &sight, T, secs(0), wall()) else {
             panic!("expected a create");
         };
         assert_eq!(record.holder.as_deref(), Some("a"));
@@ -211,12 +229,13 @@ mod tests {
         record.renew_time = DateTime::from_timestamp(0, 0);
         sight.saw(Some(record.clone()), Some("7".into()), secs(100));
         assert_eq!(
-            next_step("a", true, &sight, T, secs(159), wall()),
+            next_step("a", true, 0, &sight, T, secs(159), wall()),
             LeaseStep::Wait { retry: secs(160) }
         );
         // The same record read again does not move the observed time.
         sight.saw(Some(record), Some("7".into()), secs(150));
-        let LeaseStep::Replace(taken) = next_step("a", true, &sight, T, secs(160), wall()) else {
+        let LeaseStep::Replace(taken) = next_step("a", true, 0, &sight, T, secs(160), wall())
+        else {
             panic!("expected a takeover");
         };
         assert_eq!(taken.holder.as_deref(), Some("a"));
@@ -231,7 +250,7 @@ mod tests {
         renewed.renew_time = Some(wall() + chrono::TimeDelta::seconds(5));
         sight.saw(Some(renewed), Some("2".into()), secs(50));
         assert_eq!(
-            next_step("a", true, &sight, T, secs(70), wall()),
+            next_step("a", true, 0, &sight, T, secs(70), wall()),
             LeaseStep::Wait { retry: secs(110) }
         );
     }
@@ -254,18 +273,45 @@ mod tests {
         let mut sight = LeaseSight::default();
         sight.wrote(held_by("a", 2), "5".into(), secs(10));
         assert_eq!(
-            next_step("a", true, &sight, T, secs(12), wall()),
+            next_step("a", true, 0, &sight, T, secs(12), wall()),
             LeaseStep::Wait { retry: secs(15) }
         );
-        let LeaseStep::Replace(renewal) = next_step("a", true, &sight, T, secs(15), wall()) else {
+        let LeaseStep::Replace(renewal) = next_step("a", true, 0, &sight, T, secs(15), wall())
+        else {
             panic!("expected a renewal");
         };
         assert_eq!(renewal.transitions, 2, "a renewal keeps the epoch");
-        let LeaseStep::Replace(release) = next_step("a", false, &sight, T, secs(16), wall()) else {
+        let LeaseStep::Replace(release) = next_step("a", false, 0, &sight, T, secs(16), wall())
+        else {
             panic!("expected a release");
         };
         assert_eq!(release.holder, None);
         assert_eq!(release.lease_duration_seconds, 1);
+    }
+
+    #[test]
+    fn a_lease_created_again_after_a_deletion_takes_an_epoch_above_the_rings() {
+        // The ring was last written by a leader of epoch 7; the Lease was deleted since.
+        let LeaseStep::Create(created) =
+            next_step("a", true, 7, &LeaseSight::default(), T, secs(0), wall())
+        else {
+            panic!("expected a create");
+        };
+        assert_eq!(created.transitions, 8);
+        // A holder whose Lease is below the ring's epoch takes a new epoch above it.
+        let mut sight = LeaseSight::default();
+        sight.wrote(held_by("a", 0), "3".into(), secs(1));
+        let LeaseStep::Replace(raised) = next_step("a", true, 7, &sight, T, secs(2), wall()) else {
+            panic!("expected a new epoch");
+        };
+        assert_eq!(raised.transitions, 8);
+        // A takeover lands above both the Lease's count and the ring's epoch.
+        let mut other = LeaseSight::default();
+        other.saw(Some(held_by("b", 2)), Some("4".into()), secs(0));
+        let LeaseStep::Replace(taken) = next_step("a", true, 7, &other, T, secs(61), wall()) else {
+            panic!("expected a takeover");
+        };
+        assert_eq!(taken.transitions, 8);
     }
 
     #[test]
@@ -274,7 +320,8 @@ mod tests {
         let mut released = held_by("b", 4);
         released.holder = None;
         sight.saw(Some(released), Some("9".into()), secs(100));
-        let LeaseStep::Replace(taken) = next_step("a", true, &sight, T, secs(100), wall()) else {
+        let LeaseStep::Replace(taken) = next_step("a", true, 0, &sight, T, secs(100), wall())
+        else {
             panic!("expected an acquire");
         };
         assert_eq!(taken.transitions, 5);
@@ -287,7 +334,7 @@ mod tests {
         sight.lost();
         assert_eq!(leading("a", &sight, T, secs(20)), Some(2));
         assert!(matches!(
-            next_step("a", true, &sight, T, secs(20), wall()),
+            next_step("a", true, 0, &sight, T, secs(20), wall()),
             LeaseStep::Replace(_)
         ));
         assert_eq!(leading("a", &sight, T, secs(51)), None);

@@ -149,6 +149,7 @@ impl<'a> Node<'a> {
         let step = lease::next_step(
             &self.ha.node_name,
             false,
+            0,
             &self.sight,
             Self::timings(self.ha),
             self.monotonic(),
@@ -186,7 +187,8 @@ impl<'a> Node<'a> {
             leading,
         };
         let decision = ha::decide(self.plan, &observed, now);
-        if let Some(line) = self.lease_step(decision.leader_work)? {
+        let floor = ring.as_ref().map_or(0, |(r, _)| r.leader_epoch);
+        if let Some(line) = self.lease_step(decision.leader_work, floor)? {
             return Ok(Stepped::Acted(line));
         }
         let version = ring.as_ref().map(|(_, v)| v.clone());
@@ -221,12 +223,12 @@ impl<'a> Node<'a> {
     }
 
     /// Takes, renews or releases the Lease when due; `Some` says what was done.
-    fn lease_step(&mut self, want: bool) -> Result<Option<String>, NodeError> {
+    fn lease_step(&mut self, want: bool, floor: i32) -> Result<Option<String>, NodeError> {
         let timings = Self::timings(self.ha);
         let now = self.monotonic();
         let me = self.ha.node_name.clone();
         let (record, create) =
-            match lease::next_step(&me, want, &self.sight, timings, now, Utc::now()) {
+            match lease::next_step(&me, want, floor, &self.sight, timings, now, Utc::now()) {
                 LeaseStep::Wait { .. } => return Ok(None),
                 LeaseStep::Create(record) => (record, true),
                 LeaseStep::Replace(record) => (record, false),

@@ -235,9 +235,11 @@ impl Cluster {
         node.sight.saw(lease, Some(version.to_string()), monotonic);
         let (decision, _) = self.decide(name);
         let sight = &self.nodes[name].sight;
+        let floor = self.ring.as_ref().map_or(0, |r| r.leader_epoch);
         let lease_step = lease::next_step(
             name,
             decision.leader_work,
+            floor,
             sight,
             self.timings,
             monotonic,
