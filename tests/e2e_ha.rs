@@ -283,3 +283,78 @@ fn killed_daemons_a_partitioned_leader_409_storms_and_the_api_down_converge_with
         "the partitioned leader saw the API unavailable:\n{leader_log}"
     );
 }
+
+#[test]
+fn a_node_gone_for_good_is_removed_by_name_and_the_rotation_completes_without_it() {
+    let mut world = HaWorld::start(3, Timings::default());
+    // The dry run needs no cluster: every node's simulated timeline.
+    let plan = world.keyrot(0, &["plan"]);
+    assert!(plan.success, "{plan:?}");
+    for line in [
+        "cp-1  restarts its apiserver",
+        "cp-3  writes",
+        "the rotation is complete",
+    ] {
+        assert!(
+            plan.stdout.contains(line),
+            "{line:?} missing:\n{}",
+            plan.stdout
+        );
+    }
+    // Before any keyrot ran there is no ring: `keyrot rotate` says what to do first.
+    let early = world.keyrot(0, &["rotate"]);
+    assert!(!early.success, "{early:?}");
+    assert!(
+        early.stderr.contains("start `keyrot run`"),
+        "{}",
+        early.stderr
+    );
+    world.start_daemons();
+    wait_until_joined(&world);
+    world.node_down(2);
+    // It acknowledged moments ago: it may still run, so a removal needs --force now.
+    let refused = world.keyrot(0, &["node", "remove", "cp-3"]);
+    assert!(!refused.success, "{refused:?}");
+    assert!(
+        refused.stderr.contains("may still run"),
+        "{}",
+        refused.stderr
+    );
+    assert!(world.keyrot(0, &["rotate"]).success);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        world.status(0)["ring"]["rotation"]["phase"],
+        "generate",
+        "blocked on cp-3"
+    );
+    let removed = world.keyrot(1, &["node", "remove", "cp-3", "--force"]);
+    assert!(removed.success, "{removed:?}");
+    assert!(
+        removed.stdout.contains("node cp-3 removed by cp-2"),
+        "{}",
+        removed.stdout
+    );
+    assert!(
+        removed.stdout.contains("ha.members"),
+        "the plan still names it: {}",
+        removed.stdout
+    );
+    let status = world.wait_for_completion(&Value::Null, ROTATION_BOUND);
+    let ring = &status["ring"];
+    assert_eq!(ring["members"].as_object().unwrap().len(), 2, "{status:#}");
+    assert_eq!(ring["removals"][0]["node"], "cp-3");
+    assert_eq!(
+        ring["removals"][0]["by"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .next(),
+        Some("cp-2")
+    );
+    let kids = ring_kids(&status);
+    assert_eq!(kids.len(), 2, "the two remaining nodes' keys: {status:#}");
+    for i in 0..2 {
+        assert_eq!(world.bundle_kids(i), kids);
+    }
+    assert_eq!(world.published_kids(), kids);
+}
