@@ -358,3 +358,65 @@ fn a_node_gone_for_good_is_removed_by_name_and_the_rotation_completes_without_it
     }
     assert_eq!(world.published_kids(), kids);
 }
+
+#[test]
+fn daemons_killed_at_random_points_throughout_a_rotation_converge_with_no_token_rejected() {
+    let mut world = HaWorld::start(3, Timings::default());
+    world.start_daemons();
+    wait_until_joined(&world);
+    let traffic = world.start_traffic();
+    let seed = e2e::seed();
+    eprintln!("seed {seed} (E2E_SEED={seed} replays the kill delays)");
+    let mut rng = seed | 1;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    assert!(world.keyrot(0, &["rotate"]).success);
+    // SIGKILL every 0.2 to 1.5 s until the rotation completes: the Lease holder whenever
+    // someone holds it, else the node in its restart turn (between its file writes, restart and
+    // acknowledgement), else a random node; each started again 0 to 0.6 s later.
+    let deadline = Instant::now() + ROTATION_BOUND;
+    let (mut kills, mut leader_kills, mut turn_kills) = (0, 0, 0);
+    loop {
+        std::thread::sleep(Duration::from_millis(200 + next(1300)));
+        let status = world.status(0);
+        if status["ring"]["lastCompleted"].is_string() && status["ring"]["rotation"].is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{status:#}\n{}",
+            world.logs_tail()
+        );
+        let position = |name: &str| world.names.iter().position(|n| n == name).unwrap();
+        let in_turn = status["ring"]["turn"]["node"].as_str().map(str::to_string);
+        let victim = match (world.lease_holder(), in_turn) {
+            (Some(holder), _) => {
+                leader_kills += 1;
+                position(&holder)
+            }
+            (None, Some(node)) => {
+                turn_kills += 1;
+                position(&node)
+            }
+            (None, None) => next(3) as usize,
+        };
+        world.kill_daemon(victim);
+        kills += 1;
+        std::thread::sleep(Duration::from_millis(next(600)));
+        world.start_daemon(victim);
+    }
+    let status = world.wait_for_completion(&Value::Null, ROTATION_BOUND);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = world.stop_traffic(traffic);
+    assert_converged(&world, &status);
+    assert_no_rejections(&log);
+    assert!(kills >= 3, "only {kills} kills");
+    eprintln!(
+        "{kills} kills ({leader_kills} of the Lease holder, {turn_kills} in a restart turn); \
+         traffic {log:?}"
+    );
+}
