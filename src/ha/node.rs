@@ -321,7 +321,7 @@ impl<'a> Node<'a> {
                 format!("generated this node's new key at {}", path.display())
             }
             NodeEffect::WriteBundle { kids } => {
-                let ring = &ring.expect("a ring to take keys from").0;
+                let ring = ring_to_take_keys_from(ring).map_err(fail("write-bundle"))?;
                 write_bundle(self.plan, ring, kids).map_err(fail("write-bundle"))?;
                 format!(
                     "{} holds [{}]",
@@ -392,11 +392,11 @@ impl<'a> Node<'a> {
                 poll: Some(backoff - at.elapsed()),
             });
         }
-        let ring = &ring.expect("a ring to take keys from").0;
         let fail = |error: AdapterError| NodeError::Effect {
             what: "publish",
             error,
         };
+        let ring = ring_to_take_keys_from(ring).map_err(fail)?;
         let keys = ring_keys(ring, &kids).map_err(fail)?;
         let documents =
             crate::adapters::publish::documents_for_keys(self.plan, &keys).map_err(fail)?;
@@ -559,6 +559,13 @@ fn local_public_keys(plan: &Plan) -> Result<BTreeMap<String, String>, ObserveErr
         add(file.key.public());
     }
     Ok(keys)
+}
+
+/// The ring a bundle or a publication takes its public keys from (the core asks for neither
+/// without one).
+fn ring_to_take_keys_from(ring: Option<&(Ring, String)>) -> Result<&Ring, AdapterError> {
+    ring.map(|(ring, _)| ring)
+        .ok_or_else(|| AdapterError::transient("there is no ring to take the public keys from"))
 }
 
 /// The ring's public keys `kids`, parsed.
