@@ -40,21 +40,6 @@ fn keyrot_calls(counts: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn wait_joined(world: &HaWorld) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = world.status(0);
-        let joined = status["ring"]["members"].as_object().is_some_and(|m| {
-            m.len() == world.names.len() && m.values().all(|v| !v["ack"]["signs"].is_null())
-        });
-        if joined {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the nodes did not join");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn main() {
     if !measuring() {
         println!(
@@ -74,7 +59,7 @@ fn main() {
     for nodes in [3, 5] {
         let mut world = HaWorld::start(nodes, Timings::default());
         world.start_daemons();
-        wait_joined(&world);
+        world.wait_until_joined();
         std::thread::sleep(Duration::from_secs(2));
         let before = world.counts();
         let started = Instant::now();

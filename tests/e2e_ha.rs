@@ -85,24 +85,12 @@ fn three_nodes_rotate_from_the_shared_key_to_their_own_with_no_token_rejected_an
     let mut world = HaWorld::start(3, Timings::default());
     world.start_daemons();
     // First contact: the ring is created and joined; nobody leads between rotations.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = world.status(0);
-        let members = status["ring"]["members"].as_object().map_or(0, |m| m.len());
-        let acked = status["ring"]["members"]
-            .as_object()
-            .is_some_and(|m| m.values().all(|v| !v["ack"]["signs"].is_null()));
-        if members == 3 && acked {
-            assert!(status["lease"].is_null() || status["lease"]["holder"].is_null());
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{status:#}\n{}",
-            world.logs_tail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    world.wait_until_joined();
+    let status = world.status(0);
+    assert!(
+        status["lease"].is_null() || status["lease"]["holder"].is_null(),
+        "{status:#}"
+    );
     let before = world.status(0)["ring"]["lastCompleted"].clone();
     let traffic = world.start_traffic();
     std::thread::sleep(Duration::from_secs(1));
@@ -136,31 +124,11 @@ fn three_nodes_rotate_from_the_shared_key_to_their_own_with_no_token_rejected_an
     eprintln!("3-node rotation: {log:?}; API calls {:?}", world.counts());
 }
 
-/// Waits until the ring shows every node joined and acknowledged.
-fn wait_until_joined(world: &HaWorld) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = world.status(0);
-        let joined = status["ring"]["members"].as_object().is_some_and(|m| {
-            m.len() == world.names.len() && m.values().all(|v| !v["ack"]["signs"].is_null())
-        });
-        if joined {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{status:#}\n{}",
-            world.logs_tail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_node_down_blocks_the_rotation_by_name_and_it_resumes_when_the_node_returns() {
     let mut world = HaWorld::start(3, Timings::default());
     world.start_daemons();
-    wait_until_joined(&world);
+    world.wait_until_joined();
     let traffic = world.start_traffic();
     world.node_down(2);
     assert!(world.keyrot(0, &["rotate"]).success);
@@ -209,17 +177,9 @@ fn killed_daemons_a_partitioned_leader_409_storms_and_the_api_down_converge_with
 {
     let mut world = HaWorld::start(3, Timings::default());
     world.start_daemons();
-    wait_until_joined(&world);
+    world.wait_until_joined();
     let traffic = world.start_traffic();
-    let seed = e2e::seed();
-    eprintln!("seed {seed} (E2E_SEED={seed} replays the kill delays)");
-    let mut rng = seed | 1;
-    let mut next = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = e2e::random();
     // The leader, cut off from the API the moment it writes itself into the Lease (mid-phase:
     // it took the Lease to act): it must stop acting before another node may take the Lease
     // over, and the others go on once it is back.
@@ -310,7 +270,7 @@ fn a_node_gone_for_good_is_removed_by_name_and_the_rotation_completes_without_it
         early.stderr
     );
     world.start_daemons();
-    wait_until_joined(&world);
+    world.wait_until_joined();
     world.node_down(2);
     // It acknowledged moments ago: it may still run, so a removal needs --force now.
     let refused = world.keyrot(0, &["node", "remove", "cp-3"]);
@@ -363,17 +323,9 @@ fn a_node_gone_for_good_is_removed_by_name_and_the_rotation_completes_without_it
 fn daemons_killed_at_random_points_throughout_a_rotation_converge_with_no_token_rejected() {
     let mut world = HaWorld::start(3, Timings::default());
     world.start_daemons();
-    wait_until_joined(&world);
+    world.wait_until_joined();
     let traffic = world.start_traffic();
-    let seed = e2e::seed();
-    eprintln!("seed {seed} (E2E_SEED={seed} replays the kill delays)");
-    let mut rng = seed | 1;
-    let mut next = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = e2e::random();
     assert!(world.keyrot(0, &["rotate"]).success);
     // SIGKILL every 0.2 to 1.5 s until the rotation completes: the Lease holder whenever
     // someone holds it, else the node in its restart turn (between its file writes, restart and

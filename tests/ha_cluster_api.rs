@@ -68,27 +68,7 @@ impl Cluster {
     /// A kubeconfig for `server`, with a bearer token unless `token` is false.
     fn kubeconfig(&self, server: &str, token: bool) -> PathBuf {
         let user = if token { "token: any-token" } else { "{}" };
-        let text = format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: c
-  cluster:
-    server: {server}
-    certificate-authority: {ca}
-users:
-- name: keyrot
-  user:
-    {user}
-contexts:
-- name: c
-  context:
-    cluster: c
-    user: keyrot
-current-context: c
-",
-            ca = self.dir.path().join("tls/ca.crt").display()
-        );
+        let text = e2e::kubeconfig_text(server, &self.dir.path().join("tls/ca.crt"), user);
         let path = self.dir.path().join(format!(
             "kubeconfig-{}-{token}",
             server.replace([':', '/', '.'], "_")

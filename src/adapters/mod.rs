@@ -4,6 +4,7 @@
 pub mod command;
 pub mod key_files;
 pub mod key_flags;
+pub mod kube_client;
 pub mod migration;
 pub mod probe;
 pub mod publish;

@@ -53,23 +53,7 @@ impl KubeClusterApi {
         ring: &str,
         lease: &str,
     ) -> Result<Self, AdapterError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| AdapterError::io(&e, format!("cannot start the HA runtime: {e}")))?;
-        let what = |e: &dyn std::fmt::Display| {
-            AdapterError::permanent(format!("{}: {e}", kubeconfig.display()))
-        };
-        // As KubeProber::new: open it first so a missing file reads as one clean line.
-        std::fs::File::open(kubeconfig).map_err(|e| what(&e))?;
-        let config = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| what(&e))?;
-        let client = runtime.block_on(async {
-            let options = kube::config::KubeConfigOptions::default();
-            let config = kube::Config::from_custom_kubeconfig(config, &options)
-                .await
-                .map_err(|e| what(&e))?;
-            kube::Client::try_from(config).map_err(|e| what(&e))
-        })?;
+        let (runtime, client) = crate::adapters::kube_client::connect(kubeconfig, "HA")?;
         Ok(KubeClusterApi {
             config_maps: Api::namespaced(client.clone(), namespace),
             leases: Api::namespaced(client.clone(), namespace),

@@ -282,50 +282,16 @@ keepNextKey: {keep_next_key}
     }
 
     fn write_kubeconfig(&self, server: &str) {
-        let kubeconfig = format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: standin
-  cluster:
-    server: {server}
-    certificate-authority: {ca}
-users:
-- name: keyrot
-  user:
-    token: any-token
-contexts:
-- name: standin
-  context:
-    cluster: standin
-    user: keyrot
-current-context: standin
-",
-            ca = self.path("tls/ca.crt").display()
-        );
-        std::fs::write(self.path("kubeconfig.yaml"), kubeconfig).unwrap();
+        let text = kubeconfig_text(server, &self.path("tls/ca.crt"), "token: any-token");
+        std::fs::write(self.path("kubeconfig.yaml"), text).unwrap();
     }
 
-    /// What `keyrot discovery` and `keyrot jwks` print for the bundle, written to the target
-    /// without their final newline, as kube-apiserver serves them.
     fn publish_current_documents(&self) {
-        let bundle = self.path("pki/sa.pub").display().to_string();
-        let discovery = run_keyrot(&["discovery", "--issuer", &self.issuer, &bundle]);
-        let jwks = run_keyrot(&["jwks", &bundle]);
-        assert!(discovery.success && jwks.success, "{discovery:?} {jwks:?}");
-        let target = self.path("www/e2e");
-        std::fs::create_dir_all(target.join(".well-known")).unwrap();
-        std::fs::create_dir_all(target.join("openid/v1")).unwrap();
-        std::fs::write(
-            target.join(".well-known/openid-configuration"),
-            discovery.stdout.trim_end_matches('\n'),
-        )
-        .unwrap();
-        std::fs::write(
-            target.join("openid/v1/jwks"),
-            jwks.stdout.trim_end_matches('\n'),
-        )
-        .unwrap();
+        publish_documents(
+            &self.path("www/e2e"),
+            &self.path("pki/sa.pub"),
+            &self.issuer,
+        );
     }
 
     /// Starts the stand-in on the key files, listening on `listen` (port 0 picks one).
@@ -1174,6 +1140,68 @@ pub fn keys_with_role(status: &Value, role: &str) -> Vec<String> {
         .filter(|k| k["role"] == role)
         .map(|k| k["kid"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// A kubeconfig naming `server`, trusting the test CA `ca`, for a user written as `user` (its
+/// YAML value, e.g. `token: any-token`, or `{}` for none).
+pub fn kubeconfig_text(server: &str, ca: &Path, user: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: keyrot
+  user:
+    {user}
+contexts:
+- name: c
+  context:
+    cluster: c
+    user: keyrot
+current-context: c
+",
+        ca = ca.display()
+    )
+}
+
+/// What `keyrot discovery` and `keyrot jwks` print for `bundle`, written to the target directory
+/// `target` without their final newline, as kube-apiserver serves them: the documents of an
+/// issuer already in use.
+pub fn publish_documents(target: &Path, bundle: &Path, issuer: &str) {
+    let bundle = bundle.display().to_string();
+    let discovery = run_keyrot(&["discovery", "--issuer", issuer, &bundle]);
+    let jwks = run_keyrot(&["jwks", &bundle]);
+    assert!(discovery.success && jwks.success, "{discovery:?} {jwks:?}");
+    std::fs::create_dir_all(target.join(".well-known")).unwrap();
+    std::fs::create_dir_all(target.join("openid/v1")).unwrap();
+    std::fs::write(
+        target.join(".well-known/openid-configuration"),
+        discovery.stdout.trim_end_matches('\n'),
+    )
+    .unwrap();
+    std::fs::write(
+        target.join("openid/v1/jwks"),
+        jwks.stdout.trim_end_matches('\n'),
+    )
+    .unwrap();
+}
+
+/// A xorshift generator from [`seed`], which it prints: `next(n)` is a number below `n`, the
+/// same sequence for the same seed (`E2E_SEED=N` replays a failing run).
+pub fn random() -> impl FnMut(u64) -> u64 {
+    let seed = seed();
+    eprintln!("seed {seed} (E2E_SEED={seed} replays the random delays)");
+    let mut state = seed | 1;
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    }
 }
 
 /// The seed of a test's random kill delays: `E2E_SEED` to replay a run, else the clock.

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,7 +107,11 @@ impl HaWorld {
                 )
                 .unwrap();
         }
-        publish_documents(dir.path(), &names[0], &issuer);
+        e2e::publish_documents(
+            &dir.path().join("www/e2e"),
+            &dir.path().join(&names[0]).join("pki/sa.pub"),
+            &issuer,
+        );
         let mut world = HaWorld {
             grace: humantime::parse_duration(timings.retire_after).unwrap(),
             issuer,
@@ -247,13 +251,8 @@ impl HaWorld {
     }
 
     fn write_kubeconfig(&self, relative: &str, server: &str) {
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
-             certificate-authority: {ca}\nusers:\n- name: keyrot\n  user:\n    token: any-token\n\
-             contexts:\n- name: c\n  context:\n    cluster: c\n    user: keyrot\ncurrent-context: c\n",
-            ca = self.path("tls/ca.crt").display()
-        );
-        std::fs::write(self.path(relative), kubeconfig).unwrap();
+        let text = e2e::kubeconfig_text(server, &self.path("tls/ca.crt"), "token: any-token");
+        std::fs::write(self.path(relative), text).unwrap();
     }
 
     fn write_plan(&self, i: usize, t: &Timings) {
@@ -390,6 +389,26 @@ ha:
         Some(lease["spec"].clone())
     }
 
+    /// Waits until the ring lists every node, each with an acknowledgement.
+    pub fn wait_until_joined(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.status(0);
+            let joined = status["ring"]["members"].as_object().is_some_and(|m| {
+                m.len() == self.names.len() && m.values().all(|v| !v["ack"]["signs"].is_null())
+            });
+            if joined {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{status:#}\n{}",
+                self.logs_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Who holds the Lease now.
     pub fn lease_holder(&self) -> Option<String> {
         self.lease_spec()?["holderIdentity"]
@@ -521,27 +540,6 @@ impl Drop for HaWorld {
         let _ = self.cluster.wait();
         self.static_server.take();
     }
-}
-
-/// The documents of the shared key, published as an issuer in use has them.
-fn publish_documents(dir: &Path, first: &str, issuer: &str) {
-    let bundle = dir.join(first).join("pki/sa.pub").display().to_string();
-    let discovery = e2e::run_keyrot(&["discovery", "--issuer", issuer, &bundle]);
-    let jwks = e2e::run_keyrot(&["jwks", &bundle]);
-    assert!(discovery.success && jwks.success, "{discovery:?} {jwks:?}");
-    let target = dir.join("www/e2e");
-    std::fs::create_dir_all(target.join(".well-known")).unwrap();
-    std::fs::create_dir_all(target.join("openid/v1")).unwrap();
-    std::fs::write(
-        target.join(".well-known/openid-configuration"),
-        discovery.stdout.trim_end_matches('\n'),
-    )
-    .unwrap();
-    std::fs::write(
-        target.join("openid/v1/jwks"),
-        jwks.stdout.trim_end_matches('\n'),
-    )
-    .unwrap();
 }
 
 /// What the client saw.
