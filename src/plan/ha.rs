@@ -73,6 +73,7 @@ fn refuse_combinations(cx: &mut Context, raw: &RawPlan) {
             "approvals",
         ),
         (raw.keep_next_key == Some(true), "keepNextKey"),
+        (raw.metrics.is_some(), "metrics"),
     ];
     for (written, field) in refusals {
         if written {
