@@ -1,6 +1,7 @@
-//! Fuzzing on stable Rust: the plan parser, the PEM reader and the state loader fed mutations of
-//! the committed corpus (`fuzz/corpus/{plan,pem,state}/`). Each input must give Ok or a clean
-//! error, never a panic, and the file it was read from must be left as it was.
+//! Fuzzing on stable Rust: the plan parser, the PEM reader, the state loader and the HA ring
+//! parser fed mutations of the committed corpus (`fuzz/corpus/{plan,pem,state,ring}/`). Each
+//! input must give Ok or a clean error, never a panic, and the file it was read from must be left
+//! as it was.
 //!
 //! Mutations are proptest strategies over corpus entries (bit flips, inserted tokens, deletions,
 //! duplications, splices from another entry), so failures shrink to a small input and persist
@@ -31,9 +32,11 @@ fn corpus(kind: &str) -> &'static [Vec<u8>] {
     static PLAN: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     static PEM: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     static STATE: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    static RING: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     let cell = match kind {
         "plan" => &PLAN,
         "pem" => &PEM,
+        "ring" => &RING,
         _ => &STATE,
     };
     cell.get_or_init(|| {
@@ -213,6 +216,51 @@ proptest! {
         }
     }
 
+    /// A ring as a ConfigMap hands it over (the API is input too): parsed or refused with a
+    /// reason, and a ring that parses is one every node can decide on and show.
+    #[test]
+    fn rings_parse_or_fail_cleanly(data in input("ring")) {
+        let text = String::from_utf8_lossy(&data);
+        match keyrot::ha::ring::Ring::parse(&text) {
+            Ok(ring) => {
+                let plan = ring_plan();
+                let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+                let expected = keyrot::decision::ha::Expected::Named(Default::default());
+                let status = keyrot::ha::status::status(plan, "cp-1", Some(ring.clone()), None, &expected, now);
+                let _ = keyrot::ha::status::render_text(&status, now);
+                // Every node decides on it too: here a node whose files hold the ring's keys.
+                let ids: Vec<keyrot::decision::KeyId> = ring
+                    .keys
+                    .iter()
+                    .map(|k| keyrot::decision::KeyId { kid: k.kid.clone(), alg: k.alg })
+                    .collect();
+                let kids: Vec<String> = ids.iter().map(|k| k.kid.clone()).collect();
+                let local = keyrot::decision::ha::LocalView {
+                    bundle: Some(ids.clone()),
+                    signing: ids.first().cloned(),
+                    public_keys: Default::default(),
+                    private_keys: Vec::new(),
+                    apiserver: keyrot::decision::Probed::Seen(kids.clone()),
+                    token_kid: keyrot::decision::Probed::Seen(kids.first().cloned().unwrap_or_default()),
+                    targets: Vec::new(),
+                };
+                for (me, leading) in [("cp-1", Some(ring.leader_epoch)), ("cp-2", None), ("cp-9", None)] {
+                    let observed = keyrot::decision::ha::HaObserved {
+                        me,
+                        address: None,
+                        ring: Some(&ring),
+                        expected: &expected,
+                        local: &local,
+                        leading,
+                    };
+                    let _ = keyrot::decision::ha::decide(plan, &observed, now);
+                }
+                prop_assert_eq!(keyrot::ha::ring::Ring::parse(&ring.render()), Ok(ring));
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
     #[test]
     fn state_files_load_or_fail_cleanly(data in input("state")) {
         let dir = tempfile::tempdir().unwrap();
@@ -222,6 +270,21 @@ proptest! {
             prop_assert!(!e.to_string().is_empty());
         }
     }
+}
+
+/// An HA plan for deciding on fuzzed rings.
+fn ring_plan() -> &'static keyrot::plan::Plan {
+    static PLAN: OnceLock<keyrot::plan::Plan> = OnceLock::new();
+    PLAN.get_or_init(|| {
+        keyrot::plan::parse(
+            Path::new("/etc/keyrot/plan.yaml"),
+            "cluster: c\nflavour: kubeadm\nissuer: { url: \"https://oidc.example.com/c\" }\n\
+             targets: [{ name: web, localDirectory: /var/www/oidc }]\n\
+             schedule: { cron: \"0 3 * * SUN\" }\n\
+             ha: { nodeName: cp-1, members: [cp-1, cp-2] }\n",
+        )
+        .unwrap()
+    })
 }
 
 /// The corpus itself loads the way its names say: the fuzzing starts from inputs that reach deep.
@@ -241,4 +304,13 @@ fn the_corpus_reaches_past_the_parsers() {
         assert!(store.read().unwrap().is_some(), "{}", path.display());
     }
     assert!(corpus("pem").len() >= 20);
+    for entry in std::fs::read_dir("fuzz/corpus/ring").unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            keyrot::ha::ring::Ring::parse(&text).is_ok(),
+            "{}",
+            path.display()
+        );
+    }
 }
