@@ -530,3 +530,32 @@ fn a_node_does_not_promote_while_a_member_that_joined_late_lacks_a_key_that_will
     run_until_complete(&mut cluster, &mut history, 20_000);
     assert_settled_on_own_keys(&cluster);
 }
+
+#[test]
+fn a_node_whose_apiserver_does_not_answer_waits_without_taking_the_restart_turn() {
+    let mut cluster = cluster(3);
+    for _ in 0..3 {
+        for name in names(3) {
+            cluster.step(&name);
+        }
+    }
+    // cp-2's apiserver stops answering (a broken probe identity, a hung process): its files
+    // are what the ring wants, so a restart would change nothing.
+    let hour = cluster.now + TimeDelta::hours(1);
+    cluster.nodes.get_mut("cp-2").unwrap().apiserver.back_at = Some(hour);
+    let (decision, _) = cluster.decide("cp-2");
+    assert_eq!(decision.step, None, "{decision:?}");
+    let blocked = &decision.blocked_by[0];
+    assert_eq!(blocked.gate, Gate::ApiserverServesBundle);
+    assert!(
+        blocked.reason.contains("does not answer"),
+        "{}",
+        blocked.reason
+    );
+    assert_eq!(
+        decision.wake_at,
+        Some(cluster.now + cluster.plan.timings.retry_backoff)
+    );
+    assert!(cluster.step("cp-2") != Stepped::Ring(RingChange::TakeTurn));
+    assert!(cluster.ring.as_ref().unwrap().turn.is_none());
+}

@@ -193,7 +193,11 @@ impl<'a> Node<'a> {
         }
         let version = ring.as_ref().map(|(_, v)| v.clone());
         let Some(step) = decision.step.clone() else {
-            return Ok(self.waiting(decision, version));
+            let in_turn = ring
+                .as_ref()
+                .and_then(|(r, _)| r.turn.as_ref())
+                .is_some_and(|t| t.node == self.ha.node_name);
+            return Ok(self.waiting(decision, version, in_turn));
         };
         match step {
             HaStep::Ring(change) => self.write_ring(ring.as_ref(), change, leading),
@@ -261,11 +265,19 @@ impl<'a> Node<'a> {
         }
     }
 
-    fn waiting(&self, decision: HaDecision, ring_version: Option<String>) -> Stepped {
-        let restarting = decision
-            .blocked_by
-            .iter()
-            .any(|b| b.gate == Gate::ApiserverServesBundle);
+    /// `in_turn`: this node holds the restart turn, so it waits for its own apiserver to come
+    /// back and looks every second (the other nodes wait for it).
+    fn waiting(
+        &self,
+        decision: HaDecision,
+        ring_version: Option<String>,
+        in_turn: bool,
+    ) -> Stepped {
+        let restarting = in_turn
+            && decision
+                .blocked_by
+                .iter()
+                .any(|b| b.gate == Gate::ApiserverServesBundle);
         let poll = match (restarting, decision.leader_work || self.holds_lease()) {
             (true, _) => Some(Duration::from_secs(1)),
             (false, true) => Some(self.ha.retry_period),

@@ -56,15 +56,29 @@ pub fn next(plan: &Plan, ring: &Ring, observed: &HaObserved, now: DateTime<Utc>)
         .collect();
     let files_right = bundle_kids == want_bundle
         && local.signing.as_ref().map(|k| k.kid.as_str()) == Some(want_signing.as_str());
+    // `Err`: the apiserver does not answer the probe (restarting, down, or the probe's rights).
     let apiserver_right = match (&local.apiserver, &local.token_kid) {
         (Probed::Seen(serves), Probed::Seen(signs)) => {
-            same_set(serves, &want_bundle) && *signs == want_signing
+            Ok(same_set(serves, &want_bundle) && *signs == want_signing)
         }
-        (Probed::NotConfigured, _) => true,
-        _ => false,
+        (Probed::NotConfigured, _) => Ok(true),
+        (Probed::Failed(why), _) | (_, Probed::Failed(why)) => Err(why.clone()),
+        (Probed::Seen(_), Probed::NotConfigured) => Err("no token was requested".into()),
     };
     let my_turn = ring.turn.as_ref().is_some_and(|t| t.node == me);
-    if files_right && apiserver_right {
+    if files_right
+        && !my_turn
+        && let Err(why) = &apiserver_right
+    {
+        // Its files are right: a restart would not make it answer. Look again later, without
+        // taking anyone's turn.
+        return held_back.and(HaDecision::blocked(
+            Gate::ApiserverServesBundle,
+            format!("this node's apiserver does not answer the probe: {why}"),
+            Some(now + plan.timings.retry_backoff),
+        ));
+    }
+    if files_right && apiserver_right == Ok(true) {
         if my_turn && let Some((serves, signs)) = seen(observed) {
             return HaDecision::step(HaStep::Ring(RingChange::ReleaseTurn { serves, signs }));
         }
