@@ -102,6 +102,18 @@ pub fn apply(state: &mut State, plan: &Plan, action: &Action, now: DateTime<Utc>
             r.rolled_back = true;
             r.promoted_at = None;
             enter(r, Phase::Promote, now);
+            // Files from before the rollback that lack either key (a retirement under way) are
+            // no fallback: both keys have signed and stay verifiable until the new one retires.
+            let both: Vec<String> = [Some(r.old_kid.clone()), r.new_kid.clone()]
+                .into_iter()
+                .flatten()
+                .collect();
+            if r.last_good
+                .as_ref()
+                .is_some_and(|l| !both.iter().all(|kid| l.bundle.contains(kid)))
+            {
+                r.last_good = None;
+            }
         }
         Action::GenerateKey { .. }
         | Action::WriteBundle { .. }

@@ -605,10 +605,40 @@ impl InRotation<'_> {
     /// so the signing key is verifiable before anything signs with it (invariant 1).
     fn converge_files(&self, bundle: &[String], signing: Option<&str>) -> Option<Decision> {
         let observed = self.observed;
-        if observed.bundle_kids() != bundle {
-            return Some(Decision::act(Action::WriteBundle {
-                kids: bundle.to_vec(),
-            }));
+        let current = observed.bundle_kids();
+        if current != bundle {
+            // Each write on its own keeps the signing key verifiable (invariant 1): a bundle
+            // without the key that signs now waits until the signing file names a key it keeps,
+            // written first when the current bundle verifies it, else after a bundle of both.
+            let signs_now = observed.signing_kid();
+            let verifiable = |kids: &[String], kid: &str| {
+                kids.iter().any(|k| k == kid) || observed.extra.iter().any(|k| k.kid == kid)
+            };
+            let keeps_signing_key = signs_now.is_none_or(|kid| verifiable(bundle, kid));
+            if keeps_signing_key {
+                return Some(Decision::act(Action::WriteBundle {
+                    kids: bundle.to_vec(),
+                }));
+            }
+            if let Some(kid) = signing.filter(|kid| signs_now != Some(*kid)) {
+                if verifiable(&current, kid) {
+                    return Some(Decision::act(Action::WriteSigningKey {
+                        kid: kid.to_string(),
+                    }));
+                }
+                let mut both = current.clone();
+                both.extend(bundle.iter().filter(|k| !current.contains(k)).cloned());
+                return Some(Decision::act(Action::WriteBundle { kids: both }));
+            }
+            return Some(Decision::wait(
+                Gate::ClusterKeys,
+                format!(
+                    "the bundle [{}] would not verify the signing key {}: not written",
+                    bundle.join(", "),
+                    signs_now.unwrap_or_default()
+                ),
+                None,
+            ));
         }
         if let Some(kid) = signing {
             let cm_differs = self.plan.controller_manager.is_some()
