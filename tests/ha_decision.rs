@@ -559,3 +559,55 @@ fn a_node_whose_apiserver_does_not_answer_waits_without_taking_the_restart_turn(
     assert!(cluster.step("cp-2") != Stepped::Ring(RingChange::TakeTurn));
     assert!(cluster.ring.as_ref().unwrap().turn.is_none());
 }
+
+#[test]
+fn a_node_whose_signing_file_names_a_leaving_key_changes_it_before_its_bundle_drops_that_key() {
+    let mut cluster = cluster(3);
+    for _ in 0..3 {
+        for name in names(3) {
+            cluster.step(&name);
+        }
+    }
+    request(&mut cluster, "cp-1");
+    // Run until the retiring keys' removal opens, nobody in a turn.
+    for _ in 0..20_000 {
+        let opened = cluster
+            .ring
+            .as_ref()
+            .and_then(|r| r.rotation.as_ref())
+            .is_some_and(|r| r.retire_opened.is_some());
+        if opened && cluster.ring.as_ref().unwrap().turn.is_none() {
+            break;
+        }
+        let acted = names(3)
+            .iter()
+            .any(|n| !matches!(cluster.step(n), Stepped::Waiting(_) | Stepped::Offline));
+        if !acted {
+            cluster.now = cluster
+                .next_wake()
+                .unwrap_or(cluster.now + TimeDelta::seconds(5));
+        }
+    }
+    let ring = cluster.ring.as_ref().unwrap();
+    assert!(ring.rotation.as_ref().unwrap().retire_opened.is_some());
+    // cp-1's signing file names the retiring shared key again (a restored backup, say).
+    let retiring = ring.kids_in(KeyRole::Retiring)[0].clone();
+    cluster.nodes.get_mut("cp-1").unwrap().signing = retiring.clone();
+    let mut file_effects = Vec::new();
+    for _ in 0..6 {
+        if let Stepped::Node(effect) = cluster.step("cp-1") {
+            file_effects.push(effect);
+        }
+        let node = &cluster.nodes["cp-1"];
+        assert!(
+            node.bundle.contains(&node.signing),
+            "cp-1's bundle {:?} does not verify its signing key {}",
+            node.bundle,
+            node.signing
+        );
+    }
+    assert!(
+        matches!(file_effects.first(), Some(ha::NodeEffect::WriteSigningKey { kid }) if *kid != retiring),
+        "{file_effects:?}"
+    );
+}

@@ -103,10 +103,31 @@ pub fn next(plan: &Plan, ring: &Ring, observed: &HaObserved, now: DateTime<Utc>)
         }
         Some(_) => {}
     }
+    let signs_now = local.signing.as_ref().map(|k| k.kid.as_str());
     if bundle_kids != want_bundle {
-        return HaDecision::step(HaStep::Node(NodeEffect::WriteBundle { kids: want_bundle }));
+        // Never a bundle without the key the signing file names (invariant 1): that key changes
+        // first, when the current bundle verifies the one it changes to.
+        let keeps_signing_key = signs_now.is_none_or(|kid| want_bundle.iter().any(|k| k == kid));
+        if keeps_signing_key {
+            return HaDecision::step(HaStep::Node(NodeEffect::WriteBundle { kids: want_bundle }));
+        }
+        if signs_now != Some(want_signing.as_str()) && bundle_kids.contains(&want_signing.as_str())
+        {
+            return HaDecision::step(HaStep::Node(NodeEffect::WriteSigningKey {
+                kid: want_signing,
+            }));
+        }
+        return held_back.and(HaDecision::blocked(
+            Gate::ClusterKeys,
+            format!(
+                "the bundle [{}] would not verify {}, the key the signing file names: not written",
+                want_bundle.join(", "),
+                signs_now.unwrap_or_default()
+            ),
+            None,
+        ));
     }
-    if local.signing.as_ref().map(|k| k.kid.as_str()) != Some(want_signing.as_str()) {
+    if signs_now != Some(want_signing.as_str()) {
         return HaDecision::step(HaStep::Node(NodeEffect::WriteSigningKey {
             kid: want_signing,
         }));
