@@ -446,16 +446,18 @@ ha:
         serde_json::from_str(&run.stdout).unwrap()
     }
 
-    /// Waits until the ring records `count` completed rotations... measured by `lastCompleted`
-    /// changing from `before`, with every node's keyrot quiet (no turn, no rotation).
+    /// Waits until the ring's `lastCompleted` differs from `before` and the cluster is quiet: no
+    /// rotation, no restart turn, nobody holding the Lease.
     pub fn wait_for_completion(&self, before: &Value, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.status(0);
             let ring = &status["ring"];
+            // Quiet: the leader released the Lease after completing (its next step).
             if ring["lastCompleted"] != *before
                 && ring["rotation"].is_null()
                 && ring["turn"].is_null()
+                && status["lease"]["holder"].is_null()
             {
                 return status;
             }
