@@ -16,6 +16,8 @@ struct Switch<'a> {
     switch: &'a SignerSwitch,
     text: String,
     flags: KeyFlags,
+    /// The flag file's text after the switch.
+    edited: String,
 }
 
 /// The real effects, for `plan`.
@@ -28,7 +30,8 @@ impl<'a> FlagFileSwitch<'a> {
         FlagFileSwitch { plan }
     }
 
-    /// The plan's switch, its flag file's text now, and the flags of `to`.
+    /// The plan's switch, its flag file's text now, the flags of `to` and the text with them.
+    /// Computed before anything is written: a file the editor refuses changes nothing.
     fn switch(&self, to: KeyMode) -> Result<Switch<'_>, AdapterError> {
         let (Some(signer), Some(switch)) = (
             self.plan.signer.as_ref(),
@@ -41,10 +44,14 @@ impl<'a> FlagFileSwitch<'a> {
         let path = &switch.path;
         let text = crate::fs_read::read_to_string(path)
             .map_err(|e| AdapterError::io(&e, format!("{}: {e}", path.display())))?;
+        let flags = self.flags(to, &signer.socket);
+        let edited = edit_key_flags(&switch.file, &text, &flags)
+            .map_err(|e| AdapterError::permanent(format!("{}: {e}", path.display())))?;
         Ok(Switch {
             switch,
             text,
-            flags: self.flags(to, &signer.socket),
+            flags,
+            edited,
         })
     }
 
@@ -73,11 +80,9 @@ impl FlagFileSwitch<'_> {
             switch,
             text,
             flags,
+            edited,
         } = self.switch(to)?;
-        let path = &switch.path;
-        let edited = edit_key_flags(&switch.file, &text, &flags)
-            .map_err(|e| AdapterError::permanent(format!("{}: {e}", path.display())))?;
-        let shown = path.display();
+        let shown = switch.path.display();
         let mut out = crate::issuer::diff::unified(
             &format!("{shown} (now)"),
             &format!("{shown} (after the switch)"),
@@ -117,12 +122,10 @@ impl KeyFlagEffects for FlagFileSwitch<'_> {
             switch,
             text,
             flags,
+            edited,
         } = self.switch(to)?;
         let path = &switch.path;
-        // Computed before anything is written: a file the editor refuses changes nothing.
-        let edited = edit_key_flags(&switch.file, &text, &flags)
-            .map_err(|e| AdapterError::permanent(format!("{}: {e}", path.display())))?;
-        // Then the patches: they act only at the next `kubeadm upgrade`, and a step stopped
+        // The patches first: they act only at the next `kubeadm upgrade`, and a step stopped
         // before the edit below is done again.
         if let Some(dir) = &switch.kubeadm_patches {
             keep_kubeadm_patches(switch, dir, &text, &flags, say)?;

@@ -11,6 +11,41 @@ use super::{Flag, IssuerFlags, TextError};
 /// The flag an argument sets and its value, when it is one of the three.
 pub(crate) type Found = Option<(Flag, String)>;
 
+/// How `edit_args` changes a list of arguments: which go (by flag name) and which come, placed
+/// at `anchor` (the first that goes, else after the last).
+pub(crate) struct ArgsEdit<'a> {
+    pub removed: Vec<usize>,
+    pub added: Vec<&'a String>,
+    /// `None` when the list is empty.
+    pub anchor: Option<usize>,
+}
+
+/// The change that takes every argument of the flags `removes` off `args` (each `--name=value`)
+/// and puts the arguments of `adds` that are missing in; `None` when there is nothing to do.
+pub(crate) fn args_edit<'a>(
+    args: &[&str],
+    removes: &[&str],
+    adds: &'a [String],
+) -> Option<ArgsEdit<'a>> {
+    let sets = |arg: &str| {
+        let arg = arg.strip_prefix("--").unwrap_or_default();
+        removes.contains(&arg.split_once('=').map_or(arg, |(name, _)| name))
+    };
+    let removed: Vec<usize> = (0..args.len()).filter(|&k| sets(args[k])).collect();
+    let added: Vec<&String> = adds
+        .iter()
+        .filter(|a| !args.contains(&a.as_str()))
+        .collect();
+    if removed.is_empty() && added.is_empty() {
+        return None;
+    }
+    Some(ArgsEdit {
+        anchor: removed.first().copied().or(args.len().checked_sub(1)),
+        removed,
+        added,
+    })
+}
+
 /// What an argument `name=value` (without leading dashes) sets, if it is one of the three flags.
 pub(crate) fn classify(arg: &str) -> Result<Found, TextError> {
     let (name, value) = match arg.split_once('=') {

@@ -76,24 +76,18 @@ pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError
 /// the line they replace. The text is unchanged when there is nothing to do.
 pub fn edit_args(text: &str, removes: &[&str], adds: &[String]) -> Result<String, TextError> {
     let list = command_list(text)?;
-    let sets = |item: &Item, names: &[&str]| {
-        let arg = item.value.strip_prefix("--").unwrap_or_default();
-        let name = arg.split_once('=').map_or(arg, |(name, _)| name);
-        names.contains(&name)
-    };
-    let removed: Vec<&Item> = list.items.iter().filter(|i| sets(i, removes)).collect();
-    let present = |arg: &String| list.items.iter().any(|i| i.value == *arg);
-    if removed.is_empty() && adds.iter().all(present) {
+    let args: Vec<&str> = list.items.iter().map(|i| i.value.as_str()).collect();
+    let Some(edit) = arglist::args_edit(&args, removes, adds) else {
         return Ok(text.to_string());
-    }
-    let last = list
-        .items
-        .last()
-        .ok_or_else(|| unsupported("kube-apiserver's command is empty"))?;
-    let anchor = removed.first().copied().unwrap_or(last);
-    let new_lines: Vec<String> = adds
+    };
+    let (Some(anchor), Some(last)) = (edit.anchor, list.items.last()) else {
+        return Err(unsupported("kube-apiserver's command is empty"));
+    };
+    let anchor = &list.items[anchor];
+    let removed: Vec<&Item> = edit.removed.iter().map(|&k| &list.items[k]).collect();
+    let new_lines: Vec<String> = edit
+        .added
         .iter()
-        .filter(|arg| !present(arg))
         .map(|arg| format!("{}{}", anchor.prefix, anchor.style.render(arg)))
         .collect();
     let mut out = Vec::new();

@@ -78,26 +78,21 @@ pub fn edit_text(text: &str, step: &MigrationStep) -> Result<TextEdit, TextError
 /// they replace. The text is unchanged when there is nothing to do.
 pub fn edit_args(text: &str, removes: &[&str], adds: &[String]) -> Result<String, TextError> {
     let exec = exec_start(text)?;
-    let sets = |line: &ArgLine, names: &[&str]| {
-        let arg = line.body.trim().strip_prefix("--").unwrap_or_default();
-        let name = arg.split_once('=').map_or(arg, |(name, _)| name);
-        names.contains(&name)
-    };
-    let present = |arg: &String| exec.lines.iter().any(|l| l.body.trim() == arg);
-    let removed: Vec<usize> = (0..exec.lines.len())
-        .filter(|&k| sets(&exec.lines[k], removes))
-        .collect();
-    if removed.is_empty() && adds.iter().all(present) {
+    let args: Vec<&str> = exec.lines.iter().map(|l| l.body.trim()).collect();
+    let Some(edit) = arglist::args_edit(&args, removes, adds) else {
         return Ok(text.to_string());
-    }
+    };
     for arg in adds {
         refuse_expansions(arg)?;
     }
-    let anchor = removed.first().copied().unwrap_or(exec.lines.len() - 1);
+    let anchor = edit
+        .anchor
+        .ok_or_else(|| unsupported("ExecStart= has no arguments"))?;
     let indent = &exec.lines[anchor].indent;
-    let new_rows = adds
-        .iter()
-        .filter(|arg| !present(arg))
+    let removed = edit.removed;
+    let new_rows = edit
+        .added
+        .into_iter()
         .map(|arg| (format!("{indent}{arg}"), None));
     let mut rows: Vec<(String, Option<&str>)> = Vec::new();
     let mut new_rows = Some(new_rows);
